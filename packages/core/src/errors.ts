@@ -1,0 +1,132 @@
+/**
+ * Stable error codes. A code never changes meaning once released; the CLI maps codes to exit
+ * codes and the server to HTTP statuses, so add new codes rather than reuse old ones.
+ */
+export const ERROR_CODES = [
+  /** The spec (kiln.yaml or an object) is invalid; `details.issues` lists every problem. */
+  "SPEC_INVALID",
+  /** No spec file was found where one was expected. */
+  "SPEC_NOT_FOUND",
+  /** An option or flag given to the CLI or the library is invalid. */
+  "INVALID_ARGUMENT",
+  /** The environment named is not defined in the spec. */
+  "ENVIRONMENT_NOT_FOUND",
+  /** The provider named is not installed or not known. */
+  "PROVIDER_NOT_FOUND",
+  /** The provider's backend (Docker engine, cloud API) could not be reached. */
+  "PROVIDER_UNAVAILABLE",
+  /** The provider lacks a capability the spec or the command needs. */
+  "CAPABILITY_MISSING",
+  /** Building the image failed (the build's own error is the cause). */
+  "BUILD_FAILED",
+  /** Reading the build context failed (a file vanished, a permission was denied). */
+  "BUILD_CONTEXT_INVALID",
+  /** Launching an instance failed. */
+  "LAUNCH_FAILED",
+  /** Terminating an instance failed. */
+  "TERMINATE_FAILED",
+  /** New instances did not pass their health check before the deadline; the rollout was undone. */
+  "HEALTH_CHECK_FAILED",
+  /** A rollout failed for another reason; the cause says which. */
+  "ROLLOUT_FAILED",
+  /** The plan cannot be carried out (for instance maxSurge and maxUnavailable are both 0). */
+  "PLAN_INVALID",
+  /** The release asked for does not exist for this target. */
+  "RELEASE_NOT_FOUND",
+  /** There is no earlier successful release to roll back to. */
+  "NO_ROLLBACK_TARGET",
+  /** Another rollout of the same target holds the lock. */
+  "TARGET_LOCKED",
+  /** The state file could not be read or is not what Kiln wrote. */
+  "STATE_CORRUPT",
+  /** Reading or writing state failed. */
+  "STATE_UNAVAILABLE",
+  /** The operation was cancelled through its AbortSignal. */
+  "ABORTED",
+  /** A deadline passed while waiting for a condition. */
+  "TIMEOUT",
+  /** A bug in Kiln: please report it with the cause. */
+  "INTERNAL",
+] as const;
+
+/** One of the stable {@link ERROR_CODES}. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Options of a {@link KilnError}. */
+export interface KilnErrorOptions {
+  /** The error that caused this one; kept, never swallowed. */
+  cause?: unknown;
+  /** Whether repeating the same call may succeed (throttling, a transient network error). @defaultValue false */
+  retryable?: boolean;
+  /** Machine-readable details (for SPEC_INVALID: `{ issues: SpecIssue[] }`). Never holds secrets. */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * The one error class of Kiln. Every error Kiln throws on purpose is a `KilnError` with a stable
+ * {@link ErrorCode}; its message says what happened and what to do next.
+ *
+ * @example
+ * ```ts
+ * try { await kiln.deploy({ environment: "prod" }); }
+ * catch (error) { if (isKilnError(error, "TARGET_LOCKED")) console.log(error.message); }
+ * ```
+ */
+export class KilnError extends Error {
+  override readonly name = "KilnError";
+  /** Stable code: see {@link ERROR_CODES}. */
+  readonly code: ErrorCode;
+  /** Whether repeating the same call may succeed. */
+  readonly retryable: boolean;
+  /** Machine-readable details; never holds secrets. */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: KilnErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.details = options.details ?? {};
+  }
+
+  /** A plain object for JSON output (`--json`, HTTP problem documents, state records). */
+  toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
+    return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+  }
+}
+
+/**
+ * Whether `error` is a {@link KilnError}, optionally with one of the given codes.
+ * @param error - anything caught
+ * @param codes - codes to accept; any code when empty
+ */
+export function isKilnError(error: unknown, ...codes: ErrorCode[]): error is KilnError {
+  return error instanceof KilnError && (codes.length === 0 || codes.includes(error.code));
+}
+
+/**
+ * Wraps an unknown thrown value as a {@link KilnError}: a `KilnError` is returned as it is; an
+ * `AbortError` becomes `ABORTED`; anything else gets `code` and `message`, with the original kept as
+ * `cause`.
+ */
+export function toKilnError(error: unknown, code: ErrorCode, message: string): KilnError {
+  if (error instanceof KilnError) return error;
+  if (isAbortError(error)) return new KilnError("ABORTED", "The operation was cancelled.", { cause: error });
+  const detail = error instanceof Error ? error.message : String(error);
+  return new KilnError(code, `${message}: ${detail}`, { cause: error });
+}
+
+/** Whether `error` is the error an aborted `AbortSignal` produces. */
+export function isAbortError(error: unknown): boolean {
+  return (
+    (error instanceof Error && (error.name === "AbortError" || (error as { code?: unknown }).code === "ABORT_ERR")) ||
+    isKilnError(error, "ABORTED")
+  );
+}
+
+/**
+ * Throws `ABORTED` when `signal` has been aborted.
+ * @throws KilnError ABORTED
+ */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new KilnError("ABORTED", "The operation was cancelled.", { cause: signal.reason });
+}

@@ -1,0 +1,208 @@
+import type { Logger } from "./logger.js";
+import type { Target } from "./target.js";
+
+/** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
+export type ProviderProgress =
+  /** One line of build output (a Dockerfile step's output, a provisioning script's output). */
+  | { type: "image.build.log"; message: string }
+  /** The build started a numbered step (`Step 3/7 : RUN npm ci`). */
+  | { type: "image.build.step"; step: number; total: number; description: string };
+
+/** What every provider operation receives. */
+export interface ProviderContext {
+  /** Cancels the operation; a provider stops waiting and throws `ABORTED`, leaving state consistent. */
+  readonly signal: AbortSignal;
+  /** Diagnostics; never receives secrets. */
+  readonly logger: Logger;
+  /** Progress for the user (build output); never receives secrets. */
+  emit(progress: ProviderProgress): void;
+}
+
+/** How to build a container image from a Dockerfile. */
+export interface DockerfileRecipe {
+  readonly kind: "dockerfile";
+  /** Absolute path of the build context folder. */
+  readonly contextDir: string;
+  /** Absolute path of the Dockerfile; it may lie outside the context. */
+  readonly dockerfilePath: string;
+  /**
+   * The context's files after `.dockerignore` rules, as sorted POSIX paths relative to
+   * `contextDir`; exactly what the fingerprint covered and what the build may see. The Dockerfile
+   * and `.dockerignore` are included when they lie in the context, whatever the ignore rules say.
+   */
+  readonly files: readonly string[];
+  /** Build arguments (`--build-arg`). */
+  readonly args: Readonly<Record<string, string>>;
+  /** The build stage to stop at (`--target`). */
+  readonly stage?: string;
+}
+
+/** Everything a provider needs to build one image. */
+export interface ImageRecipe {
+  readonly target: Target;
+  /** The fingerprint of every input; the provider labels the image with it. */
+  readonly fingerprint: string;
+  readonly dockerfile: DockerfileRecipe;
+}
+
+/** An image a provider built or found. */
+export interface ImageRef {
+  /** The provider's id: a Docker image id, an AMI id, a Compute Engine image name. */
+  readonly id: string;
+  /** The fingerprint the image was built from (`sha256:` + 64 hex digits). */
+  readonly fingerprint: string;
+  /** The content digest of the image (Docker: the image id, or a registry digest when pushed). */
+  readonly digest: string;
+  /** Names the image can be referred to by (Docker tags, an AMI name). */
+  readonly names: readonly string[];
+  /** When the image was created (ISO 8601). */
+  readonly createdAt?: string;
+  /** Size of the image in bytes, when the provider knows it. */
+  readonly sizeBytes?: number;
+}
+
+/** A port an instance listens on. */
+export interface PortConfig {
+  /** The name health checks and traffic refer to (`http`). */
+  readonly name: string;
+  /** The port inside the instance. */
+  readonly port: number;
+  readonly protocol: "tcp" | "udp";
+}
+
+/** How each instance of a release runs: the provider-neutral part of a release. */
+export interface InstanceConfig {
+  readonly ports: readonly PortConfig[];
+  /** Environment variables; recorded in state, so never put secrets here. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Extra labels (tags) for each instance, beside Kiln's own {@link LABELS}. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The command to run instead of the image's default, as an argument list. */
+  readonly command?: readonly string[];
+  /** Memory limit in bytes. */
+  readonly memoryBytes?: number;
+  /** CPU limit in cores (0.5 = half a core). */
+  readonly cpus?: number;
+  /** How long an instance may take to stop after SIGTERM before it is killed, in milliseconds. */
+  readonly stopGracePeriodMs: number;
+}
+
+/** What `instances.launch` is asked to start. */
+export interface LaunchRequest {
+  readonly target: Target;
+  /** The release number the instances belong to. */
+  readonly release: number;
+  /** The rollout that launches them. */
+  readonly rolloutId: string;
+  /**
+   * Unique per launch step of a rollout. Launching twice with the same key must not start more
+   * instances than the first call did: the provider returns those instead.
+   */
+  readonly idempotencyKey: string;
+  readonly image: ImageRef;
+  readonly config: InstanceConfig;
+  /** How many instances to start (1 or more). */
+  readonly count: number;
+}
+
+/** Where a port of an instance can be reached from where Kiln runs. */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** The life state of an instance, mapped from the provider's own states. */
+export type InstanceState = "pending" | "running" | "stopping" | "stopped" | "terminated" | "unknown";
+
+/** One running (or recently running) copy of a release. */
+export interface Instance {
+  /** The provider's id (container id, EC2 instance id). */
+  readonly id: string;
+  /** A human-readable unique name. */
+  readonly name: string;
+  readonly target: Target;
+  /** The release number from the instance's labels; undefined for an instance Kiln did not label. */
+  readonly release: number | undefined;
+  readonly rolloutId: string | undefined;
+  /** The id of the image the instance runs. */
+  readonly imageId: string;
+  readonly state: InstanceState;
+  /** How often the provider restarted the instance since it was launched. */
+  readonly restartCount: number;
+  /** Reachable addresses, by port name. */
+  readonly endpoints: Readonly<Record<string, Endpoint>>;
+  /** ISO 8601. */
+  readonly createdAt: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** Selects instances by target; optionally narrowed to one release or rollout. */
+export interface InstanceSelector {
+  readonly target: Target;
+  readonly release?: number;
+  readonly rolloutId?: string;
+}
+
+/** Building, finding and removing images. */
+export interface ImageOperations {
+  /**
+   * Builds an image from the recipe, labels it with the fingerprint and target, and returns it.
+   * @throws KilnError BUILD_FAILED, BUILD_CONTEXT_INVALID, PROVIDER_UNAVAILABLE, ABORTED
+   */
+  build(recipe: ImageRecipe, ctx: ProviderContext): Promise<ImageRef>;
+  /** The image built from this fingerprint, if one exists. */
+  find(fingerprint: string, ctx: ProviderContext): Promise<ImageRef | undefined>;
+  /** Every image Kiln built for this service. */
+  list(service: string, ctx: ProviderContext): Promise<ImageRef[]>;
+  /** Removes an image; an image already gone counts as removed. */
+  remove(image: ImageRef, ctx: ProviderContext): Promise<void>;
+}
+
+/** Launching, listing and terminating instances. */
+export interface InstanceOperations {
+  /**
+   * Starts `count` instances of the release, labelled with {@link LABELS}; idempotent by
+   * `idempotencyKey`. Returns as soon as the instances are started; health is core's concern.
+   * @throws KilnError LAUNCH_FAILED, PROVIDER_UNAVAILABLE, ABORTED
+   */
+  launch(request: LaunchRequest, ctx: ProviderContext): Promise<Instance[]>;
+  /** Every instance of the selector in any state but terminated, in one call to the backend. */
+  list(selector: InstanceSelector, ctx: ProviderContext): Promise<Instance[]>;
+  /**
+   * Stops instances (SIGTERM, then a kill after `gracePeriodMs`) and removes them. An instance
+   * already gone, or already being removed, counts as terminated.
+   * @throws KilnError TERMINATE_FAILED, PROVIDER_UNAVAILABLE
+   */
+  terminate(instances: readonly Instance[], options: { gracePeriodMs: number }, ctx: ProviderContext): Promise<void>;
+}
+
+/**
+ * A provider: the plugin that implements the image/instance lifecycle on one platform. Create one
+ * with the provider package's factory (e.g. `createDockerProvider()`).
+ */
+export interface Provider {
+  /** The provider's name, equal to its package suffix (`docker` for `@kilnjs/provider-docker`). */
+  readonly name: string;
+  readonly images: ImageOperations;
+  readonly instances: InstanceOperations;
+  /**
+   * Checks that the backend answers.
+   * @throws KilnError PROVIDER_UNAVAILABLE with a message that says how to start or reach it
+   */
+  ping(ctx: ProviderContext): Promise<void>;
+  /** Releases connections; the provider is not used afterwards. */
+  close?(): Promise<void>;
+}
+
+/**
+ * Identity helper that types a provider factory.
+ * @example
+ * ```ts
+ * export const createMyProvider = defineProvider((options: MyOptions) => ({ name: "my", images, instances, ping }));
+ * ```
+ */
+export function defineProvider<Options extends object | undefined, P extends Provider = Provider>(
+  factory: (options: Options) => P,
+): (options: Options) => P {
+  return factory;
+}
