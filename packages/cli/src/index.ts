@@ -1,5 +1,7 @@
 /**
- * The kiln command line: plan, deploy, rollback, status and history from a kiln.yaml.
+ * The `kiln` command line as a function, for tests and wrappers: `run(argv, io)` returns the exit code.
  * @module
  */
-export const PLACEHOLDER = true;
+export { run } from "./main.js";
+export type { CliIo } from "./main.js";
+export { EXIT_CODES, exitCodeFor } from "./exit-codes.js";

@@ -19,6 +19,8 @@ export const ERROR_CODES = [
   "CAPABILITY_MISSING",
   /** Building the image failed (the build's own error is the cause). */
   "BUILD_FAILED",
+  /** The image is used by an instance (or a launch template) and was not removed. */
+  "IMAGE_IN_USE",
   /** Reading the build context failed (a file vanished, a permission was denied). */
   "BUILD_CONTEXT_INVALID",
   /** Launching an instance failed. */

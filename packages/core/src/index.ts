@@ -27,3 +27,20 @@ export type {
   ProviderContext,
   ProviderProgress,
 } from "./provider.js";
+export type { HealthCapability, ProbeResult } from "./provider.js";
+export type { EventBase, EventHandler, EventInstance, KilnEvent, KilnEventInput, KilnEventType, RolloutKind } from "./events.js";
+export { waitFor, sleep } from "./wait.js";
+export type { WaitOptions, WaitOutcome } from "./wait.js";
+export { probeHttp } from "./health.js";
+export * from "./spec/index.js";
+export * from "./fingerprint/index.js";
+export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber } from "./plan.js";
+export type { DeployPlan, ImagePlan, PlanInput, RolloutPlan } from "./plan.js";
+export { nextRollingBatch, planRollingBatches } from "./rollout/batches.js";
+export type { RollingBatch, RollingCounts } from "./rollout/batches.js";
+export { createFileStateStore } from "./state/file-store.js";
+export type { FileStateStoreOptions } from "./state/file-store.js";
+export { emptyTargetState } from "./state/types.js";
+export type { Holder, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState } from "./state/types.js";
+export { createKiln, chooseRollbackRelease } from "./kiln.js";
+export type { BuildResult, DeployResult, Kiln, KilnOptions, ProviderSource, RollbackOptions, SpecOptions, TargetOptions, TargetStatus } from "./kiln.js";

@@ -154,7 +154,10 @@ export interface ImageOperations {
   find(fingerprint: string, ctx: ProviderContext): Promise<ImageRef | undefined>;
   /** Every image Kiln built for this service. */
   list(service: string, ctx: ProviderContext): Promise<ImageRef[]>;
-  /** Removes an image; an image already gone counts as removed. */
+  /**
+   * Removes an image; an image already gone counts as removed.
+   * @throws KilnError IMAGE_IN_USE when an instance still uses it; PROVIDER_UNAVAILABLE
+   */
   remove(image: ImageRef, ctx: ProviderContext): Promise<void>;
 }
 
@@ -176,6 +179,18 @@ export interface InstanceOperations {
   terminate(instances: readonly Instance[], options: { gracePeriodMs: number }, ctx: ProviderContext): Promise<void>;
 }
 
+/** The outcome of one health probe. */
+export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
+/** A provider-native health check; core probes the instance's endpoint itself when a provider has none. */
+export interface HealthCapability {
+  /**
+   * Probes one instance once. Never throws for an unhealthy instance: it returns `ok: false`.
+   * @param timeoutMs - how long the probe may take (milliseconds)
+   */
+  probe(instance: Instance, check: { readonly portName: string; readonly path: string; readonly expectStatus: readonly [number, number] }, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
+}
+
 /**
  * A provider: the plugin that implements the image/instance lifecycle on one platform. Create one
  * with the provider package's factory (e.g. `createDockerProvider()`).
@@ -185,6 +200,8 @@ export interface Provider {
   readonly name: string;
   readonly images: ImageOperations;
   readonly instances: InstanceOperations;
+  /** Optional provider-native health probe; without it core sends HTTP probes to instance endpoints. */
+  readonly health?: HealthCapability;
   /**
    * Checks that the backend answers.
    * @throws KilnError PROVIDER_UNAVAILABLE with a message that says how to start or reach it
@@ -201,8 +218,6 @@ export interface Provider {
  * export const createMyProvider = defineProvider((options: MyOptions) => ({ name: "my", images, instances, ping }));
  * ```
  */
-export function defineProvider<Options extends object | undefined, P extends Provider = Provider>(
-  factory: (options: Options) => P,
-): (options: Options) => P {
+export function defineProvider<Args extends unknown[], P extends Provider = Provider>(factory: (...args: Args) => P): (...args: Args) => P {
   return factory;
 }

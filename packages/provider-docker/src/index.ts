@@ -1,5 +1,8 @@
 /**
  * Kiln provider for a Docker engine: builds container images and replaces containers (dockerode).
+ *
+ * dockerode is loaded on the first call that needs the engine, so importing this package is cheap.
  * @module
  */
-export const PLACEHOLDER = true;
+export { createDockerProvider, createDockerProvider as createProvider, PROVIDER_NAME } from "./provider.js";
+export type { DockerProviderOptions } from "./options.js";

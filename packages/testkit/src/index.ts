@@ -1,5 +1,8 @@
 /**
- * Kiln testkit: the in-memory provider and the provider conformance suite.
+ * Kiln testkit: the in-memory provider for core's unit tests, and helpers that gate integration
+ * tests on a real engine (skip loudly on a laptop, fail under CI).
  * @module
  */
-export const PLACEHOLDER = true;
+export { createMemoryProvider } from "./memory-provider.js";
+export { dockerEngineAvailable, requireDockerEngine } from "./engines.js";
+export type { CallCounts, InstanceBehavior, MemoryProvider, MemoryProviderOptions } from "./memory-provider.js";

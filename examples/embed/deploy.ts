@@ -1,0 +1,100 @@
+/**
+ * Embedding Kiln: deploy the hello-web example to a Docker engine from a spec given as an object,
+ * follow the rollout through events, and cancel cleanly through an AbortSignal.
+ *
+ *   node --import tsx deploy.ts                      deploy (3 instances)
+ *   node --import tsx deploy.ts --count 2            deploy 2 instances
+ *   node --import tsx deploy.ts --cancel-on-launch   start a deploy of a new version and cancel it as soon as
+ *                                                    the first new instance is launched: Kiln removes it and
+ *                                                    the previous release keeps serving
+ *   Ctrl-C at any time cancels the same way.
+ *
+ * Needs a Docker engine (DOCKER_HOST) and the base image kiln-local/node:20 (scripts/base-images.sh).
+ */
+import { cp, mkdtemp, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { createKiln, isKilnError, type KilnEvent, type SpecInput } from "@kilnjs/core";
+import { createDockerProvider } from "@kilnjs/provider-docker";
+
+const { values: flags } = parseArgs({
+  options: {
+    count: { type: "string", default: "3" },
+    "cancel-on-launch": { type: "boolean", default: false },
+    "state-dir": { type: "string" },
+    environment: { type: "string", default: "embed" },
+  },
+});
+
+// A copy of the example app, so the demo can change its version without touching the repository.
+const appDir = await mkdtemp(path.join(os.tmpdir(), "kiln-embed-"));
+await cp(fileURLToPath(new URL("../hello-web", import.meta.url)), appDir, { recursive: true });
+
+const spec: SpecInput = {
+  service: "hello-web",
+  provider: "docker",
+  image: { dockerfile: { context: ".", args: { BASE_IMAGE: process.env.KILN_BASE_IMAGE ?? "kiln-local/node:20" } } },
+  instances: { count: Number(flags.count), ports: [{ name: "http", port: 8080 }], stopGracePeriodMs: 3000 },
+  health: { http: { port: "http", path: "/healthz" }, intervalMs: 300, healthyThreshold: 2, startPeriodMs: 2000 },
+  rollout: { maxSurge: 1, maxUnavailable: 0 },
+  environments: { [flags.environment]: {} },
+};
+
+const controller = new AbortController();
+process.once("SIGINT", () => controller.abort(new Error("SIGINT")));
+
+function onEvent(event: KilnEvent): void {
+  switch (event.type) {
+    case "image.built":
+      console.log(`image built: ${event.imageId.slice(0, 19)} in ${event.durationMs} ms`);
+      break;
+    case "image.reused":
+      console.log(`image reused: ${event.imageId.slice(0, 19)}`);
+      break;
+    case "instance.launched":
+      console.log(`launched ${event.instance.name}`);
+      if (flags["cancel-on-launch"] && event.instance.release !== undefined && event.instance.release > 1) controller.abort(new Error("cancelled on purpose"));
+      break;
+    case "instance.healthy":
+      console.log(`healthy  ${event.instance.name} (${event.durationMs} ms)`);
+      break;
+    case "instance.retired":
+      console.log(`retired  ${event.instance.name}`);
+      break;
+    case "rollout.succeeded":
+    case "rollout.failed":
+    case "rollout.rolled-back":
+      console.log(`${event.type}: release ${event.release}`);
+      break;
+  }
+}
+
+const kiln = createKiln({
+  providers: { docker: createDockerProvider() },
+  dataDir: flags["state-dir"] ?? path.join(appDir, ".kiln"),
+  onEvent,
+});
+
+try {
+  const environment = flags.environment;
+  const first = await kiln.deploy({ spec, baseDir: appDir, environment });
+  console.log(`release ${first.release.number} serves (${first.outcome})`);
+  if (flags["cancel-on-launch"]) {
+    await writeFile(path.join(appDir, "version.txt"), "v2-cancelled\n");
+    await kiln.deploy({ spec, baseDir: appDir, environment, signal: controller.signal });
+    console.log("unexpected: the deploy was not cancelled");
+    process.exitCode = 1;
+  }
+} catch (error) {
+  if (isKilnError(error, "ABORTED")) {
+    const status = await kiln.status({ target: { service: "hello-web", environment: flags.environment } });
+    console.log(`cancelled: release ${status.release?.number ?? "none"} serves with ${status.instances.length} instance(s); drift: ${status.drift.length === 0 ? "none" : status.drift.join("; ")}`);
+  } else if (isKilnError(error)) {
+    console.error(`deploy failed [${error.code}]: ${error.message}`);
+    process.exitCode = 1;
+  } else throw error;
+} finally {
+  await kiln.close();
+}

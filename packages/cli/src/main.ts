@@ -1,0 +1,355 @@
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Command, CommanderError, Option } from "commander";
+import { createColors } from "picocolors";
+import type { DeployResult, Kiln, KilnError, LoadedSpec, SpecIssue } from "@kilnjs/core";
+import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
+import { createRenderer, type Output } from "./render.js";
+import { INIT_DOCKERIGNORE, initSpec } from "./init-template.js";
+
+/** Options every command takes. */
+interface CommonOptions {
+  cwd: string;
+  config: string;
+  environment?: string;
+  json: boolean;
+  color: boolean;
+  verbose: boolean;
+}
+
+/** Where the CLI reads and writes; tests pass their own. */
+export interface CliIo {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+const HELP_FOOTER = `
+Exit codes: 0 success (also "nothing to do"), 1 rollout or build failed (what ran before keeps
+serving), 2 bad input (spec, flags; nothing changed), 3 provider unreachable, 4 target locked,
+5 state unreadable, 130 cancelled, 70 internal error. See docs/cli.md.`;
+
+/**
+ * Runs the `kiln` command line with `argv` (without the node and script paths) and returns the
+ * exit code; never calls process.exit itself.
+ */
+export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  let exitCode: number = EXIT_CODES.success;
+  const colorDefault = !("NO_COLOR" in io.env) && Boolean(io.stdout.isTTY);
+  const program = new Command("kiln")
+    .description("Kiln: bake an image, replace instances, health-check them, keep the history.\nNever patches what runs: every change is a new image and new instances.")
+    .version(VERSION, "-V, --version")
+    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) })
+    .exitOverride()
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", HELP_FOOTER);
+
+  const common = (command: Command, withEnvironment = true) => {
+    command
+      .option("-C, --cwd <dir>", "run as if started in this folder", ".")
+      .option("-c, --config <file>", "the spec file, relative to --cwd", "kiln.yaml");
+    if (withEnvironment) command.option("-e, --environment <name>", "the environment to act on (default: the spec's top-level settings)");
+    command
+      .option("--json", "print one JSON object per line instead of human output", false)
+      .addOption(new Option("--no-color", "no colors (also: NO_COLOR set, or output is not a terminal)"))
+      .option("--verbose", "print build output and diagnostics", false);
+    return command;
+  };
+
+  const action =
+    (handler: (options: CommonOptions & Record<string, unknown>, output: Output, ...args: string[]) => Promise<number>) =>
+    async (...args: unknown[]) => {
+      const command = args.at(-1) as Command;
+      const options = command.opts<CommonOptions & Record<string, unknown>>();
+      const output: Output = {
+        stdout: io.stdout,
+        stderr: io.stderr,
+        json: options.json,
+        color: options.color && colorDefault && !options.json,
+        verbose: options.verbose,
+      };
+      const positional = args.slice(0, -2).filter((value): value is string => typeof value === "string");
+      try {
+        exitCode = await handler(options, output, ...positional);
+      } catch (error) {
+        exitCode = await reportError(error, output);
+      }
+    };
+
+  common(program.command("init").description("write a starter kiln.yaml (and .dockerignore) in the folder"), false)
+    .option("--service <name>", "the service name (default: the folder's name)")
+    .option("--force", "overwrite an existing kiln.yaml", false)
+    .action(action(async (options, output) => {
+      const dir = path.resolve(options.cwd);
+      const file = path.resolve(dir, options.config);
+      if (existsSync(file) && !options.force) {
+        output.stderr.write(`${file} exists already; pass --force to overwrite it.\n`);
+        return EXIT_CODES.badInput;
+      }
+      const service = (options.service as string | undefined) ?? sanitizeName(path.basename(dir));
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(file, initSpec(service));
+      const ignore = path.join(dir, ".dockerignore");
+      if (!existsSync(ignore)) await writeFile(ignore, INIT_DOCKERIGNORE);
+      output.stdout.write(output.json ? `${JSON.stringify({ type: "init", file, service })}\n` : `Wrote ${path.relative(process.cwd(), file) || file} for service "${service}". Next: kiln validate, then kiln plan.\n`);
+      return EXIT_CODES.success;
+    }));
+
+  common(program.command("validate").description("check the spec and report every problem with file:line:column"))
+    .action(action(async (options, output) => {
+      const core = await import("@kilnjs/core");
+      const loaded = await core.loadSpec(specPath(options));
+      const environments = Object.keys(loaded.validated.environments);
+      if (options.environment) core.resolveTarget(loaded.validated, options.environment, loaded.baseDir);
+      const service = loaded.validated.spec.service;
+      output.stdout.write(
+        output.json
+          ? `${JSON.stringify({ type: "valid", file: loaded.file, service, environments })}\n`
+          : `${loaded.file} is valid: service "${service}"${environments.length > 0 ? `, environments ${environments.join(", ")}` : ""}.\n`,
+      );
+      return EXIT_CODES.success;
+    }));
+
+  common(program.command("plan").description("show what deploy would do, changing nothing (like terraform plan)"))
+    .action(action(async (options, output) => {
+      const core = await import("@kilnjs/core");
+      const { kiln, spec } = await open(options, output, "plan");
+      try {
+        const plan = await kiln.plan({ spec, ...env(options) });
+        output.stdout.write(output.json ? `${JSON.stringify({ type: "plan", plan: { ...plan, changes: plan.changes } })}\n` : `${core.formatPlan(plan)}\n`);
+        return EXIT_CODES.success;
+      } finally {
+        await kiln.close();
+      }
+    }));
+
+  common(program.command("build").description("build the image unless one with the same fingerprint exists"))
+    .action(action(async (options, output) => {
+      const { kiln, spec, renderer } = await open(options, output, "build");
+      try {
+        const result = await kiln.build({ spec, ...env(options) });
+        renderer.done();
+        if (output.json) output.stdout.write(`${JSON.stringify({ type: "result", image: result.image, built: result.built })}\n`);
+        else output.stdout.write(`${result.image.names[0] ?? result.image.id} ${result.built ? "built" : "already existed"}.\n`);
+        return EXIT_CODES.success;
+      } finally {
+        renderer.done();
+        await kiln.close();
+      }
+    }));
+
+  common(program.command("deploy").description("build if needed, create a release and roll it out; undo it if health checks fail"))
+    .action(action(async (options, output) => {
+      const { kiln, spec, renderer } = await open(options, output, "deploy");
+      return withCancellation(output, async (signal) => {
+        try {
+          const result = await kiln.deploy({ spec, ...env(options), signal });
+          renderer.done();
+          printResult(result, output);
+          return EXIT_CODES.success;
+        } finally {
+          renderer.done();
+          await kiln.close();
+        }
+      });
+    }));
+
+  common(program.command("rollback").description("roll back to the previous good release, or to RELEASE, reusing its image (no rebuild)"))
+    .argument("[release]", "the release number to roll back to")
+    .action(action(async (options, output, releaseText) => {
+      let release: number | undefined;
+      if (releaseText !== undefined) {
+        release = Number(releaseText.replace(/^[rv#]/i, ""));
+        if (!Number.isInteger(release) || release < 1) {
+          output.stderr.write(`"${releaseText}" is not a release number; see kiln history for the numbers.\n`);
+          return EXIT_CODES.badInput;
+        }
+      }
+      const { kiln, spec, renderer } = await open(options, output, "rollback");
+      return withCancellation(output, async (signal) => {
+        try {
+          const result = await kiln.rollback({ spec, ...env(options), signal, ...(release ? { release } : {}) });
+          renderer.done();
+          printResult(result, output);
+          return EXIT_CODES.success;
+        } finally {
+          renderer.done();
+          await kiln.close();
+        }
+      });
+    }));
+
+  common(program.command("status").description("the current release, its instances, their addresses, and any drift"))
+    .action(action(async (options, output) => {
+      const { kiln, spec } = await open(options, output, "status");
+      try {
+        const status = await kiln.status({ spec, ...env(options) });
+        if (output.json) {
+          output.stdout.write(`${JSON.stringify({ type: "status", ...status })}\n`);
+          return EXIT_CODES.success;
+        }
+        const c = createColors(output.color);
+        const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${status.release.image.id.slice(0, 19)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
+        if (status.activeRollout) lines.push(c.yellow(`rollout ${status.activeRollout.id} is running (started ${status.activeRollout.startedAt} by ${status.activeRollout.holder.user}@${status.activeRollout.holder.host})`));
+        lines.push(
+          table(
+            ["INSTANCE", "RELEASE", "STATE", "ADDRESSES"],
+            status.instances.map((i) => [i.name, String(i.release ?? "?"), i.state, Object.entries(i.endpoints).map(([name, e]) => `${name}=http://${e.host}:${e.port}`).join(" ") || "-"]),
+          ),
+        );
+        lines.push(status.drift.length === 0 ? c.green("no drift: what runs is what the release says") : c.yellow(`drift:\n${status.drift.map((d) => `  - ${d}`).join("\n")}\nrun kiln deploy to converge`));
+        output.stdout.write(`${lines.join("\n")}\n`);
+        return EXIT_CODES.success;
+      } finally {
+        await kiln.close();
+      }
+    }));
+
+  common(program.command("history").description("every release and rollout of the target, newest first"))
+    .option("-n, --limit <count>", "show at most this many releases", "20")
+    .action(action(async (options, output) => {
+      const { kiln, spec } = await open(options, output, "history");
+      try {
+        const history = await kiln.history({ spec, ...env(options) });
+        const limit = Number(options.limit);
+        const releases = history.releases.slice(0, Number.isInteger(limit) && limit > 0 ? limit : 20);
+        if (output.json) {
+          output.stdout.write(`${JSON.stringify({ type: "history", target: history.target, currentRelease: history.currentRelease, releases, rollouts: history.rollouts })}\n`);
+          return EXIT_CODES.success;
+        }
+        const c = createColors(output.color);
+        output.stdout.write(
+          `${table(
+            ["RELEASE", "STATUS", "CREATED", "IMAGE", "DIGEST", "INSTANCES", "NOTE"],
+            releases.map((r) => [
+              `${r.number}${r.number === history.currentRelease ? c.green(" *") : ""}`,
+              r.status === "failed" ? c.red(r.status) : r.status,
+              r.createdAt.replace("T", " ").slice(0, 19),
+              r.image.names[0] ?? r.image.id.slice(0, 19),
+              r.image.digest.slice(0, 19),
+              String(r.count),
+              [r.rollbackOf ? `rollback to ${r.rollbackOf}` : "", r.error ? `${r.error.code}` : ""].filter(Boolean).join("; "),
+            ]),
+          )}\n${releases.length === 0 ? "no releases yet\n" : c.dim("* serving now\n")}`,
+        );
+        return EXIT_CODES.success;
+      } finally {
+        await kiln.close();
+      }
+    }));
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return EXIT_CODES.success;
+      return EXIT_CODES.badInput;
+    }
+    throw error;
+  }
+  return exitCode;
+
+  async function open(options: CommonOptions, output: Output, command: string): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: ReturnType<typeof createRenderer> }> {
+    const core = await import("@kilnjs/core");
+    const spec = await core.loadSpec(specPath(options));
+    const renderer = createRenderer(output);
+    const { cliProviders } = await import("./providers.js");
+    const kiln = core.createKiln({
+      // Every provider the spec names, each loaded only when a command uses it.
+      providers: cliProviders([...new Set([spec.validated.spec.provider, ...Object.values(spec.validated.environments).map((e) => e.provider)])]),
+      dataDir: path.join(spec.baseDir, ".kiln"),
+      onEvent: renderer.onEvent,
+      command: `kiln ${command}`,
+      ...(options.verbose ? { logger: stderrLogger(output) } : {}),
+    });
+    return { kiln, spec, renderer };
+  }
+}
+
+function env(options: CommonOptions): { environment?: string } {
+  return options.environment ? { environment: options.environment } : {};
+}
+
+function specPath(options: CommonOptions): string {
+  return path.resolve(options.cwd, options.config);
+}
+
+function sanitizeName(name: string): string {
+  const cleaned = name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^[^a-z]+/, "").replace(/-+$/, "").slice(0, 40);
+  return cleaned || "my-service";
+}
+
+/**
+ * Runs a rollout with SIGINT/SIGTERM wired to an AbortSignal: the first signal cancels (the
+ * rollout is undone and the lock released), a second one exits at once.
+ */
+async function withCancellation(output: Output, run: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (name: NodeJS.Signals) => {
+    signals += 1;
+    if (signals === 1) {
+      output.stderr.write(`\n${name}: cancelling; removing the new instances and restoring the previous release (press Ctrl-C again to exit at once)\n`);
+      controller.abort(new Error(`${name} received`));
+    } else {
+      process.exit(EXIT_CODES.aborted);
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await run(controller.signal);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+function printResult(result: DeployResult, output: Output): void {
+  if (output.json) {
+    output.stdout.write(`${JSON.stringify({ type: "result", outcome: result.outcome, release: result.release.number, rollout: result.rollout?.id ?? null })}\n`);
+  }
+}
+
+async function reportError(error: unknown, output: Output): Promise<number> {
+  const core = await import("@kilnjs/core");
+  const c = createColors(output.color);
+  if (!core.isKilnError(error)) {
+    output.stderr.write(`${c.red("internal error")}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\nThis is a bug in Kiln; please report it with the output above.\n`);
+    return EXIT_CODES.internal;
+  }
+  const kilnError: KilnError = error;
+  if (output.json) {
+    output.stdout.write(`${JSON.stringify({ type: "error", ...kilnError.toJSON() })}\n`);
+  } else if (kilnError.code === "SPEC_INVALID" && Array.isArray(kilnError.details.issues)) {
+    const issues = kilnError.details.issues as SpecIssue[];
+    output.stderr.write(`${c.red("error")} [SPEC_INVALID]: ${issues.length} problem${issues.length === 1 ? "" : "s"} in the spec; nothing was built or changed.\n`);
+    for (const issue of issues) output.stderr.write(`  ${core.formatSpecIssue(issue)}\n`);
+  } else {
+    output.stderr.write(`${c.red("error")} [${kilnError.code}]: ${kilnError.message}\n`);
+    if (output.verbose && kilnError.cause !== undefined) {
+      const cause = kilnError.cause instanceof Error ? (kilnError.cause.stack ?? kilnError.cause.message) : JSON.stringify(kilnError.cause);
+      output.stderr.write(c.dim(`cause: ${cause}\n`));
+    }
+  }
+  return exitCodeFor(kilnError.code);
+}
+
+function stderrLogger(output: Output) {
+  const write = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    output.stderr.write(`[${level}] ${message}${fields ? ` ${JSON.stringify(fields)}` : ""}\n`);
+  return { debug: write("debug"), info: write("info"), warn: write("warn"), error: write("error") };
+}
+
+/** Aligned columns. */
+function table(header: string[], rows: string[][]): string {
+  // eslint-disable-next-line no-control-regex
+  const visible = (text: string) => text.replace(/\u001b\[[0-9;]*m/g, "").length;
+  const widths = header.map((title, index) => Math.max(visible(title), ...rows.map((row) => visible(row[index] ?? ""))));
+  const line = (cells: string[]) => cells.map((cell, index) => cell + " ".repeat(widths[index]! - visible(cell))).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+declare const __KILN_VERSION__: string | undefined;
+const VERSION = typeof __KILN_VERSION__ === "string" ? __KILN_VERSION__ : "0.0.0";

@@ -1,0 +1,186 @@
+import type { KilnEvent } from "@kilnjs/core";
+import { createLogUpdate } from "log-update";
+import { createColors } from "picocolors";
+
+/** How the CLI writes: streams and whether to draw a live view. */
+export interface Output {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream;
+  /** One JSON event per line instead of human output. */
+  readonly json: boolean;
+  /** Colors on (off with NO_COLOR, --no-color, or a non-TTY stdout). */
+  readonly color: boolean;
+  /** Print build output lines too. */
+  readonly verbose: boolean;
+}
+
+type Colors = ReturnType<typeof createColors>;
+
+interface InstanceRow {
+  name: string;
+  release: number | undefined;
+  status: "launched" | "healthy" | "unhealthy" | "retiring" | "retired";
+  detail: string;
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+
+/** Receives events and draws them; `done` stops the live view. */
+export interface Renderer {
+  readonly onEvent: (event: KilnEvent) => void;
+  readonly done: () => void;
+}
+
+/**
+ * Turns events into output: NDJSON with `--json`; on a TTY a live task view (image, then one
+ * row per instance with its state); otherwise one plain line per event.
+ */
+export function createRenderer(output: Output): Renderer {
+  if (output.json) {
+    return {
+      onEvent: (event) => output.stdout.write(`${JSON.stringify(event)}\n`),
+      done() {},
+    };
+  }
+  const c = createColors(output.color);
+  const live = Boolean(output.stdout.isTTY) && process.env.TERM !== "dumb";
+  if (!live) {
+    return {
+      onEvent(event) {
+        const line = describeEvent(event, c, output.verbose);
+        if (line !== undefined) output.stdout.write(`${line}\n`);
+      },
+      done() {},
+    };
+  }
+  const update = createLogUpdate(output.stdout, { showCursor: true });
+  const header: string[] = [];
+  const rows = new Map<string, InstanceRow>();
+  let buildLine = "";
+  let footer = "";
+  const frames = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+  let frame = 0;
+  const draw = () => {
+    const spin = c.cyan(frames[frame % frames.length]);
+    const lines = [...header];
+    if (buildLine) lines.push(`${spin} ${buildLine}`);
+    for (const row of rows.values()) {
+      const mark = { launched: spin, healthy: c.green("✓"), unhealthy: c.red("✗"), retiring: spin, retired: c.dim("−") }[row.status];
+      lines.push(`  ${mark} ${row.name} ${c.dim(`release ${row.release ?? "?"}`)} ${row.status}${row.detail ? c.dim(` ${row.detail}`) : ""}`);
+    }
+    if (footer) lines.push(footer);
+    update(lines.join("\n"));
+  };
+  const timer = setInterval(() => {
+    frame += 1;
+    draw();
+  }, 100);
+  timer.unref();
+  return {
+    onEvent(event) {
+      switch (event.type) {
+        case "image.build.started":
+          buildLine = `building image ${short(event.fingerprint)}`;
+          break;
+        case "image.build.step":
+          buildLine = `building image: step ${event.step}/${event.total} ${truncate(event.description, 60)}`;
+          break;
+        case "image.build.log":
+          if (output.verbose) header.push(c.dim(`  │ ${truncate(event.message, 120)}`));
+          break;
+        case "instance.launched":
+          rows.set(event.instance.id, { name: event.instance.name, release: event.instance.release, status: "launched", detail: "waiting for health check" });
+          break;
+        case "instance.healthy":
+          rows.set(event.instance.id, { name: event.instance.name, release: event.instance.release, status: "healthy", detail: `after ${seconds(event.durationMs)}` });
+          break;
+        case "instance.unhealthy":
+          rows.set(event.instance.id, { name: event.instance.name, release: event.instance.release, status: "unhealthy", detail: event.reason });
+          break;
+        case "instance.retiring":
+          rows.set(event.instance.id, { name: event.instance.name, release: event.instance.release, status: "retiring", detail: "draining and stopping" });
+          break;
+        case "instance.retired":
+          rows.set(event.instance.id, { name: event.instance.name, release: event.instance.release, status: "retired", detail: "" });
+          break;
+        default: {
+          if (event.type === "image.built" || event.type === "image.reused") buildLine = "";
+          const line = describeEvent(event, c, false);
+          if (line === undefined) break;
+          if (event.type.startsWith("rollout.") && event.type !== "rollout.started") footer = line;
+          else header.push(line);
+        }
+      }
+      draw();
+    },
+    done() {
+      clearInterval(timer);
+      buildLine = "";
+      draw();
+      update.done();
+    },
+  };
+}
+
+/** One line for an event, or undefined for events the plain view leaves out. */
+export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): string | undefined {
+  switch (event.type) {
+    case "plan.ready":
+      return event.noop ? undefined : c.dim(event.summary);
+    case "image.fingerprinted":
+      return c.dim(`fingerprint ${short(event.fingerprint)}: ${event.fileCount} files, ${formatBytes(event.totalBytes)} (${formatBytes(event.bytesHashed)} read) in ${seconds(event.durationMs)}`);
+    case "image.reused":
+      return `${c.green("✓")} image ${short(event.fingerprint)} exists: build skipped`;
+    case "image.build.started":
+      return `${c.cyan("•")} building image ${short(event.fingerprint)}`;
+    case "image.build.step":
+      return c.dim(`  step ${event.step}/${event.total}: ${truncate(event.description, 100)}`);
+    case "image.build.log":
+      return verbose ? c.dim(`  │ ${truncate(event.message, 160)}`) : undefined;
+    case "image.built":
+      return `${c.green("✓")} image built ${short(event.fingerprint)} in ${seconds(event.durationMs)}`;
+    case "release.created":
+      return `${c.cyan("•")} release ${event.release} created${event.rollbackOf ? ` (copy of release ${event.rollbackOf})` : ""}`;
+    case "rollout.started":
+      return `${c.cyan("•")} ${event.kind === "rollback" ? "rolling back" : "rolling out"} release ${event.toRelease}${event.fromRelease ? ` over release ${event.fromRelease}` : ""}: ${event.count} instance${event.count === 1 ? "" : "s"}, surge ${event.maxSurge}, unavailable ${event.maxUnavailable}`;
+    case "rollout.skipped":
+      return `${c.green("✓")} ${event.target} is up to date (release ${event.release}): nothing built, nothing launched, nothing retired`;
+    case "instance.launched":
+      return `  ${c.cyan("+")} ${event.instance.name} launched`;
+    case "instance.healthy":
+      return `  ${c.green("✓")} ${event.instance.name} healthy after ${seconds(event.durationMs)}`;
+    case "instance.unhealthy":
+      return `  ${c.red("✗")} ${event.instance.name} unhealthy: ${event.reason}`;
+    case "instance.retiring":
+      return `  ${c.yellow("-")} ${event.instance.name} retiring`;
+    case "instance.retired":
+      return `  ${c.dim("-")} ${event.instance.name} retired`;
+    case "rollout.succeeded":
+      return `${c.green("✓")} release ${event.release} of ${event.target} serves (${seconds(event.durationMs)})`;
+    case "rollout.failed":
+      return `${c.red("✗")} release ${event.release} failed [${event.code}]: ${event.message}`;
+    case "rollout.rolled-back":
+      return `${c.yellow("↩")} rolled back: ${event.reason}`;
+  }
+}
+
+function short(fingerprint: string): string {
+  return fingerprint.replace(/^sha256:/, "").slice(0, 12);
+}
+
+function truncate(text: string, length: number): string {
+  const single = text.replace(/\s+/g, " ").trim();
+  return single.length > length ? `${single.slice(0, length - 1)}…` : single;
+}
+
+/** Bytes as B, kB, MB, GB (powers of 1000). */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}

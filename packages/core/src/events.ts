@@ -1,0 +1,54 @@
+import type { ErrorCode } from "./errors.js";
+
+/** Fields every event carries. */
+export interface EventBase {
+  /** ISO 8601 time the event happened. */
+  readonly time: string;
+  /** `service@environment`. */
+  readonly target: string;
+}
+
+/** An instance as events describe it. */
+export interface EventInstance {
+  readonly id: string;
+  readonly name: string;
+  readonly release: number | undefined;
+}
+
+/**
+ * Everything Kiln reports while it works, as one discriminated union on `type`. The CLI renders
+ * these (a task view, or NDJSON with `--json`); the server streams them. No event holds a secret.
+ */
+export type KilnEvent = EventBase &
+  (
+    | { type: "plan.ready"; summary: string; noop: boolean }
+    | { type: "image.fingerprinted"; fingerprint: string; fileCount: number; totalBytes: number; bytesHashed: number; durationMs: number }
+    | { type: "image.reused"; fingerprint: string; imageId: string }
+    | { type: "image.build.started"; fingerprint: string }
+    | { type: "image.build.step"; step: number; total: number; description: string }
+    | { type: "image.build.log"; message: string }
+    | { type: "image.built"; fingerprint: string; imageId: string; durationMs: number }
+    | { type: "release.created"; release: number; fingerprint: string; imageId: string; rollbackOf?: number }
+    | { type: "rollout.started"; rolloutId: string; kind: RolloutKind; fromRelease: number | undefined; toRelease: number; count: number; maxSurge: number; maxUnavailable: number }
+    | { type: "rollout.skipped"; reason: string; release: number }
+    | { type: "instance.launched"; rolloutId: string; instance: EventInstance }
+    | { type: "instance.healthy"; rolloutId: string; instance: EventInstance; durationMs: number }
+    | { type: "instance.unhealthy"; rolloutId: string; instance: EventInstance; reason: string }
+    | { type: "instance.retiring"; rolloutId: string; instance: EventInstance }
+    | { type: "instance.retired"; rolloutId: string; instance: EventInstance }
+    | { type: "rollout.succeeded"; rolloutId: string; release: number; durationMs: number }
+    | { type: "rollout.failed"; rolloutId: string; release: number; code: ErrorCode; message: string; durationMs: number }
+    | { type: "rollout.rolled-back"; rolloutId: string; release: number; restoredRelease: number | undefined; reason: string }
+  );
+
+/** The `type` of a {@link KilnEvent}. */
+export type KilnEventType = KilnEvent["type"];
+
+/** Whether a rollout deploys a new release or rolls back to an earlier one. */
+export type RolloutKind = "deploy" | "rollback";
+
+/** Receives events; must not throw (errors in a handler are logged and dropped). */
+export type EventHandler = (event: KilnEvent) => void;
+
+/** An event as emitted, before core stamps `time` and `target`. */
+export type KilnEventInput = KilnEvent extends infer E ? (E extends KilnEvent ? Omit<E, "time" | "target"> : never) : never;

@@ -1,0 +1,171 @@
+import { createHash } from "node:crypto";
+import type { ImageRef, Instance, InstanceConfig } from "./provider.js";
+import { planRollingBatches, type RollingBatch } from "./rollout/batches.js";
+import type { ResolvedTarget } from "./spec/resolve.js";
+import type { ReleaseRecord, TargetState } from "./state/types.js";
+import { formatTarget, type Target } from "./target.js";
+
+/** What happens to the image. */
+export type ImagePlan =
+  | { readonly action: "build"; readonly fingerprint: string }
+  | { readonly action: "reuse"; readonly fingerprint: string; readonly image: ImageRef };
+
+/** What happens to the instances. */
+export type RolloutPlan =
+  | { readonly action: "none"; readonly reason: string }
+  | {
+      readonly action: "replace";
+      /** The release whose instances serve now (undefined on a first deploy). */
+      readonly fromRelease: number | undefined;
+      /** The release the rollout moves to; a new number, or the current one when repairing drift. */
+      readonly toRelease: number;
+      /** Whether `toRelease` is a new release record. */
+      readonly newRelease: boolean;
+      readonly count: number;
+      readonly maxSurge: number;
+      readonly maxUnavailable: number;
+      /** Instances of `toRelease` already running, which stay. */
+      readonly keep: readonly Instance[];
+      /** Instances that are retired (another release, surplus, or not running). */
+      readonly retire: readonly Instance[];
+      /** How many new instances are launched. */
+      readonly launch: number;
+      /** The batches, when everything goes to plan. */
+      readonly batches: readonly RollingBatch[];
+    };
+
+/** The result of {@link planDeploy}: data only, printable like `terraform plan`. */
+export interface DeployPlan {
+  readonly target: Target;
+  readonly fingerprint: string;
+  readonly configHash: string;
+  readonly image: ImagePlan;
+  readonly rollout: RolloutPlan;
+  /** True when nothing is built, launched or retired. */
+  readonly noop: boolean;
+  /** Human-readable lines describing the changes. */
+  readonly changes: readonly string[];
+}
+
+/** What {@link planDeploy} decides from. */
+export interface PlanInput {
+  readonly resolved: ResolvedTarget;
+  readonly fingerprint: string;
+  /** The image already built from this fingerprint, if any. */
+  readonly existingImage: ImageRef | undefined;
+  readonly state: TargetState;
+  /** The target's live instances, from the provider. */
+  readonly instances: readonly Instance[];
+}
+
+/**
+ * The hash that decides whether a release changes: the fingerprint, the count and the
+ * instance configuration (key order does not matter).
+ */
+export function releaseConfigHash(fingerprint: string, count: number, instance: InstanceConfig): string {
+  return `sha256:${createHash("sha256").update(stableJson({ fingerprint, count, instance })).digest("hex")}`;
+}
+
+/**
+ * Plans a deploy: whether to build, whether a new release is needed and which instances to
+ * launch and retire. Pure: reads only its input, touches nothing.
+ */
+export function planDeploy(input: PlanInput): DeployPlan {
+  const { resolved, fingerprint, existingImage, state } = input;
+  const configHash = releaseConfigHash(fingerprint, resolved.count, resolved.instance);
+  const image: ImagePlan = existingImage ? { action: "reuse", fingerprint, image: existingImage } : { action: "build", fingerprint };
+  const current = currentRelease(state);
+  const sameRelease = current !== undefined && current.configHash === configHash && existingImage !== undefined && existingImage.id === current.image.id;
+  const toRelease = sameRelease ? current.number : nextReleaseNumber(state);
+  const rollout = planReplacement({
+    instances: input.instances,
+    fromRelease: current?.number,
+    toRelease,
+    newRelease: !sameRelease,
+    count: resolved.count,
+    maxSurge: resolved.rollout.maxSurge,
+    maxUnavailable: resolved.rollout.maxUnavailable,
+  });
+  const changes: string[] = [];
+  changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (no image has this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
+  if (rollout.action === "none") changes.push(rollout.reason);
+  else {
+    const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
+    changes.push(`${what}: ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`);
+    rollout.batches.forEach((batch, index) => {
+      changes.push(`  batch ${index + 1}: ${[batch.retire ? `retire ${batch.retire}` : "", batch.launch ? `launch ${batch.launch} and wait until healthy` : ""].filter(Boolean).join(", then ")}`);
+    });
+  }
+  return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };
+}
+
+/** Plans replacing the target's instances with `count` instances of `toRelease`. Pure. */
+export function planReplacement(options: {
+  instances: readonly Instance[];
+  fromRelease: number | undefined;
+  toRelease: number;
+  newRelease: boolean;
+  count: number;
+  maxSurge: number;
+  maxUnavailable: number;
+}): RolloutPlan {
+  const { instances, toRelease, count } = options;
+  const running = (instance: Instance) => instance.state === "running" || instance.state === "pending";
+  const ofRelease = instances.filter((instance) => instance.release === toRelease && running(instance));
+  const keep = ofRelease.slice(0, count);
+  const keepIds = new Set(keep.map((instance) => instance.id));
+  const retire = instances.filter((instance) => !keepIds.has(instance.id));
+  const launch = count - keep.length;
+  if (launch === 0 && retire.length === 0 && !options.newRelease) {
+    return { action: "none", reason: `release ${toRelease} is up to date: ${count} instance${count === 1 ? "" : "s"} running, nothing to launch or retire` };
+  }
+  const oldAlive = retire.filter(running).length;
+  const batches = planRollingBatches({ count, maxSurge: options.maxSurge, maxUnavailable: options.maxUnavailable, oldAlive, keep: keep.length });
+  const stopped = retire.length - oldAlive;
+  return {
+    action: "replace",
+    fromRelease: options.fromRelease,
+    toRelease,
+    newRelease: options.newRelease,
+    count,
+    maxSurge: options.maxSurge,
+    maxUnavailable: options.maxUnavailable,
+    keep,
+    retire,
+    launch,
+    batches: stopped > 0 ? [{ retire: stopped, launch: 0 }, ...batches] : batches,
+  };
+}
+
+/** The release serving now, from state. */
+export function currentRelease(state: TargetState): ReleaseRecord | undefined {
+  return state.currentRelease === undefined ? undefined : state.releases.find((release) => release.number === state.currentRelease);
+}
+
+/** The number the next release of the target gets. */
+export function nextReleaseNumber(state: TargetState): number {
+  return state.releases.reduce((max, release) => Math.max(max, release.number), 0) + 1;
+}
+
+/** A plan as text, like `terraform plan`. */
+export function formatPlan(plan: DeployPlan): string {
+  const header = `Plan for ${formatTarget(plan.target)}:`;
+  if (plan.noop) return `${header}\n  nothing to do: ${plan.changes.slice(1).join("; ")}`;
+  return [header, ...plan.changes.map((line) => `  ${line}`)].join("\n");
+}
+
+function shortHash(fingerprint: string): string {
+  return fingerprint.replace(/^sha256:/, "").slice(0, 12);
+}
+
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value)
+      .sort()
+      .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${stableJson((value as Record<string, unknown>)[key])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(value);
+}

@@ -1,0 +1,26 @@
+/**
+ * The spec (`kiln.yaml`): its zod schema and types, validation with every issue and its position,
+ * loading from a file or an object, resolving a target, and the generated JSON Schema.
+ * @module
+ */
+export {
+  specSchema,
+  environmentSchema,
+  imageSchema,
+  dockerfileSchema,
+  instancesSchema,
+  portSchema,
+  resourcesSchema,
+  healthSchema,
+  httpCheckSchema,
+  rolloutSchema,
+  MEMORY_PATTERN,
+} from "./schema.js";
+export type { Spec, SpecInput, EnvironmentOverrides } from "./schema.js";
+export { validateSpec, assertValidSpec, specInvalidError, formatSpecIssue, formatPath } from "./validate.js";
+export type { SpecIssue, SpecValidation, ValidatedSpec } from "./validate.js";
+export { parseSpec, loadSpec, specFromObject, OBJECT_SPEC_FILE } from "./load.js";
+export type { LoadedSpec, ParseSpecOptions } from "./load.js";
+export { resolveTarget, parseMemory, defaultHealthDeadlineMs } from "./resolve.js";
+export type { ResolvedTarget, ResolvedHealth, ResolvedHttpCheck } from "./resolve.js";
+export { specJsonSchema, SPEC_SCHEMA_ID } from "./json-schema.js";

@@ -1,0 +1,396 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { closest, distance } from "fastest-levenshtein";
+import {
+  LineCounter,
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  parseDocument,
+  visit,
+  type Document,
+  type Node,
+  type Pair,
+  type YAMLError,
+  type YAMLMap,
+} from "yaml";
+import type { z } from "zod";
+import { KilnError, toKilnError } from "../errors.js";
+import { specSchema } from "./schema.js";
+import { specInvalidError, validateSpec, type SpecIssue, type SpecValidation, type ValidatedSpec } from "./validate.js";
+
+/** A spec that was read and validated, with the folder its relative paths are resolved against. */
+export interface LoadedSpec {
+  /**
+   * Where the spec came from: the absolute path of the file for {@link loadSpec}, or
+   * {@link OBJECT_SPEC_FILE} (`"<object>"`) for {@link specFromObject}.
+   */
+  readonly file: string;
+  /** Absolute folder that relative paths in the spec (build context, Dockerfile) are resolved against. */
+  readonly baseDir: string;
+  /** The validated spec, with every environment merged and defaulted. */
+  readonly validated: ValidatedSpec;
+}
+
+/** Options of {@link parseSpec}. */
+export interface ParseSpecOptions {
+  /** The file name put on each issue (and shown by `formatSpecIssue`); issues carry no file without it. */
+  file?: string;
+}
+
+/** The `file` of a {@link LoadedSpec} made by {@link specFromObject}: the spec was an object in code, not a file. */
+export const OBJECT_SPEC_FILE = "<object>";
+
+/** How many alias expansions `toJS` allows before it assumes a "billion laughs" document. */
+const MAX_ALIAS_COUNT = 1_000;
+
+/**
+ * Parses `kiln.yaml` text and validates it, reporting every problem at once with its key path,
+ * file, line and column.
+ *
+ * The text is read as YAML 1.2 (core schema: `yes`/`no`/`on` are strings), with anchors, aliases and
+ * `<<: *anchor` merge keys. YAML syntax errors and warnings (tab indentation, duplicate keys, an
+ * unknown tag, an alias without its anchor) become issues of kind `yaml-syntax`, at most one per
+ * line; when there are any, the spec itself is not validated. Otherwise the document is validated
+ * with `validateSpec`, and each issue gets the position of the node at its path: the key itself for
+ * an `unknown-key` issue (with a did-you-mean `suggestion` when a known key is close), the parent
+ * mapping for a missing key, or else the nearest enclosing node that exists in the file.
+ *
+ * Never throws for bad input: problems are returned as issues.
+ *
+ * @param text - the YAML text
+ * @param options - `file`: the name to put on each issue
+ * @returns `{ ok: true, value }`, or `{ ok: false, issues }` with every issue found
+ *
+ * @example
+ * ```ts
+ * const result = parseSpec("service: web\ninstances: { cuont: 2 }\n", { file: "kiln.yaml" });
+ * if (!result.ok) for (const issue of result.issues) console.error(formatSpecIssue(issue));
+ * // kiln.yaml:2:14: instances.cuont: unknown key "cuont" (did you mean "count"?)
+ * ```
+ */
+export function parseSpec(text: string, options: ParseSpecOptions = {}): SpecValidation {
+  const file = options.file;
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, version: "1.2", schema: "core", merge: true, prettyErrors: true, uniqueKeys: true });
+  const at = (offset: number): Pick<SpecIssue, "file" | "line" | "column"> => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { ...(file !== undefined ? { file } : {}), line, column: col };
+  };
+
+  const syntaxIssues = yamlIssues(doc, [...doc.errors, ...doc.warnings], at);
+  syntaxIssues.push(...unresolvedAliasIssues(doc, at));
+  if (syntaxIssues.length > 0) return { ok: false, issues: dedupeByLine(syntaxIssues) };
+
+  const root = doc.contents;
+  if (root === null || (isScalar(root) && root.value === null && !root.source)) {
+    return {
+      ok: false,
+      issues: [{ path: [], kind: "invalid-type", message: "the spec is empty; it needs at least `service: <name>`", ...at(0) }],
+    };
+  }
+  if (!isMap(root)) {
+    const what = isSeq(root) ? "a list" : isAlias(root) ? "an alias" : "a single value";
+    return {
+      ok: false,
+      issues: [{ path: [], kind: "invalid-type", message: `the spec must be a mapping of keys (service, instances, ...), but the file holds ${what}`, ...at(root.range?.[0] ?? 0) }],
+    };
+  }
+
+  let input: unknown;
+  try {
+    input = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    // Only a resource-exhaustion guard (too many aliases) is left to throw here: report it as an issue.
+    const detail = error instanceof Error ? error.message : String(error);
+    return { ok: false, issues: [{ path: [], kind: "yaml-syntax", message: `the YAML could not be read: ${detail}`, ...at(0) }] };
+  }
+
+  const result = validateSpec(input);
+  if (result.ok) return result;
+  return { ok: false, issues: byPosition(result.issues.map((issue) => locateIssue(doc, issue, at))) };
+}
+
+/**
+ * Reads a `kiln.yaml` file, parses and validates it.
+ *
+ * @param file - path of the spec file, absolute or relative to the working directory; issues and
+ *   error messages name it as given, `LoadedSpec.file` holds it resolved
+ * @returns the validated spec, with `baseDir` the file's folder
+ * @throws KilnError SPEC_NOT_FOUND when the file does not exist or cannot be read (the read error is the cause)
+ * @throws KilnError SPEC_INVALID when the spec has problems; `details.issues` lists each
+ *   {@link SpecIssue} with file, line and column, and the message lists them as `file:line:col: path: message`
+ *
+ * @example
+ * ```ts
+ * const { validated, baseDir } = await loadSpec("kiln.yaml");
+ * const target = resolveTarget(validated, "staging", baseDir);
+ * ```
+ */
+export async function loadSpec(file: string): Promise<LoadedSpec> {
+  const absolute = path.resolve(file);
+  let text: string;
+  try {
+    text = await readFile(absolute, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (code === "ENOENT" || code === "ENOTDIR") {
+      throw new KilnError("SPEC_NOT_FOUND", `No kiln.yaml at ${file}; create one with \`kiln init\` or pass --config.`, { cause: error });
+    }
+    if (code === "EISDIR") {
+      throw new KilnError("SPEC_NOT_FOUND", `${file} is a folder, not a spec file; pass the kiln.yaml inside it.`, { cause: error });
+    }
+    throw toKilnError(error, "SPEC_NOT_FOUND", `Could not read the spec ${file}`);
+  }
+  const result = parseSpec(text, { file });
+  if (!result.ok) throw specInvalidError(result.issues, file);
+  return { file: absolute, baseDir: path.dirname(absolute), validated: result.value };
+}
+
+/**
+ * Validates a spec given as an object in code (the same shape as `kiln.yaml`) and wraps it as a
+ * {@link LoadedSpec} whose `file` is {@link OBJECT_SPEC_FILE}. `x-` keys are ignored, as in YAML.
+ *
+ * @param input - the spec object, e.g. a `SpecInput` literal
+ * @param baseDir - the folder relative paths in the spec are resolved against; made absolute
+ * @throws KilnError SPEC_INVALID when the spec has problems; `details.issues` lists each
+ *   {@link SpecIssue} with its key path (no file or position) and, for an unknown key, a suggestion
+ *
+ * @example
+ * ```ts
+ * const loaded = specFromObject({ service: "web", instances: { count: 2 } }, import.meta.dirname);
+ * ```
+ */
+export function specFromObject(input: unknown, baseDir: string): LoadedSpec {
+  const result = validateSpec(input);
+  if (!result.ok) throw specInvalidError(result.issues.map(withSuggestion), "The spec object");
+  return { file: OBJECT_SPEC_FILE, baseDir: path.resolve(baseDir), validated: result.value };
+}
+
+/**
+ * The keys the spec schema knows at a key path (`[]` for the top level, `["environments", "prod"]`
+ * for an environment), derived from the schema; empty where keys are free-form (`env`, `labels`)
+ * or the path does not lead to a mapping.
+ */
+export function knownKeysAt(keyPath: readonly (string | number)[]): string[] {
+  let schema: z.core.$ZodType | undefined = specSchema;
+  for (const segment of keyPath) {
+    schema = schema ? childSchema(schema, segment) : undefined;
+  }
+  if (!schema) return [];
+  const def = unwrap(schema)._zod.def;
+  return def.type === "object" ? Object.keys(def.shape) : [];
+}
+
+/** Removes wrappers that do not change which keys are accepted (optional, default, pipe input, ...). */
+function unwrap(schema: z.core.$ZodType): z.core.$ZodTypes {
+  const current = schema as z.core.$ZodTypes;
+  const def = current._zod.def;
+  switch (def.type) {
+    case "optional":
+    case "nullable":
+    case "nonoptional":
+    case "default":
+    case "prefault":
+    case "readonly":
+    case "catch":
+      return unwrap(def.innerType);
+    case "pipe":
+      return unwrap(def.in);
+    case "lazy":
+      return unwrap(def.getter());
+    default:
+      return current;
+  }
+}
+
+/** The schema of one child (a key of an object or record, an index of an array or tuple). */
+function childSchema(schema: z.core.$ZodType, segment: string | number): z.core.$ZodType | undefined {
+  const inner = unwrap(schema);
+  const def = inner._zod.def;
+  switch (def.type) {
+    case "object":
+      return typeof segment === "string" ? def.shape[segment] : undefined;
+    case "record":
+      return def.valueType;
+    case "array":
+      return def.element;
+    case "tuple":
+      return typeof segment === "number" ? (def.items[segment] ?? def.rest ?? undefined) : undefined;
+    case "union":
+      // The first option that has this child (a union of objects, or a number-or-string).
+      for (const option of def.options) {
+        const child = childSchema(option, segment);
+        if (child) return child;
+      }
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** The known key closest to `key`, when it is close enough to be a likely typo. */
+function suggestKey(key: string, known: readonly string[]): string | undefined {
+  if (known.length === 0) return undefined;
+  const candidate = closest(key, [...known]);
+  const limit = Math.max(2, Math.floor(key.length / 3));
+  return distance(key, candidate) <= limit ? candidate : undefined;
+}
+
+type Position = Pick<SpecIssue, "file" | "line" | "column">;
+
+/** Adds the position (and, for unknown keys, a suggestion) to one validation issue. */
+function locateIssue(doc: Document, issue: SpecIssue, at: (offset: number) => Position): SpecIssue {
+  const { node, pair, depth } = findNode(doc, issue.path);
+  // An unknown key points at the key. A path that ends before the document does (a missing key, or
+  // an environment's merged value that comes from the top level) points at the key of the deepest
+  // mapping that exists: `prod:` rather than the first line inside it.
+  const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key");
+  let offset = atKey ? (pair.key as Node | null)?.range?.[0] : undefined;
+  offset ??= node?.range?.[0];
+  return withSuggestion(offset === undefined ? issue : { ...issue, ...at(offset) });
+}
+
+/** Adds a did-you-mean `suggestion` to an `unknown-key` issue when a known key at its path is close. */
+function withSuggestion(issue: SpecIssue): SpecIssue {
+  if (issue.kind !== "unknown-key" || issue.suggestion !== undefined) return issue;
+  const key = issue.key ?? String(issue.path[issue.path.length - 1]);
+  const suggestion = suggestKey(key, knownKeysAt(issue.path.slice(0, -1)));
+  return suggestion === undefined ? issue : { ...issue, suggestion };
+}
+
+/**
+ * Follows a key path through the document (through aliases and `<<` merge keys) as far as it
+ * exists. Returns the deepest node reached, how many segments were followed, and the pair that
+ * holds that node when it is a mapping value.
+ */
+function findNode(doc: Document, keyPath: readonly (string | number)[]): { node: Node | undefined; pair: Pair | undefined; depth: number } {
+  let node = resolveAlias(doc, doc.contents);
+  let pair: Pair | undefined;
+  let depth = 0;
+  for (const segment of keyPath) {
+    let next: Node | undefined;
+    let nextPair: Pair | undefined;
+    if (isMap(node)) {
+      nextPair = findPair(doc, node, String(segment), new Set());
+      next = nextPair ? resolveAlias(doc, nextPair.value) : undefined;
+      // A key with no value (`health:`) holds an empty scalar that sits after the colon: point at the key.
+      if (isScalar(next) && next.value === null && !next.source) next = undefined;
+    } else if (isSeq(node) && typeof segment === "number") {
+      next = resolveAlias(doc, node.items[segment]);
+      nextPair = undefined;
+    }
+    if (!next && !nextPair) break;
+    node = next ?? (nextPair?.key as Node | undefined);
+    pair = nextPair;
+    depth += 1;
+  }
+  return { node, pair, depth };
+}
+
+/** The pair with this key in a mapping, looking into `<<` merge sources after the mapping's own keys. */
+function findPair(doc: Document, map: YAMLMap, key: string, seen: Set<Node>): Pair | undefined {
+  if (seen.has(map)) return undefined;
+  seen.add(map);
+  for (const pair of map.items) {
+    if (isScalar(pair.key) && typeof pair.key.value !== "symbol" && String(pair.key.value) === key) return pair;
+  }
+  for (const pair of map.items) {
+    if (!isScalar(pair.key) || typeof pair.key.value !== "symbol") continue; // only merge keys (`<<`)
+    const value = resolveAlias(doc, pair.value);
+    const sources = isSeq(value) ? value.items.map((item) => resolveAlias(doc, item)) : [value];
+    for (const source of sources) {
+      if (!isMap(source)) continue;
+      const found = findPair(doc, source, key, seen);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+function resolveAlias(doc: Document, value: unknown): Node | undefined {
+  let current = value;
+  for (let hops = 0; isAlias(current) && hops < 100; hops += 1) current = current.resolve(doc);
+  return current !== null && typeof current === "object" && !isAlias(current) ? (current as Node) : undefined;
+}
+
+/** Turns the YAML library's errors and warnings into `yaml-syntax` issues with readable messages. */
+function yamlIssues(doc: Document, errors: readonly YAMLError[], at: (offset: number) => Position): SpecIssue[] {
+  return errors.map((error) => {
+    const offset = error.pos[0];
+    return { path: [], kind: "yaml-syntax", message: yamlMessage(doc, error), ...at(offset) };
+  });
+}
+
+function yamlMessage(doc: Document, error: YAMLError): string {
+  switch (error.code) {
+    case "TAB_AS_INDENT":
+      return "tabs are not allowed for indentation in YAML; indent with spaces";
+    case "DUPLICATE_KEY": {
+      const key = keyAtOffset(doc, error.pos[0]);
+      return `${key === undefined ? "a key" : `the key "${key}"`} appears twice in the same mapping; keep one`;
+    }
+    case "MULTIPLE_DOCS":
+      return "the file holds more than one YAML document (a `---` separator); a spec is one document";
+    case "TAG_RESOLVE_FAILED":
+      return `${firstLine(error.message)}; kiln.yaml uses no tags`;
+    default:
+      return firstLine(error.message);
+  }
+}
+
+/** The YAML library's message without the `at line L, column C:` tail and the source excerpt. */
+function firstLine(message: string): string {
+  const line = message.split("\n")[0] ?? message;
+  const text = line.replace(/ at line \d+, column \d+:?$/, "");
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+function keyAtOffset(doc: Document, offset: number): string | undefined {
+  let found: string | undefined;
+  visit(doc, {
+    Pair(_key, pair) {
+      if (isScalar(pair.key) && pair.key.range?.[0] === offset) {
+        found = String(pair.key.value);
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return found;
+}
+
+/**
+ * An alias whose anchor is missing (or comes later), or that sits inside the value it names, is
+ * not a parse error in `yaml` but would make `toJS` throw or build a cycle; find them first.
+ */
+function unresolvedAliasIssues(doc: Document, at: (offset: number) => Position): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  visit(doc, {
+    Alias(_key, alias, ancestors) {
+      const target = alias.resolve(doc);
+      let message: string | undefined;
+      if (target === undefined) message = `the alias *${alias.source} has no anchor &${alias.source} before it`;
+      else if (ancestors.includes(target)) message = `the alias *${alias.source} is inside the value it names, which would repeat forever`;
+      if (message !== undefined) issues.push({ path: [], kind: "yaml-syntax", message, ...at(alias.range?.[0] ?? 0) });
+    },
+  });
+  return issues;
+}
+
+/** Issues in file order (a stable sort: issues without a position keep their order, last). */
+function byPosition(issues: SpecIssue[]): SpecIssue[] {
+  const line = (issue: SpecIssue) => issue.line ?? Number.POSITIVE_INFINITY;
+  return [...issues].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0));
+}
+
+/** One issue per line: a tab or an unclosed bracket makes the parser report follow-on errors on the same line. */
+function dedupeByLine(issues: SpecIssue[]): SpecIssue[] {
+  const seen = new Set<number | undefined>();
+  return byPosition(issues).filter((issue) => {
+    if (seen.has(issue.line)) return false;
+    seen.add(issue.line);
+    return true;
+  });
+}

@@ -1,0 +1,156 @@
+import { z } from "zod";
+
+/**
+ * The `kiln.yaml` schema, defined once: TypeScript types are inferred from it, the committed JSON
+ * Schema (`schema/kiln.schema.json`) and the reference docs are generated from it.
+ *
+ * Keys are strict: an unknown key is an error (with a did-you-mean), except keys that start with
+ * `x-`, which are extension keys for YAML anchors and tools and are ignored at every level.
+ */
+
+const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
+const nameText = "lowercase letters, digits and dashes, starting with a letter, at most 40 characters";
+
+/** Memory sizes: bytes as a number, or text with a binary (Ki, Mi, Gi) or decimal (k, M, G) unit. */
+export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|gb|gi|gib)?$/i;
+
+const milliseconds = (description: string) => z.number().int().min(0).describe(`${description} (milliseconds)`);
+
+/** Build an image from a Dockerfile (container providers). */
+export const dockerfileSchema = z
+  .strictObject({
+    context: z.string().min(1).default(".").describe("The build context folder, relative to the spec file's folder."),
+    file: z
+      .string()
+      .min(1)
+      .default("Dockerfile")
+      .describe("The Dockerfile, relative to the context folder; it may lie outside the context (`../Dockerfile`)."),
+    args: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a build argument name: letters, digits and _"), z.string())
+      .default({})
+      .describe("Build arguments (`--build-arg`). They are part of the fingerprint: never put secrets here."),
+    target: z.string().min(1).optional().describe("The build stage to stop at (`--target`)."),
+  })
+  .describe("Build a container image from a Dockerfile.");
+
+/** How the image is made. */
+export const imageSchema = z
+  .strictObject({
+    dockerfile: dockerfileSchema.prefault({}),
+  })
+  .describe("How the image is built. Its fingerprint covers every input: same inputs, no rebuild.");
+
+/** A port an instance listens on. */
+export const portSchema = z
+  .strictObject({
+    name: z.string().regex(/^[a-z][a-z0-9-]{0,14}$/, "a port name: lowercase letters, digits and dashes, at most 15 characters").describe("Name that health checks refer to."),
+    port: z.number().int().min(1).max(65535).describe("Port number inside the instance."),
+    protocol: z.enum(["tcp", "udp"]).default("tcp").describe("Transport protocol of the port."),
+  })
+  .describe("A port an instance listens on.");
+
+/** Resource limits of each instance. */
+export const resourcesSchema = z
+  .strictObject({
+    memory: z
+      .union([z.number().int().positive(), z.string().regex(MEMORY_PATTERN, "a size such as 256Mi, 1Gi or 512M")])
+      .optional()
+      .describe("Memory limit: bytes, or text such as 256Mi or 1Gi."),
+    cpus: z.number().positive().max(512).optional().describe("CPU limit in cores (0.5 = half a core)."),
+  })
+  .describe("Resource limits of each instance; no limit where a key is absent.");
+
+/** The instances of a release. */
+export const instancesSchema = z
+  .strictObject({
+    count: z.number().int().min(1).max(1000).default(1).describe("How many instances run."),
+    ports: z.array(portSchema).default([]).describe("Ports the instances listen on."),
+    env: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name: letters, digits and _"), z.string())
+      .default({})
+      .describe("Environment variables. They are recorded in the release: never put secrets here."),
+    labels: z.record(z.string().min(1), z.string()).default({}).describe("Extra labels on each instance."),
+    command: z.array(z.string()).min(1).optional().describe("Command to run instead of the image's default."),
+    resources: resourcesSchema.prefault({}),
+    stopGracePeriodMs: milliseconds("How long an instance may take to stop after SIGTERM before it is killed").default(10_000),
+  })
+  .describe("The instances each release runs.");
+
+/** An HTTP health check. */
+export const httpCheckSchema = z
+  .strictObject({
+    port: z.union([z.string(), z.number().int().min(1).max(65535)]).describe("A port name from `instances.ports`, or a port number."),
+    path: z.string().startsWith("/").default("/").describe("The path requested with GET."),
+    expectStatus: z
+      .tuple([z.number().int().min(100).max(599), z.number().int().min(100).max(599)])
+      .refine(([low, high]) => low <= high, "the first status must not be above the second, e.g. [200, 399]")
+      .default([200, 399])
+      .describe("Inclusive range of HTTP statuses that count as healthy."),
+  })
+  .describe("Probe each instance with an HTTP GET; a status in `expectStatus` is a success.");
+
+/** The health check that gates a rollout. */
+export const healthSchema = z
+  .strictObject({
+    http: httpCheckSchema.optional(),
+    intervalMs: milliseconds("Time between two probes of one instance").min(100).default(1_000),
+    timeoutMs: milliseconds("How long one probe may take").min(50).default(2_000),
+    healthyThreshold: z.number().int().min(1).max(100).default(2).describe("Consecutive successes that make an instance healthy."),
+    unhealthyThreshold: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .default(3)
+      .describe("Consecutive failures, after the start period, that make an instance unhealthy and fail the rollout."),
+    startPeriodMs: milliseconds("Grace period after launch during which failures do not count").default(0),
+    deadlineMs: milliseconds("How long an instance may take to become healthy in all; by default derived from the other settings")
+      .optional(),
+  })
+  .describe("How Kiln decides that a new instance is healthy. Without a check, a running instance counts as healthy.");
+
+/** The rollout strategy. */
+export const rolloutSchema = z
+  .strictObject({
+    strategy: z.literal("rolling").default("rolling").describe("Replace instances batch by batch."),
+    maxSurge: z.number().int().min(0).default(1).describe("How many instances may run above `count` during a rollout."),
+    maxUnavailable: z.number().int().min(0).default(0).describe("How many instances may be missing below `count` during a rollout."),
+  })
+  .describe("How a release replaces the previous one.");
+
+const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service (`docker`).");
+
+/** What an environment may override: every section, each key optional; objects merge, arrays replace. */
+export const environmentSchema = z
+  .strictObject({
+    provider: providerSchema.optional(),
+    image: z.strictObject({ dockerfile: dockerfileSchema.partial().optional() }).optional(),
+    instances: instancesSchema.partial().extend({ resources: resourcesSchema.partial().optional() }).optional(),
+    health: healthSchema.partial().extend({ http: httpCheckSchema.partial().optional() }).optional(),
+    rollout: rolloutSchema.partial().optional(),
+  })
+  .describe("Overrides for one environment, merged over the top-level settings.");
+
+/** The whole `kiln.yaml`. */
+export const specSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe("Path or URL of the JSON Schema, for editors."),
+    service: z.string().regex(NAME_PATTERN, `a service name: ${nameText}`).describe("The service's name; it names images and instances."),
+    provider: providerSchema.default("docker"),
+    image: imageSchema.prefault({}),
+    instances: instancesSchema.prefault({}),
+    health: healthSchema.prefault({}),
+    rollout: rolloutSchema.prefault({}),
+    environments: z
+      .record(z.string().regex(NAME_PATTERN, `an environment name: ${nameText}`), environmentSchema)
+      .default({})
+      .describe("Named environments (`staging`, `prod`) with their overrides."),
+  })
+  .describe("A Kiln service spec (kiln.yaml).");
+
+/** A spec as written (before defaults): what `kiln.yaml` or a spec object in code may contain. */
+export type SpecInput = z.input<typeof specSchema>;
+/** A validated spec with every default filled in. */
+export type Spec = z.output<typeof specSchema>;
+/** One environment's overrides as written. */
+export type EnvironmentOverrides = z.input<typeof environmentSchema>;

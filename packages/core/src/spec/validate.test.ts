@@ -1,0 +1,150 @@
+import { describe, expect, it } from "vitest";
+import { isKilnError, type KilnError } from "../errors.js";
+import { assertValidSpec, formatPath, formatSpecIssue, mergeOverrides, stripExtensionKeys, validateSpec, type SpecIssue, type SpecValidation } from "./validate.js";
+
+function issuesOf(result: SpecValidation): SpecIssue[] {
+  if (result.ok) throw new Error("expected issues, the spec was valid");
+  return result.issues;
+}
+
+describe("validateSpec", () => {
+  it("fills every default for a minimal spec", () => {
+    const result = validateSpec({ service: "web" });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.value.spec).toEqual({
+      service: "web",
+      provider: "docker",
+      image: { dockerfile: { context: ".", file: "Dockerfile", args: {} } },
+      instances: { count: 1, ports: [], env: {}, labels: {}, resources: {}, stopGracePeriodMs: 10_000 },
+      health: { intervalMs: 1000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3, startPeriodMs: 0 },
+      rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0 },
+      environments: {},
+    });
+    expect(result.value.environments).toEqual({});
+  });
+
+  it("ignores x- keys everywhere except in free-form maps", () => {
+    const result = validateSpec({
+      service: "web",
+      "x-anchor": { anything: true },
+      instances: { "x-note": 1, labels: { "x-team": "a" }, ports: [{ name: "http", port: 80, "x-why": "legacy" }] },
+      environments: { "x-shared": { nonsense: 1 }, prod: { "x-a": 1, instances: { count: 2 } } },
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.value.spec.instances.labels).toEqual({ "x-team": "a" });
+    expect(Object.keys(result.value.environments)).toEqual(["prod"]);
+  });
+
+  it("reports an unknown key with its path and the key", () => {
+    expect(issuesOf(validateSpec({ service: "web", instances: { cuont: 1 } }))).toEqual([
+      { path: ["instances", "cuont"], kind: "unknown-key", key: "cuont", message: 'unknown key "cuont"' },
+    ]);
+  });
+
+  it("reports a wrong type and a missing key", () => {
+    const issues = issuesOf(validateSpec({ instances: { count: "three" } }));
+    expect(issues).toEqual(
+      expect.arrayContaining([
+        { path: ["service"], kind: "invalid-type", message: "required: expected string" },
+        expect.objectContaining({ path: ["instances", "count"], kind: "invalid-type" }),
+      ]),
+    );
+  });
+
+  it("merges environments: objects merge, arrays replace", () => {
+    const result = validateSpec({
+      service: "web",
+      instances: { count: 3, env: { A: "1", B: "2" }, ports: [{ name: "http", port: 80 }, { name: "admin", port: 81 }], command: ["a", "b"] },
+      environments: { prod: { instances: { env: { B: "two", C: "3" }, ports: [{ name: "http", port: 8080 }], command: ["c"] } } },
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const prod = result.value.environments.prod!;
+    expect(prod.instances.count).toBe(3);
+    expect(prod.instances.env).toEqual({ A: "1", B: "two", C: "3" });
+    expect(prod.instances.ports).toEqual([{ name: "http", port: 8080, protocol: "tcp" }]);
+    expect(prod.instances.command).toEqual(["c"]);
+    expect(result.value.spec.instances.env).toEqual({ A: "1", B: "2" }); // the top level is untouched
+  });
+
+  it("reports a health port name that is not declared as a reference issue", () => {
+    expect(issuesOf(validateSpec({ service: "web", instances: { ports: [{ name: "http", port: 80 }] }, health: { http: { port: "htp" } } }))).toEqual([
+      expect.objectContaining({ path: ["health", "http", "port"], kind: "reference", message: expect.stringContaining('"htp"') }),
+    ]);
+  });
+
+  it("accepts a health port number without a declared port", () => {
+    expect(validateSpec({ service: "web", health: { http: { port: 8080 } } }).ok).toBe(true);
+  });
+
+  it("reports ports with the same name", () => {
+    const issues = issuesOf(validateSpec({ service: "web", instances: { ports: [{ name: "http", port: 80 }, { name: "http", port: 81 }] } }));
+    expect(issues).toEqual([expect.objectContaining({ path: ["instances", "ports", 1, "name"], kind: "invalid-value" })]);
+  });
+
+  it("reports maxSurge = 0 with maxUnavailable = 0, at the top level and in an environment", () => {
+    expect(issuesOf(validateSpec({ service: "web", rollout: { maxSurge: 0 } }))).toEqual([
+      expect.objectContaining({ path: ["rollout"], kind: "invalid-value", message: expect.stringContaining("both 0") }),
+    ]);
+    expect(issuesOf(validateSpec({ service: "web", environments: { prod: { rollout: { maxSurge: 0 } } } }))).toEqual([
+      expect.objectContaining({ path: ["environments", "prod", "rollout"], kind: "invalid-value" }),
+    ]);
+  });
+
+  it("reports an expectStatus range that is upside down", () => {
+    expect(issuesOf(validateSpec({ service: "web", health: { http: { port: 80, expectStatus: [399, 200] } } }))).toEqual([
+      expect.objectContaining({ path: ["health", "http", "expectStatus"], kind: "invalid-value" }),
+    ]);
+  });
+
+  it("reports problems inside an environment with the environment's path", () => {
+    const issues = issuesOf(validateSpec({ service: "web", environments: { prod: { instances: { count: 0, cuont: 1 } }, Bad_Name: {} } }));
+    expect(issues.map((issue) => formatPath(issue.path)).sort()).toEqual(["environments.Bad_Name", "environments.prod.instances.count", "environments.prod.instances.cuont"]);
+  });
+
+  it("rejects a top level that is not an object", () => {
+    expect(issuesOf(validateSpec("service: web"))).toEqual([expect.objectContaining({ path: [], kind: "invalid-type" })]);
+  });
+});
+
+describe("assertValidSpec", () => {
+  it("throws SPEC_INVALID with every issue in details and message", () => {
+    let caught: unknown;
+    try {
+      assertValidSpec({ service: "web", helth: {}, rollout: { maxSurge: -1 } }, "kiln.yaml");
+    } catch (error) {
+      caught = error;
+    }
+    expect(isKilnError(caught, "SPEC_INVALID")).toBe(true);
+    const error = caught as KilnError;
+    expect(error.details.issues).toHaveLength(2);
+    expect(error.message).toMatch(/^kiln\.yaml has 2 problems; fix them and try again:\n {2}/);
+    expect(error.message).toContain('\n  helth: unknown key "helth"');
+    expect(error.message).toContain("\n  rollout.maxSurge: ");
+  });
+});
+
+describe("formatSpecIssue", () => {
+  it("writes file:line:col: path: message (did you mean \"x\"?)", () => {
+    const issue: SpecIssue = { path: ["instances", "cuont"], kind: "unknown-key", key: "cuont", message: 'unknown key "cuont"', suggestion: "count", file: "kiln.yaml", line: 4, column: 3 };
+    expect(formatSpecIssue(issue)).toBe('kiln.yaml:4:3: instances.cuont: unknown key "cuont" (did you mean "count"?)');
+  });
+
+  it("leaves out what is not known", () => {
+    expect(formatSpecIssue({ path: ["instances", "ports", 0, "port"], kind: "invalid-type", message: "expected number" })).toBe("instances.ports[0].port: expected number");
+    expect(formatSpecIssue({ path: [], kind: "yaml-syntax", message: "bad", file: "kiln.yaml", line: 2, column: 5 })).toBe("kiln.yaml:2:5: bad");
+    expect(formatSpecIssue({ path: [], kind: "yaml-syntax", message: "bad", file: "kiln.yaml" })).toBe("kiln.yaml: bad");
+  });
+});
+
+describe("mergeOverrides and stripExtensionKeys", () => {
+  it("merge without changing their inputs", () => {
+    const base = { a: { b: 1, c: [1, 2] }, d: 1 };
+    const merged = mergeOverrides(base, { a: { c: [3] }, e: 2 });
+    expect(merged).toEqual({ a: { b: 1, c: [3] }, d: 1, e: 2 });
+    expect(base).toEqual({ a: { b: 1, c: [1, 2] }, d: 1 });
+    expect(stripExtensionKeys({ "x-a": 1, b: [{ "x-c": 1, d: 2 }], env: { "x-e": "kept" } })).toEqual({ b: [{ d: 2 }], env: { "x-e": "kept" } });
+  });
+});

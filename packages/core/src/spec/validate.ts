@@ -1,0 +1,178 @@
+import type { z } from "zod";
+import { KilnError } from "../errors.js";
+import { specSchema, environmentSchema, type Spec } from "./schema.js";
+
+/** One problem found in a spec. */
+export interface SpecIssue {
+  /** The key path of the problem, e.g. `["instances", "ports", 0, "port"]`. */
+  readonly path: readonly (string | number)[];
+  /** What is wrong and what was expected, in words. */
+  readonly message: string;
+  /** A short machine-readable kind: `unknown-key`, `invalid-type`, `invalid-value`, `yaml-syntax`, `reference`, ... */
+  readonly kind: string;
+  /** For an unknown key: the known key it most resembles. */
+  readonly suggestion?: string;
+  /** The unknown key itself, for `unknown-key` issues. */
+  readonly key?: string;
+  /** The file the issue is in, when the spec came from one. */
+  readonly file?: string;
+  /** 1-based line and column in that file, when known. */
+  readonly line?: number;
+  readonly column?: number;
+}
+
+/** A spec that passed validation, with every environment already merged and defaulted. */
+export interface ValidatedSpec {
+  /** The top-level settings with defaults (used for the `default` environment). */
+  readonly spec: Spec;
+  /** Each named environment's settings: the top level merged with its overrides, defaulted. */
+  readonly environments: Readonly<Record<string, Spec>>;
+}
+
+/** Result of {@link validateSpec}: either a spec or every issue found, never both. */
+export type SpecValidation = { ok: true; value: ValidatedSpec; issues: [] } | { ok: false; issues: SpecIssue[] };
+
+/** Keys whose values are free-form maps: `x-` keys inside them are data, not extensions. */
+const FREE_FORM_KEYS = new Set(["env", "labels", "args"]);
+
+/** Drops `x-` extension keys from every object that is not a free-form map. */
+export function stripExtensionKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(stripExtensionKeys);
+  if (!isPlainObject(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, child] of Object.entries(value)) {
+    if (key.startsWith("x-")) continue;
+    out[key] = FREE_FORM_KEYS.has(key) ? child : stripExtensionKeys(child);
+  }
+  return out;
+}
+
+/**
+ * Deep-merges an environment's overrides over the top-level settings: objects merge key by key,
+ * arrays and scalars replace. Pure; neither input is changed.
+ */
+export function mergeOverrides(base: unknown, overrides: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(overrides)) return overrides === undefined ? base : overrides;
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, child] of Object.entries(overrides)) out[key] = mergeOverrides(base[key], child);
+  return out;
+}
+
+/**
+ * Validates a spec given as an object (parsed YAML or a literal in code) and reports every
+ * problem at once, each with its key path. Positions (file, line, column) are added by
+ * {@link parseSpec} for specs read from text.
+ *
+ * Checks beyond types: the health check's port names a declared port, port names are unique,
+ * `maxSurge` and `maxUnavailable` are not both 0, and the same for every environment after merging.
+ */
+export function validateSpec(input: unknown): SpecValidation {
+  const cleaned = stripExtensionKeys(input);
+  const issues: SpecIssue[] = [];
+  const parsed = specSchema.safeParse(cleaned);
+  if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues, []));
+  if (!parsed.success || !isPlainObject(cleaned)) return { ok: false, issues };
+
+  issues.push(...checkConsistency(parsed.data, []));
+  const environments: Record<string, Spec> = {};
+  const { environments: rawEnvironments = {}, ...rawBase } = cleaned as { environments?: Record<string, unknown> };
+  for (const [name, rawOverrides] of Object.entries(rawEnvironments)) {
+    const envPath = ["environments", name];
+    const overridesCheck = environmentSchema.safeParse(rawOverrides);
+    if (!overridesCheck.success) continue; // already reported by the whole-spec parse
+    const merged = specSchema.safeParse({ ...(mergeOverrides(rawBase, rawOverrides) as object), environments: {} });
+    if (!merged.success) {
+      issues.push(...fromZodIssues(merged.error.issues, envPath));
+      continue;
+    }
+    issues.push(...checkConsistency(merged.data, envPath));
+    environments[name] = merged.data;
+  }
+  if (issues.length > 0) return { ok: false, issues };
+  return { ok: true, value: { spec: parsed.data, environments }, issues: [] };
+}
+
+/**
+ * Like {@link validateSpec} but throws.
+ * @throws KilnError SPEC_INVALID with `details.issues` holding every {@link SpecIssue}
+ */
+export function assertValidSpec(input: unknown, source = "the spec"): ValidatedSpec {
+  const result = validateSpec(input);
+  if (!result.ok) throw specInvalidError(result.issues, source);
+  return result.value;
+}
+
+/** The `SPEC_INVALID` error for a list of issues, its message listing each one. */
+export function specInvalidError(issues: readonly SpecIssue[], source: string): KilnError {
+  const lines = issues.map((issue) => `  ${formatSpecIssue(issue)}`);
+  return new KilnError(
+    "SPEC_INVALID",
+    `${source} has ${issues.length} problem${issues.length === 1 ? "" : "s"}; fix ${issues.length === 1 ? "it" : "them"} and try again:\n${lines.join("\n")}`,
+    { details: { issues } },
+  );
+}
+
+/** `file:line:column: path: message (did you mean "x"?)` */
+export function formatSpecIssue(issue: SpecIssue): string {
+  const where = issue.file ? `${issue.file}${issue.line ? `:${issue.line}:${issue.column ?? 1}` : ""}: ` : "";
+  const path = issue.path.length > 0 ? `${formatPath(issue.path)}: ` : "";
+  const hint = issue.suggestion ? ` (did you mean "${issue.suggestion}"?)` : "";
+  return `${where}${path}${issue.message}${hint}`;
+}
+
+/** `instances.ports[0].port` */
+export function formatPath(path: readonly (string | number)[]): string {
+  return path.map((part, index) => (typeof part === "number" ? `[${part}]` : index === 0 ? part : `.${part}`)).join("");
+}
+
+function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const seen = new Set<string>();
+  spec.instances.ports.forEach((port, index) => {
+    if (seen.has(port.name)) {
+      issues.push({ path: [...prefix, "instances", "ports", index, "name"], kind: "invalid-value", message: `port name "${port.name}" is used twice; give each port its own name` });
+    }
+    seen.add(port.name);
+  });
+  const http = spec.health.http;
+  if (http && typeof http.port === "string" && !seen.has(http.port)) {
+    const known = [...seen].map((name) => `"${name}"`).join(", ") || "none are declared";
+    issues.push({
+      path: [...prefix, "health", "http", "port"],
+      kind: "reference",
+      message: `"${http.port}" is not a port name from instances.ports (${known}); name one, or give a port number`,
+    });
+  }
+  if (spec.rollout.maxSurge === 0 && spec.rollout.maxUnavailable === 0) {
+    issues.push({
+      path: [...prefix, "rollout"],
+      kind: "invalid-value",
+      message: "maxSurge and maxUnavailable are both 0, so no instance could ever be replaced; set maxSurge to 1 (replace surge-first) or maxUnavailable to 1",
+    });
+  }
+  return issues;
+}
+
+function fromZodIssues(zodIssues: readonly z.core.$ZodIssue[], prefix: (string | number)[]): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  for (const issue of zodIssues) {
+    const path = [...prefix, ...issue.path.map((part) => (typeof part === "symbol" ? String(part) : part))];
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) issues.push({ path: [...path, key], kind: "unknown-key", key, message: `unknown key "${key}"` });
+    } else if (issue.code === "invalid_type") {
+      issues.push({ path, kind: "invalid-type", message: describeInvalidType(issue) });
+    } else {
+      issues.push({ path, kind: "invalid-value", message: issue.message });
+    }
+  }
+  return issues;
+}
+
+function describeInvalidType(issue: z.core.$ZodIssueInvalidType): string {
+  if (issue.message.includes("received undefined")) return `required: expected ${issue.expected}`;
+  return issue.message.replace(/^Invalid input: /, "");
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,86 @@
+import type Dockerode from "dockerode";
+import { KilnError, isAbortError, isKilnError, type ErrorCode } from "@kilnjs/core";
+import type { EngineAddress } from "./options.js";
+
+/** Loads dockerode on first use and caches one client: importing the package costs almost nothing. */
+export class EngineClient {
+  #client: Promise<Dockerode> | undefined;
+
+  constructor(readonly address: EngineAddress) {}
+
+  /** The dockerode client, created on the first call. */
+  get(): Promise<Dockerode> {
+    this.#client ??= this.#load();
+    return this.#client;
+  }
+
+  /** Forgets the client; the next {@link get} creates a new one. */
+  reset(): void {
+    this.#client = undefined;
+  }
+
+  async #load(): Promise<Dockerode> {
+    try {
+      const { default: Docker } = await import("dockerode");
+      const address = this.address;
+      return address.kind === "unix"
+        ? new Docker({ socketPath: address.socketPath })
+        : new Docker({ host: address.host, port: address.port, protocol: "http" });
+    } catch (error) {
+      this.#client = undefined;
+      throw new KilnError("INTERNAL", `Loading dockerode failed: ${messageOf(error)}`, { cause: error });
+    }
+  }
+}
+
+/** The HTTP status of a docker-modem error, if it has one. */
+export function statusOf(error: unknown): number | undefined {
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** The engine's own message for a docker-modem error (`json.message`), else the error's message. */
+export function messageOf(error: unknown): string {
+  const json = (error as { json?: unknown } | null)?.json;
+  if (json && typeof json === "object" && typeof (json as { message?: unknown }).message === "string") {
+    return (json as { message: string }).message.trim();
+  }
+  if (typeof json === "string" && json.trim() !== "") return json.trim();
+  return error instanceof Error ? error.message : String(error);
+}
+
+const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ENOENT", "EACCES", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "ENOTSOCK"]);
+
+/** Whether `error` says the engine could not be reached at all (as opposed to an engine answer). */
+export function isConnectionError(error: unknown): boolean {
+  if (statusOf(error) !== undefined) return false;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CONNECTION_ERRORS.has(code);
+}
+
+/** `PROVIDER_UNAVAILABLE` naming the address tried and how to get an engine there. */
+export function unavailableError(address: EngineAddress, cause: unknown): KilnError {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new KilnError(
+    "PROVIDER_UNAVAILABLE",
+    `No Docker engine answered at ${address.url} (${detail}). Start one with \`npm run engine:start\` from a Kiln checkout ` +
+      `(or start your own dockerd), or point DOCKER_HOST (or the provider's \`host\` option) at an engine that runs.`,
+    { cause, retryable: true, details: { host: address.url } },
+  );
+}
+
+/**
+ * Turns anything a dockerode call threw into a {@link KilnError}: a KilnError stays as it is, an abort
+ * becomes `ABORTED`, a connection failure `PROVIDER_UNAVAILABLE`, anything else `code` with the
+ * engine's own message; the original is always kept as `cause`.
+ */
+export function engineError(error: unknown, address: EngineAddress, code: ErrorCode, message: string): KilnError {
+  if (isKilnError(error)) return error;
+  if (isAbortError(error)) return new KilnError("ABORTED", "The operation was cancelled.", { cause: error });
+  if (isConnectionError(error)) return unavailableError(address, error);
+  const status = statusOf(error);
+  return new KilnError(code, `${message}: ${messageOf(error)}`, {
+    cause: error,
+    details: status === undefined ? {} : { statusCode: status },
+  });
+}

@@ -1,0 +1,332 @@
+import { randomBytes } from "node:crypto";
+import type Dockerode from "dockerode";
+import {
+  KilnError,
+  LABELS,
+  throwIfAborted,
+  type Endpoint,
+  type Instance,
+  type InstanceOperations,
+  type InstanceState,
+  type LaunchRequest,
+  type PortConfig,
+  type ProviderContext,
+} from "@kilnjs/core";
+import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
+import type { ResolvedOptions } from "./options.js";
+
+/**
+ * Labels the Docker provider adds beside core's {@link LABELS}.
+ * - `launchKey`: the launch request's `idempotencyKey`, so a repeated launch finds its containers.
+ * - `ports`: the named ports (`http=8080/tcp,metrics=9090/tcp`), so a list call can name endpoints.
+ */
+export const DOCKER_LABELS = {
+  launchKey: "dev.kiln.launch-key",
+  ports: "dev.kiln.ports",
+} as const;
+
+/** Maps Docker's container status to an {@link InstanceState}. */
+export function instanceState(status: string | undefined): InstanceState {
+  switch (status) {
+    case "created":
+    case "restarting":
+      return "pending";
+    case "running":
+      return "running";
+    case "paused":
+    case "exited":
+    case "dead":
+      return "stopped";
+    case "removing":
+      return "terminated";
+    default:
+      return "unknown";
+  }
+}
+
+/** `<service>-<environment>-r<release>-<6 random hex>`: unique even across versions of a release. */
+export function containerName(request: LaunchRequest): string {
+  return `${request.target.service}-${request.target.environment}-r${request.release}-${randomBytes(3).toString("hex")}`;
+}
+
+/** `http=8080/tcp,metrics=9090/tcp`, the value of {@link DOCKER_LABELS}.ports. */
+export function formatPortsLabel(ports: readonly PortConfig[]): string {
+  return ports.map((port) => `${port.name}=${port.port}/${port.protocol}`).join(",");
+}
+
+/** Parses {@link formatPortsLabel}'s output; malformed parts are skipped. */
+export function parsePortsLabel(text: string | undefined): PortConfig[] {
+  if (!text) return [];
+  const ports: PortConfig[] = [];
+  for (const part of text.split(",")) {
+    const match = /^([^=]+)=(\d+)\/(tcp|udp)$/.exec(part.trim());
+    if (match) ports.push({ name: match[1]!, port: Number(match[2]), protocol: match[3] as "tcp" | "udp" });
+  }
+  return ports;
+}
+
+function releaseOf(labels: Record<string, string>): number | undefined {
+  const text = labels[LABELS.release];
+  if (text === undefined || !/^\d+$/.test(text)) return undefined;
+  return Number(text);
+}
+
+/** Common part of an {@link Instance}, from labels. */
+function baseInstance(labels: Record<string, string>): Pick<Instance, "target" | "release" | "rolloutId" | "labels"> {
+  return {
+    target: { service: labels[LABELS.service] ?? "", environment: labels[LABELS.environment] ?? "" },
+    release: releaseOf(labels),
+    rolloutId: labels[LABELS.rollout],
+    labels: { ...labels },
+  };
+}
+
+/** An {@link Instance} from `GET /containers/{id}/json` data. */
+export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpointHost: string): Instance {
+  const labels = info.Config?.Labels ?? {};
+  const endpoints: Record<string, Endpoint> = {};
+  const bindings = info.NetworkSettings?.Ports ?? {};
+  for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
+    const published = (bindings[`${port.port}/${port.protocol}`] ?? []).find((binding) => binding.HostPort);
+    if (published) endpoints[port.name] = { host: endpointHost, port: Number(published.HostPort) };
+  }
+  return {
+    id: info.Id,
+    name: info.Name.replace(/^\//, ""),
+    imageId: info.Image,
+    state: instanceState(info.State?.Status),
+    restartCount: info.RestartCount ?? 0,
+    endpoints,
+    createdAt: new Date(info.Created).toISOString(),
+    ...baseInstance(labels),
+  };
+}
+
+/**
+ * An {@link Instance} from `GET /containers/json` data. The list data holds no restart count:
+ * `restartCount` is 0 here unless `restartCount` is given (from an inspect).
+ */
+export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: string, restartCount = 0): Instance {
+  const labels = info.Labels ?? {};
+  const endpoints: Record<string, Endpoint> = {};
+  for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
+    const published = (info.Ports ?? []).find((entry) => entry.PrivatePort === port.port && entry.Type === port.protocol && entry.PublicPort);
+    if (published) endpoints[port.name] = { host: endpointHost, port: published.PublicPort };
+  }
+  return {
+    id: info.Id,
+    name: (info.Names?.[0] ?? info.Id).replace(/^\//, ""),
+    imageId: info.ImageID,
+    state: instanceState(info.State),
+    restartCount,
+    endpoints,
+    createdAt: new Date(info.Created * 1000).toISOString(),
+    ...baseInstance(labels),
+  };
+}
+
+/** The `POST /containers/create` body for one instance of a launch request. */
+export function containerCreateOptions(request: LaunchRequest, options: ResolvedOptions, name: string): Dockerode.ContainerCreateOptions {
+  const { config } = request;
+  const labels: Record<string, string> = {
+    ...config.labels,
+    [LABELS.managed]: "true",
+    [LABELS.service]: request.target.service,
+    [LABELS.environment]: request.target.environment,
+    [LABELS.release]: String(request.release),
+    [LABELS.rollout]: request.rolloutId,
+    [LABELS.fingerprint]: request.image.fingerprint,
+    [DOCKER_LABELS.launchKey]: request.idempotencyKey,
+    [DOCKER_LABELS.ports]: formatPortsLabel(config.ports),
+  };
+  const exposed: Record<string, object> = {};
+  const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const port of config.ports) {
+    const key = `${port.port}/${port.protocol}`;
+    exposed[key] = {};
+    bindings[key] = [{ HostIp: options.publishHost, HostPort: "" }];
+  }
+  return {
+    name,
+    Image: request.image.id,
+    Labels: labels,
+    Env: Object.entries(config.env).map(([key, value]) => `${key}=${value}`),
+    ...(config.command === undefined ? {} : { Cmd: [...config.command] }),
+    ExposedPorts: exposed,
+    StopTimeout: Math.ceil(config.stopGracePeriodMs / 1000),
+    HostConfig: {
+      ...(config.memoryBytes === undefined ? {} : { Memory: config.memoryBytes }),
+      ...(config.cpus === undefined ? {} : { NanoCpus: Math.round(config.cpus * 1e9) }),
+      RestartPolicy: { Name: "unless-stopped" },
+      PortBindings: bindings,
+      ...(options.network === undefined ? {} : { NetworkMode: options.network }),
+    },
+  };
+}
+
+function byName(a: Instance, b: Instance): number {
+  return a.name.localeCompare(b.name);
+}
+
+/** Instance operations against one engine. */
+export function createInstanceOperations(client: EngineClient, options: ResolvedOptions): InstanceOperations {
+  const address = client.address;
+  let network: Promise<void> | undefined;
+
+  /** Creates the configured network once, when it does not exist. */
+  function ensureNetwork(docker: Dockerode, ctx: ProviderContext): Promise<void> {
+    const name = options.network;
+    if (name === undefined) return Promise.resolve();
+    network ??= (async () => {
+      try {
+        await docker.getNetwork(name).inspect();
+        return;
+      } catch (error) {
+        if (statusOf(error) !== 404) throw error;
+      }
+      try {
+        ctx.logger.info("creating Docker network", { network: name });
+        await docker.createNetwork({ Name: name, CheckDuplicate: true, Driver: "bridge", Labels: { [LABELS.managed]: "true" } });
+      } catch (error) {
+        if (statusOf(error) !== 409) throw error;
+      }
+    })().catch((error: unknown) => {
+      network = undefined;
+      throw error;
+    });
+    return network;
+  }
+
+  /** Creates and starts one container; a container that fails to start is removed again. */
+  async function launchOne(docker: Dockerode, request: LaunchRequest, ctx: ProviderContext): Promise<Instance> {
+    const name = containerName(request);
+    const container = await docker.createContainer({ ...containerCreateOptions(request, options, name), abortSignal: ctx.signal });
+    try {
+      await container.start({ abortSignal: ctx.signal });
+    } catch (error) {
+      await container.remove({ force: true }).catch((cleanup: unknown) => {
+        ctx.logger.warn("removing a container that failed to start failed", { container: name, error: messageOf(cleanup) });
+      });
+      throw error;
+    }
+    ctx.logger.debug("container started", { container: name, id: container.id });
+    return instanceFromInspect(await container.inspect({ abortSignal: ctx.signal }), options.endpointHost);
+  }
+
+  /** Starts a container a previous launch created but did not start. */
+  async function resume(docker: Dockerode, info: Dockerode.ContainerInfo, ctx: ProviderContext): Promise<Instance> {
+    const container = docker.getContainer(info.Id);
+    if (info.State === "created") {
+      try {
+        await container.start({ abortSignal: ctx.signal });
+      } catch (error) {
+        if (statusOf(error) !== 304) throw error;
+      }
+    }
+    return instanceFromInspect(await container.inspect({ abortSignal: ctx.signal }), options.endpointHost);
+  }
+
+  return {
+    async launch(request, ctx) {
+      throwIfAborted(ctx.signal);
+      if (!Number.isInteger(request.count) || request.count < 1) {
+        throw new KilnError("INVALID_ARGUMENT", `Launch count must be a whole number of 1 or more, not ${request.count}.`);
+      }
+      const docker = await client.get();
+      let existing: Dockerode.ContainerInfo[];
+      try {
+        await ensureNetwork(docker, ctx);
+        existing = (
+          await docker.listContainers({
+            all: true,
+            filters: { label: [`${LABELS.managed}=true`, `${DOCKER_LABELS.launchKey}=${request.idempotencyKey}`] },
+            abortSignal: ctx.signal,
+          })
+        ).filter((info) => info.State !== "removing" && info.State !== "dead");
+      } catch (error) {
+        throw engineError(error, address, "LAUNCH_FAILED", `Launching ${request.target.service}@${request.target.environment} failed`);
+      }
+      const missing = Math.max(0, request.count - existing.length);
+      if (existing.length > 0) ctx.logger.debug("launch already started", { idempotencyKey: request.idempotencyKey, existing: existing.length, missing });
+
+      const results = await Promise.allSettled([
+        ...existing.map((info) => resume(docker, info, ctx)),
+        ...Array.from({ length: missing }, () => launchOne(docker, request, ctx)),
+      ]);
+      const failure = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+      if (failure) {
+        throw engineError(failure.reason, address, "LAUNCH_FAILED", `Launching ${request.target.service}@${request.target.environment} release ${request.release} failed`);
+      }
+      return results.map((result) => (result as PromiseFulfilledResult<Instance>).value).sort(byName);
+    },
+
+    async list(selector, ctx) {
+      throwIfAborted(ctx.signal);
+      const docker = await client.get();
+      const label = [
+        `${LABELS.managed}=true`,
+        `${LABELS.service}=${selector.target.service}`,
+        `${LABELS.environment}=${selector.target.environment}`,
+        ...(selector.release === undefined ? [] : [`${LABELS.release}=${selector.release}`]),
+        ...(selector.rolloutId === undefined ? [] : [`${LABELS.rollout}=${selector.rolloutId}`]),
+      ];
+      try {
+        const containers = await docker.listContainers({ all: true, filters: { label }, abortSignal: ctx.signal });
+        const live = containers.filter((info) => info.State !== "removing");
+        // Restart counts are not in the list data: inspect only containers that are not running
+        // (the few worth a second look); running ones report 0.
+        const instances = await Promise.all(
+          live.map(async (info) => {
+            if (info.State === "running") return instanceFromList(info, options.endpointHost);
+            try {
+              const inspected = await docker.getContainer(info.Id).inspect({ abortSignal: ctx.signal });
+              return instanceFromList(info, options.endpointHost, inspected.RestartCount ?? 0);
+            } catch (error) {
+              if (statusOf(error) === 404) return undefined;
+              throw error;
+            }
+          }),
+        );
+        return instances.filter((instance): instance is Instance => instance !== undefined).sort(byName);
+      } catch (error) {
+        throw engineError(error, address, "PROVIDER_UNAVAILABLE", "Listing containers failed");
+      }
+    },
+
+    async terminate(instances, { gracePeriodMs }, ctx) {
+      throwIfAborted(ctx.signal);
+      const docker = await client.get();
+      const t = Math.max(0, Math.ceil(gracePeriodMs / 1000));
+      const results = await Promise.allSettled(
+        instances.map(async (instance) => {
+          const container = docker.getContainer(instance.id);
+          try {
+            await container.stop({ t });
+          } catch (error) {
+            // 304: already stopped; 404: already gone; 409: being removed.
+            const status = statusOf(error);
+            if (status === 404) return;
+            if (status !== 304 && status !== 409) throw error;
+          }
+          try {
+            await container.remove({ force: true });
+          } catch (error) {
+            const status = statusOf(error);
+            if (status === 404) return;
+            if (status === 409 && /already in progress/i.test(messageOf(error))) return;
+            throw error;
+          }
+          ctx.logger.debug("container removed", { container: instance.name, id: instance.id });
+        }),
+      );
+      const failures = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
+      if (failures.length > 0) {
+        const first = engineError(failures[0]!.reason, address, "TERMINATE_FAILED", "Terminating containers failed");
+        if (first.code !== "TERMINATE_FAILED") throw first;
+        throw new KilnError("TERMINATE_FAILED", `${failures.length} of ${instances.length} containers could not be terminated: ${first.message}`, {
+          cause: failures.length === 1 ? failures[0]!.reason : new AggregateError(failures.map((failure) => failure.reason as unknown)),
+        });
+      }
+    },
+  };
+}

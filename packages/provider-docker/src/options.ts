@@ -1,0 +1,83 @@
+import { KilnError } from "@kilnjs/core";
+
+/** Options of {@link createDockerProvider}. Every field is optional. */
+export interface DockerProviderOptions {
+  /**
+   * The engine to talk to, written like `DOCKER_HOST`: `unix:///path/to/docker.sock` or
+   * `tcp://127.0.0.1:2375` (plain HTTP; TLS is not supported).
+   * @defaultValue the `DOCKER_HOST` environment variable when set, else `unix:///var/run/docker.sock`
+   */
+  readonly host?: string;
+  /**
+   * The host address container ports are published on, and the host of every
+   * {@link @kilnjs/core#Endpoint} the provider reports. `0.0.0.0` publishes on every interface
+   * (endpoints then say `127.0.0.1`).
+   * @defaultValue `"127.0.0.1"`
+   */
+  readonly publishHost?: string;
+  /**
+   * A Docker network to attach every container to. When it does not exist, the provider creates it
+   * (a bridge network labelled `dev.kiln.managed=true`) on the first launch.
+   * @defaultValue none: containers use the engine's default bridge network
+   */
+  readonly network?: string;
+}
+
+/** Where the engine listens, in the form docker-modem takes. */
+export type EngineAddress =
+  | { readonly kind: "unix"; readonly url: string; readonly socketPath: string }
+  | { readonly kind: "tcp"; readonly url: string; readonly host: string; readonly port: number };
+
+/** The default engine address when neither the `host` option nor `DOCKER_HOST` is set. */
+export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
+
+/**
+ * Parses a `DOCKER_HOST`-style URL.
+ * @throws KilnError INVALID_ARGUMENT for any other scheme or a malformed address
+ */
+export function parseDockerHost(text: string): EngineAddress {
+  const value = text.trim();
+  if (value.startsWith("unix://")) {
+    const socketPath = value.slice("unix://".length);
+    if (!socketPath.startsWith("/")) {
+      throw new KilnError("INVALID_ARGUMENT", `Docker host "${text}" must name an absolute socket path, e.g. unix:///var/run/docker.sock.`);
+    }
+    return { kind: "unix", url: value, socketPath };
+  }
+  const tcp = /^(?:tcp|http):\/\/(\[[0-9a-fA-F:.]+\]|[^:/]+)(?::(\d{1,5}))?\/?$/.exec(value);
+  if (tcp) {
+    const port = tcp[2] === undefined ? 2375 : Number(tcp[2]);
+    if (port < 1 || port > 65535) throw new KilnError("INVALID_ARGUMENT", `Docker host "${text}" has an invalid port.`);
+    const host = tcp[1]!.replace(/^\[(.*)\]$/, "$1");
+    return { kind: "tcp", url: `tcp://${tcp[1]!}:${port}`, host, port };
+  }
+  throw new KilnError(
+    "INVALID_ARGUMENT",
+    `Docker host "${text}" is not supported: write unix:///path/to/docker.sock or tcp://HOST:PORT (TLS and ssh:// are not supported).`,
+  );
+}
+
+/** Options with their defaults applied. */
+export interface ResolvedOptions {
+  readonly address: EngineAddress;
+  readonly publishHost: string;
+  /** The host written into endpoints (`publishHost`, or 127.0.0.1 for a wildcard address). */
+  readonly endpointHost: string;
+  readonly network: string | undefined;
+}
+
+/**
+ * Applies defaults and validates options.
+ * @throws KilnError INVALID_ARGUMENT
+ */
+export function resolveOptions(options: DockerProviderOptions | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+  const host = options?.host ?? (env.DOCKER_HOST ? env.DOCKER_HOST : DEFAULT_DOCKER_HOST);
+  const publishHost = options?.publishHost ?? "127.0.0.1";
+  if (publishHost.trim() === "") throw new KilnError("INVALID_ARGUMENT", "publishHost must not be empty.");
+  const network = options?.network;
+  if (network !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(network)) {
+    throw new KilnError("INVALID_ARGUMENT", `network "${network}" is not a valid Docker network name.`);
+  }
+  const endpointHost = publishHost === "0.0.0.0" ? "127.0.0.1" : publishHost === "::" ? "::1" : publishHost;
+  return { address: parseDockerHost(host), publishHost, endpointHost, network };
+}

@@ -1,0 +1,66 @@
+import { defineProvider, throwIfAborted, type Provider } from "@kilnjs/core";
+import { EngineClient, engineError, isConnectionError, unavailableError } from "./engine.js";
+import { createImageOperations } from "./images.js";
+import { createInstanceOperations } from "./instances.js";
+import { resolveOptions, type DockerProviderOptions } from "./options.js";
+
+/** The Docker provider's name, equal to its package suffix. */
+export const PROVIDER_NAME = "docker";
+
+/** How long {@link Provider.ping} waits for the engine before it gives up, in milliseconds. */
+const PING_TIMEOUT_MS = 5_000;
+
+/**
+ * Creates the Docker provider: it builds images from Dockerfiles on a Docker engine and runs
+ * instances as containers, every one labelled with Kiln's {@link @kilnjs/core#LABELS}.
+ *
+ * Creating a provider does no I/O and does not load dockerode; the first call that needs the engine
+ * does. The provider never pulls images: a base image must already be on the engine.
+ *
+ * @param options - see {@link DockerProviderOptions}; every field is optional
+ * @returns a {@link Provider} named {@link PROVIDER_NAME}
+ * @throws KilnError INVALID_ARGUMENT when `host` (or `DOCKER_HOST`) is not a `unix://` or `tcp://`
+ *   address, or `network` is not a valid network name
+ *
+ * Its operations throw `PROVIDER_UNAVAILABLE` when the engine does not answer (retryable, the
+ * message says where it looked and how to start one), `BUILD_FAILED` with the build's own message,
+ * `BUILD_CONTEXT_INVALID` when a context file cannot be read, `LAUNCH_FAILED` and `TERMINATE_FAILED`
+ * with the engine's message, `ABORTED` when `ctx.signal` fires, and `IMAGE_IN_USE` when `images.remove` meets an image a
+ * container still uses.
+ *
+ * @example
+ * ```ts
+ * import { createDockerProvider } from "@kilnjs/provider-docker";
+ * const provider = createDockerProvider({ host: "unix:///tmp/kiln-engine/docker.sock" });
+ * await provider.ping({ signal: AbortSignal.timeout(5000), logger: console, emit() {} });
+ * ```
+ */
+export const createDockerProvider = defineProvider((options?: DockerProviderOptions): Provider => {
+  const resolved = resolveOptions(options);
+  const client = new EngineClient(resolved.address);
+  return {
+    name: PROVIDER_NAME,
+    images: createImageOperations(client),
+    instances: createInstanceOperations(client, resolved),
+    async ping(ctx) {
+      throwIfAborted(ctx.signal);
+      const docker = await client.get();
+      const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
+      try {
+        // dockerode's ping takes an abortSignal, which @types/dockerode 4 does not declare.
+        const ping = docker.ping.bind(docker) as unknown as (options: { abortSignal: AbortSignal }) => Promise<unknown>;
+        await ping({ abortSignal: AbortSignal.any([ctx.signal, timeout]) });
+      } catch (error) {
+        if (timeout.aborted && !ctx.signal.aborted) {
+          throw unavailableError(resolved.address, new Error(`no answer within ${PING_TIMEOUT_MS} ms`, { cause: error }));
+        }
+        if (isConnectionError(error)) throw unavailableError(resolved.address, error);
+        throw engineError(error, resolved.address, "PROVIDER_UNAVAILABLE", `The Docker engine at ${resolved.address.url} did not answer its ping`);
+      }
+    },
+    close() {
+      client.reset();
+      return Promise.resolve();
+    },
+  };
+});

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The quick start's main job: deploy hello-web v1 with 3 instances, change its version, deploy v2
+# (all 3 replaced, health-checked, rolling), deploy again unchanged (nothing happens), and print
+# the history. Starts a Docker engine and makes local base images first when the machine has none.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Building Kiln"
+npx turbo run build --output-logs=errors-only
+
+step "Docker engine and local base images"
+eval "$(bash scripts/docker-engine.sh start | tail -n 1)"
+echo "DOCKER_HOST=${DOCKER_HOST:-default socket}"
+bash scripts/base-images.sh
+
+kiln() { node "$root/packages/cli/dist/bin.js" "$@"; }
+
+work="${KILN_DEMO_DIR:-${TMPDIR:-/tmp}/kiln-demo}"
+step "Copying examples/hello-web to $work"
+rm -rf "$work"
+mkdir -p "$work"
+cp -R examples/hello-web/. "$work/"
+# Containers from an earlier demo run belong to no release of this fresh copy: remove them.
+old=$(docker ps -aq --filter label=dev.kiln.service=hello-web --filter label=dev.kiln.environment=default)
+[ -z "$old" ] || docker rm -f $old >/dev/null
+
+step "kiln validate"
+kiln validate -C "$work"
+
+step "kiln plan (v1)"
+kiln plan -C "$work"
+
+step "kiln deploy (v1, 3 instances)"
+kiln deploy -C "$work"
+kiln status -C "$work"
+
+step "Changing the app's version to v2"
+echo v2 > "$work/version.txt"
+kiln plan -C "$work"
+
+step "kiln deploy (v2 replaces all 3, one at a time, never below 3 healthy)"
+kiln deploy -C "$work"
+
+step "What the instances answer now"
+kiln status -C "$work" --json | node -e '
+  let text = ""; process.stdin.on("data", (d) => (text += d)).on("end", async () => {
+    const status = JSON.parse(text);
+    for (const instance of status.instances) {
+      const e = instance.endpoints.http;
+      const body = await fetch(`http://${e.host}:${e.port}/version`).then((r) => r.text());
+      console.log(`${instance.name}  http://${e.host}:${e.port}/version -> ${body.trim()}`);
+    }
+  });'
+
+step "kiln deploy again, nothing changed"
+kiln deploy -C "$work"
+
+step "kiln history"
+kiln history -C "$work"
+
+cat <<MSG
+
+Done. The 3 hello-web v2 containers keep running (kiln status -C $work shows their addresses).
+Try: kiln rollback -C $work   (back to v1, no rebuild)
+Remove them: docker rm -f \$(docker ps -aq --filter label=dev.kiln.service=hello-web)
+MSG
