@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { fingerprintBuild, shortFingerprint, type FingerprintResult } from "../../packages/core/src/fingerprint/index.js";
 
-const CONTEXT_DIR = path.join(os.tmpdir(), "kiln-bench-context");
+export const CONTEXT_DIR = path.join(os.tmpdir(), "kiln-bench-context");
 const MARKER_FILE = path.join(CONTEXT_DIR, ".kiln-bench-marker.json");
 const CACHE_FILE = path.join(os.tmpdir(), "kiln-bench-cache", "fingerprint-bench.json");
 const GENERATOR_VERSION = 2;
@@ -66,7 +66,7 @@ function relPathOf(index: number, random: () => number): string {
 const DOCKERIGNORE = "node_modules/\n.cache\n**/*.log\n.kiln-bench-marker.json\n";
 const DOCKERFILE = "FROM kiln-local/busybox\nCOPY . /ctx\n";
 
-async function ensureContext(): Promise<{ generatedMs?: number }> {
+export async function ensureContext(): Promise<{ generatedMs?: number }> {
   try {
     const marker = JSON.parse(await readFile(MARKER_FILE, "utf8")) as { version?: number; files?: number };
     if (marker.version === GENERATOR_VERSION && marker.files === FILE_COUNT) return {};

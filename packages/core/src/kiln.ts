@@ -378,7 +378,9 @@ export function createKiln(options: KilnOptions): Kiln {
       return { image: await buildImage(resolved, fingerprint, provider, ctx, emit), fingerprint, built: true };
     },
 
-    async deploy(spec) {
+    async deploy(options) {
+      // Validate once, before taking the lock: a bad spec never waits for or holds a lock.
+      const spec = { ...options, spec: loaded(options) };
       const { target } = await targetOf(spec);
       return withLock(target, async () => {
         const { resolved, fingerprint, plan, provider, ctx, emit, state } = await prepare(spec);

@@ -1,0 +1,331 @@
+/**
+ * Helpers shared by the CLI's integration tests (`*.integ.test.ts`): run the built `kiln` binary
+ * as a user would, make throwaway copies of examples/hello-web, inspect and clean up what Kiln
+ * left in the Docker engine. Test-only: not exported from the package index, not bundled.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { get } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Docker from "dockerode";
+
+/** The monorepo's root folder. */
+export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+/** The built CLI entry point (`npx turbo run build` makes it). */
+export const KILN_BIN = path.join(REPO_ROOT, "packages/cli/dist/bin.js");
+/** The example app the tests deploy. */
+export const HELLO_WEB = path.join(REPO_ROOT, "examples/hello-web");
+
+export const LABEL_SERVICE = "dev.kiln.service";
+export const LABEL_ENVIRONMENT = "dev.kiln.environment";
+export const LABEL_RELEASE = "dev.kiln.release";
+export const LABEL_FINGERPRINT = "dev.kiln.fingerprint";
+
+/** A short random suffix, lowercase hex (valid in Kiln service and environment names). */
+export const randomSuffix = (bytes = 3): string => randomBytes(bytes).toString("hex");
+
+/** A Docker client for the engine the tests use (`DOCKER_HOST` unix socket or tcp, else the default socket). */
+export function dockerClient(): Docker {
+  const host = process.env.DOCKER_HOST;
+  if (host?.startsWith("unix://")) return new Docker({ socketPath: host.slice("unix://".length) });
+  const tcp = host ? /^(?:tcp|http):\/\/(\[[^\]]+\]|[^:/]+)(?::(\d+))?\/?$/.exec(host) : null;
+  if (tcp) return new Docker({ host: tcp[1]!.replace(/^\[(.*)\]$/, "$1"), port: tcp[2] === undefined ? 2375 : Number(tcp[2]), protocol: "http" });
+  return new Docker();
+}
+
+/** What one run of a command did. */
+export interface CommandResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly elapsedMs: number;
+}
+
+/** Formats a result for assertion messages, so a failure shows what the CLI said. */
+export function describeResult(result: CommandResult): string {
+  return `exit ${result.code ?? result.signal} after ${result.elapsedMs} ms\n--- stdout ---\n${result.stdout}\n--- stderr ---\n${result.stderr}`;
+}
+
+/**
+ * Runs a command to its end and collects its output. Kills it (by its own pid) after
+ * `timeoutMs` so a hung command fails the test instead of hanging the suite.
+ */
+export function runCommand(command: string, args: readonly string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CommandResult> {
+  const startedAt = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => {
+      stderr += `\n[test] killed after ${options.timeoutMs ?? 150_000} ms\n`;
+      child.kill("SIGKILL");
+    }, options.timeoutMs ?? 150_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - startedAt });
+    });
+  });
+}
+
+/** Runs `kiln <args>` (the built binary, with this Node) in `cwd`. */
+export function kiln(cwd: string, args: readonly string[], timeoutMs?: number): Promise<CommandResult> {
+  return runCommand(process.execPath, [KILN_BIN, ...args], { cwd, ...(timeoutMs ? { timeoutMs } : {}) });
+}
+
+/** Parses NDJSON output (one JSON object a line; other lines are an error). */
+export function jsonLines(text: string): Array<Record<string, unknown> & { type: string }> {
+  return text
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => {
+      try {
+        return JSON.parse(line) as Record<string, unknown> & { type: string };
+      } catch {
+        throw new Error(`not a JSON line: ${line}`);
+      }
+    });
+}
+
+/** Runs `kiln <args> --json` expecting one JSON document of `type` on stdout and exit 0. */
+export async function kilnJson<T>(cwd: string, args: readonly string[], type: string): Promise<T> {
+  const result = await kiln(cwd, [...args, "--json"]);
+  if (result.code !== 0) throw new Error(`kiln ${args.join(" ")} failed: ${describeResult(result)}`);
+  const document = jsonLines(result.stdout).find((line) => line.type === type);
+  if (!document) throw new Error(`kiln ${args.join(" ")} printed no "${type}" document: ${describeResult(result)}`);
+  return document as T;
+}
+
+/** Replaces exactly one occurrence of `from`; throws when it is missing, so a changed example fails loudly. */
+export function replaceOnce(text: string, from: string, to: string): string {
+  const index = text.indexOf(from);
+  if (index < 0) throw new Error(`the text does not contain ${JSON.stringify(from)}`);
+  return text.slice(0, index) + to + text.slice(index + from.length);
+}
+
+/** 1-based line number of the first line of `text` that contains `needle`. */
+export function lineOf(text: string, needle: string): number {
+  const index = text.split("\n").findIndex((line) => line.includes(needle));
+  if (index < 0) throw new Error(`no line contains ${JSON.stringify(needle)}`);
+  return index + 1;
+}
+
+/** Short health timings for copies of hello-web, so failing rollouts end in seconds. */
+export const FAST_HEALTH = { intervalMs: 300, timeoutMs: 500, startPeriodMs: 1000, healthyThreshold: 2, unhealthyThreshold: 3 } as const;
+/** The stop grace period of the copies (hello-web exits at once on SIGTERM). */
+export const FAST_STOP_GRACE_MS = 1000;
+
+/** The derived health deadline of {@link FAST_HEALTH}, as core computes it by default. */
+export function fastHealthDeadlineMs(): number {
+  const h = FAST_HEALTH;
+  return h.startPeriodMs + (h.healthyThreshold + h.unhealthyThreshold) * (h.intervalMs + h.timeoutMs);
+}
+
+/** Keeps track of what the tests create, so `afterAll` can remove it whatever happened. */
+export class Scratch {
+  readonly dirs = new Set<string>();
+  readonly services = new Set<string>();
+  readonly environments = new Set<string>();
+
+  /** A unique service name for one test. */
+  service(prefix = "itest"): string {
+    const name = `${prefix}-${randomSuffix()}`;
+    this.services.add(name);
+    return name;
+  }
+
+  /**
+   * A temp copy of examples/hello-web whose kiln.yaml names `service`, with short health
+   * timings; `edit` may change the spec text further.
+   */
+  async helloWeb(service: string, edit: (spec: string) => string = (spec) => spec): Promise<App> {
+    const dir = await mkdtemp(path.join(tmpdir(), "kiln-cli-itest-"));
+    this.dirs.add(dir);
+    await cp(HELLO_WEB, dir, { recursive: true, filter: (source) => !/[/\\](\.kiln|node_modules)$/.test(source) });
+    let spec = await readFile(path.join(dir, "kiln.yaml"), "utf8");
+    spec = replaceOnce(spec, "service: hello-web", `service: ${service}`);
+    spec = replaceOnce(spec, "intervalMs: 500", `intervalMs: ${FAST_HEALTH.intervalMs}`);
+    spec = replaceOnce(spec, "timeoutMs: 1000", `timeoutMs: ${FAST_HEALTH.timeoutMs}`);
+    spec = replaceOnce(spec, "healthyThreshold: 2", `healthyThreshold: ${FAST_HEALTH.healthyThreshold}`);
+    spec = replaceOnce(spec, "unhealthyThreshold: 3", `unhealthyThreshold: ${FAST_HEALTH.unhealthyThreshold}`);
+    spec = replaceOnce(spec, "startPeriodMs: 2000", `startPeriodMs: ${FAST_HEALTH.startPeriodMs}`);
+    spec = replaceOnce(spec, "stopGracePeriodMs: 5000", `stopGracePeriodMs: ${FAST_STOP_GRACE_MS}`);
+    await writeFile(path.join(dir, "kiln.yaml"), edit(spec));
+    return new App(dir, service);
+  }
+
+  /** Removes every container and image labelled with a tracked service or environment, then the temp dirs. */
+  async cleanUp(docker: Docker): Promise<string[]> {
+    const problems: string[] = [];
+    const labels = [...[...this.services].map((s) => `${LABEL_SERVICE}=${s}`), ...[...this.environments].map((e) => `${LABEL_ENVIRONMENT}=${e}`)];
+    for (const label of labels) problems.push(...(await removeLabelled(docker, label)));
+    for (const dir of this.dirs) await rm(dir, { recursive: true, force: true }).catch((error: unknown) => problems.push(`rm ${dir}: ${String(error)}`));
+    return problems;
+  }
+}
+
+/**
+ * Force-removes the containers labelled `label`, then its images. Images in use by someone
+ * else's containers are left (a 409); errors are returned, never thrown.
+ */
+export async function removeLabelled(docker: Docker, label: string, options: { forceImages?: boolean } = {}): Promise<string[]> {
+  const problems: string[] = [];
+  try {
+    for (const info of await docker.listContainers({ all: true, filters: { label: [label] } })) {
+      await docker
+        .getContainer(info.Id)
+        .remove({ force: true })
+        .catch((error: unknown) => {
+          if ((error as { statusCode?: number }).statusCode !== 404) problems.push(`container ${info.Id}: ${String(error)}`);
+        });
+    }
+    for (const info of await docker.listImages({ all: true, filters: { label: [label] } })) {
+      await docker
+        .getImage(info.Id)
+        .remove({ force: options.forceImages ?? true })
+        .catch((error: unknown) => {
+          const status = (error as { statusCode?: number }).statusCode;
+          if (status !== 404 && status !== 409) problems.push(`image ${info.Id}: ${String(error)}`);
+        });
+    }
+  } catch (error) {
+    problems.push(`${label}: ${String(error)}`);
+  }
+  return problems;
+}
+
+/** A temp copy of hello-web. */
+export class App {
+  constructor(
+    readonly dir: string,
+    readonly service: string,
+  ) {}
+
+  file(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  async read(name: string): Promise<string> {
+    return readFile(this.file(name), "utf8");
+  }
+
+  async write(name: string, content: string): Promise<void> {
+    await writeFile(this.file(name), content);
+  }
+
+  async editSpec(edit: (spec: string) => string): Promise<void> {
+    await this.write("kiln.yaml", edit(await this.read("kiln.yaml")));
+  }
+
+  exists(name: string): boolean {
+    return existsSync(this.file(name));
+  }
+
+  kiln(args: readonly string[], timeoutMs?: number): Promise<CommandResult> {
+    return kiln(this.dir, args, timeoutMs);
+  }
+
+  json<T>(args: readonly string[], type: string): Promise<T> {
+    return kilnJson<T>(this.dir, args, type);
+  }
+}
+
+/** Containers (running or not) with all of `labels` (`key=value`). */
+export function containersWith(docker: Docker, ...labels: string[]): Promise<Docker.ContainerInfo[]> {
+  return docker.listContainers({ all: true, filters: { label: labels } });
+}
+
+/** Images with all of `labels` (`key=value`). */
+export function imagesWith(docker: Docker, ...labels: string[]): Promise<Docker.ImageInfo[]> {
+  return docker.listImages({ filters: { label: labels } });
+}
+
+/** GET `http://host:port/path`: status and body text. */
+export function httpGet(host: string, port: number, pathname: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = get({ host, port, path: pathname, timeout: 3_000, agent: false }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (body += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on("error", reject);
+    });
+    request.on("timeout", () => request.destroy(new Error(`GET ${pathname} on ${host}:${port}: no answer within 3 s`)));
+    request.on("error", reject);
+  });
+}
+
+/** Polls `check` until it returns something other than undefined; fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 150): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: last });
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/**
+ * Runs a one-off container from `image` with `cmd` (labelled `labels` so cleanup finds it), waits
+ * for it to exit and returns its output (TTY mode: plain text) and exit code; removes it.
+ */
+export async function runOnce(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<{ exitCode: number; output: string }> {
+  const container = await docker.createContainer({ Image: image, Cmd: cmd, Entrypoint: [], Tty: true, Labels: labels, HostConfig: { NetworkMode: "none" } });
+  try {
+    await container.start();
+    const { StatusCode } = (await container.wait()) as { StatusCode: number };
+    const logs = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+    return { exitCode: StatusCode, output: logs.toString("utf8") };
+  } finally {
+    await container.remove({ force: true }).catch(() => undefined);
+  }
+}
+
+// ---- the JSON documents the CLI prints (only the fields the tests read) ----
+
+export interface StatusDocument {
+  type: "status";
+  release?: { number: number };
+  instances: Array<{ id: string; name: string; release?: number; state: string; imageId: string; endpoints: Record<string, { host: string; port: number }> }>;
+  drift: string[];
+}
+
+export interface HistoryRelease {
+  number: number;
+  status: "pending" | "succeeded" | "failed";
+  fingerprint: string;
+  count: number;
+  image: { id: string; digest: string; names: string[]; fingerprint: string };
+  error?: { code: string; message: string };
+}
+
+export interface HistoryDocument {
+  type: "history";
+  currentRelease?: number;
+  releases: HistoryRelease[];
+}
+
+export interface PlanDocument {
+  type: "plan";
+  plan: { fingerprint: string; noop: boolean; image: { action: string }; rollout: { action: string } };
+}

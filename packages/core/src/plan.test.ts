@@ -1,0 +1,91 @@
+import { describe, expect, it } from "vitest";
+import { formatPlan, planDeploy, releaseConfigHash } from "./plan.js";
+import type { ImageRef, Instance } from "./provider.js";
+import type { ResolvedTarget } from "./spec/resolve.js";
+import { emptyTargetState, type ReleaseRecord, type TargetState } from "./state/types.js";
+
+const target = { service: "web", environment: "default" };
+const fingerprint = `sha256:${"a".repeat(64)}`;
+const image: ImageRef = { id: "sha256:img1", fingerprint, digest: "sha256:img1", names: ["kiln/web:aaaaaaaaaaaa"] };
+
+const resolved: ResolvedTarget = {
+  target,
+  provider: "memory",
+  build: { contextDir: "/ctx", dockerfilePath: "/ctx/Dockerfile", args: {} },
+  count: 2,
+  instance: { ports: [{ name: "http", port: 8080, protocol: "tcp" }], env: { A: "1" }, labels: {}, stopGracePeriodMs: 1000 },
+  health: { intervalMs: 100, timeoutMs: 100, healthyThreshold: 1, unhealthyThreshold: 1, startPeriodMs: 0, deadlineMs: 1000 },
+  rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0 },
+};
+
+function instance(id: string, release: number, state: Instance["state"] = "running"): Instance {
+  return { id, name: `web-${id}`, target, release, rolloutId: "r", imageId: image.id, state, restartCount: 0, endpoints: {}, createdAt: "", labels: {} };
+}
+
+function stateWith(release: Partial<ReleaseRecord> & { number: number }): TargetState {
+  const record: ReleaseRecord = {
+    target,
+    provider: "memory",
+    createdAt: "",
+    fingerprint,
+    image,
+    count: resolved.count,
+    instance: resolved.instance,
+    health: resolved.health,
+    rollout: resolved.rollout,
+    configHash: releaseConfigHash(fingerprint, resolved.count, resolved.instance),
+    status: "succeeded",
+    ...release,
+  };
+  return { ...emptyTargetState(target), releases: [record], currentRelease: record.number };
+}
+
+describe("planDeploy", () => {
+  it("plans a build and a first release on an empty target", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: undefined, state: emptyTargetState(target), instances: [] });
+    expect(plan.image.action).toBe("build");
+    expect(plan.rollout).toMatchObject({ action: "replace", toRelease: 1, newRelease: true, launch: 2, fromRelease: undefined });
+    expect(plan.noop).toBe(false);
+    expect(formatPlan(plan)).toMatch(/create release 1: 2 instances, launch 2, retire 0/);
+  });
+
+  it("is a no-op when the release and its instances match", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: [instance("a", 1), instance("b", 1)] });
+    expect(plan.noop).toBe(true);
+    expect(formatPlan(plan)).toMatch(/nothing to do/);
+  });
+
+  it("repairs the current release when an instance is missing, without a new release", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: image, state: stateWith({ number: 3 }), instances: [instance("a", 3)] });
+    expect(plan.rollout).toMatchObject({ action: "replace", toRelease: 3, newRelease: false, launch: 1 });
+  });
+
+  it("retires instances of other releases and stopped ones", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: [instance("a", 1), instance("b", 1, "stopped"), instance("c", 7)] });
+    expect(plan.rollout.action).toBe("replace");
+    if (plan.rollout.action !== "replace") return;
+    expect(plan.rollout.retire.map((i) => i.id).sort()).toEqual(["b", "c"]);
+    expect(plan.rollout.keep.map((i) => i.id)).toEqual(["a"]);
+  });
+
+  it("makes a new release when the instance configuration changes, reusing the image", () => {
+    const plan = planDeploy({
+      resolved: { ...resolved, instance: { ...resolved.instance, env: { A: "2" } } },
+      fingerprint,
+      existingImage: image,
+      state: stateWith({ number: 4 }),
+      instances: [instance("a", 4), instance("b", 4)],
+    });
+    expect(plan.image.action).toBe("reuse");
+    expect(plan.rollout).toMatchObject({ action: "replace", toRelease: 5, newRelease: true, launch: 2 });
+  });
+});
+
+describe("releaseConfigHash", () => {
+  it("ignores key order and changes with any value", () => {
+    const a = releaseConfigHash(fingerprint, 2, { ...resolved.instance, env: { A: "1", B: "2" } });
+    const b = releaseConfigHash(fingerprint, 2, { ...resolved.instance, env: { B: "2", A: "1" } });
+    expect(a).toBe(b);
+    expect(releaseConfigHash(fingerprint, 3, resolved.instance)).not.toBe(releaseConfigHash(fingerprint, 2, resolved.instance));
+  });
+});
