@@ -142,7 +142,13 @@ export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): st
     case "release.created":
       return `${c.cyan("•")} release ${event.release} created${event.rollbackOf ? ` (copy of release ${event.rollbackOf})` : ""}`;
     case "rollout.started":
-      return `${c.cyan("•")} ${event.kind === "rollback" ? "rolling back" : "rolling out"} release ${event.toRelease}${event.fromRelease ? ` over release ${event.fromRelease}` : ""}: ${event.count} instance${event.count === 1 ? "" : "s"}, surge ${event.maxSurge}, unavailable ${event.maxUnavailable}`;
+    {
+      const what =
+        event.fromRelease === event.toRelease
+          ? `repairing release ${event.toRelease} (its instances differ from it)`
+          : `${event.kind === "rollback" ? "rolling back to" : "rolling out"} release ${event.toRelease}${event.fromRelease ? ` over release ${event.fromRelease}` : ""}`;
+      return `${c.cyan("•")} ${what}: ${event.count} instance${event.count === 1 ? "" : "s"}, surge ${event.maxSurge}, unavailable ${event.maxUnavailable}`;
+    }
     case "rollout.skipped":
       return `${c.green("✓")} ${event.target} is up to date (release ${event.release}): nothing built, nothing launched, nothing retired`;
     case "instance.launched":

@@ -31,7 +31,7 @@ export const ERROR_CODES = [
   "HEALTH_CHECK_FAILED",
   /** A rollout failed for another reason; the cause says which. */
   "ROLLOUT_FAILED",
-  /** The plan cannot be carried out (for instance maxSurge and maxUnavailable are both 0). */
+  /** The plan cannot be carried out with the provider's limits. */
   "PLAN_INVALID",
   /** The release asked for does not exist for this target. */
   "RELEASE_NOT_FOUND",

@@ -7,7 +7,7 @@ import { silentLogger, type Logger } from "./logger.js";
 import { currentRelease, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan } from "./plan.js";
 import type { ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
 import { applyRollout, newRolloutId, type LaunchableRelease } from "./rollout/engine.js";
-import { specFromObject, type LoadedSpec } from "./spec/load.js";
+import { OBJECT_SPEC_FILE, specFromObject, type LoadedSpec } from "./spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "./spec/resolve.js";
 import type { SpecInput } from "./spec/schema.js";
 import { createFileStateStore } from "./state/file-store.js";
@@ -185,7 +185,7 @@ export function createKiln(options: KilnOptions): Kiln {
 
   /** Fingerprints, looks the image up, reads state and live instances, and plans. */
   async function prepare(spec: SpecOptions) {
-    const { validated, baseDir } = loaded(spec);
+    const { validated, baseDir, file } = loaded(spec);
     const resolved = resolveTarget(validated, spec.environment ?? DEFAULT_ENVIRONMENT, baseDir);
     const emit = emitterFor(resolved.target, spec.onEvent);
     const ctx = contextFor(spec.signal, emit);
@@ -197,7 +197,9 @@ export function createKiln(options: KilnOptions): Kiln {
       args: resolved.build.args,
       ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
       cacheFile: path.join(dataDir, "cache", `fingerprint-${formatTarget(resolved.target)}.json`),
-      exclude: [dataDir],
+      // Kiln's own files never enter an image: its state changes on every deploy, and a spec edit
+      // (a new env value, another count) must not force a rebuild.
+      exclude: file === OBJECT_SPEC_FILE ? [dataDir] : [dataDir, file],
       logger,
       ...(spec.signal ? { signal: spec.signal } : {}),
     });
@@ -328,7 +330,9 @@ export function createKiln(options: KilnOptions): Kiln {
       stored.finishedAt = finishedAt;
       stored.error = recorded;
       if (failure.restoredRelease !== undefined) stored.restoredRelease = failure.restoredRelease;
-      state.currentRelease = failure.restoredRelease;
+      // The previous release stays the recorded one even when it could not be fully restored:
+      // `kiln status` then shows the shortfall as drift and the next deploy repairs it.
+      state.currentRelease = args.previous?.number;
     });
     emit({ type: "rollout.failed", rolloutId, release: release.number, code: failure.error.code, message: failure.error.message, durationMs: Date.now() - startedAt });
     emit({

@@ -134,7 +134,6 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       const labels: Record<string, string> = {
         [LABELS.managed]: "true",
         [LABELS.service]: recipe.target.service,
-        [LABELS.environment]: recipe.target.environment,
         [LABELS.fingerprint]: recipe.fingerprint,
       };
       let result: { imageId?: string; error?: string };

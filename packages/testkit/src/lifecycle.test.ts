@@ -4,7 +4,7 @@ import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createKiln, isKilnError, type KilnEvent, type SpecInput } from "@kilnjs/core";
+import { createKiln, isKilnError, loadSpec, type KilnEvent, type SpecInput } from "@kilnjs/core";
 import { createMemoryProvider, type MemoryProviderOptions } from "./memory-provider.js";
 
 let dir: string;
@@ -120,6 +120,34 @@ describe("deploy", () => {
     expect(repaired.outcome).toBe("deployed");
     expect(repaired.release.number).toBe(1);
     expect(provider.live.size).toBe(3);
+  });
+
+  it("leaves exactly count instances when a drift repair fails, and keeps the release current", async () => {
+    let failLaunches = false;
+    const { kiln, provider } = setup({ behavior: () => (failLaunches ? { neverHealthy: true } : {}) });
+    await kiln.deploy({ spec: spec(), baseDir: dir });
+    await provider.instances.terminate([[...provider.live.values()][0]!], { gracePeriodMs: 0 }, { signal: new AbortController().signal, logger: console, emit() {} });
+    failLaunches = true;
+    await expect(kiln.deploy({ spec: spec(), baseDir: dir })).rejects.toMatchObject({ code: "HEALTH_CHECK_FAILED" });
+    // The two kept instances serve and the restore relaunches the missing one: never more than count.
+    expect(provider.live.size).toBeLessThanOrEqual(3);
+    expect([...provider.live.values()].filter((i) => i.release === 1).length).toBeGreaterThanOrEqual(2);
+    const status = await kiln.status({ target: "web@default" });
+    expect(status.release?.number).toBe(1);
+  });
+
+  it("does not rebuild when only kiln.yaml changes (the spec file is not part of the build)", async () => {
+    const { kiln, provider } = setup();
+    const file = path.join(dir, "kiln.yaml");
+    const yaml = (level: string) =>
+      `service: web\nprovider: memory\ninstances:\n  count: 1\n  env: { LEVEL: ${level} }\n  ports: [{ name: http, port: 8080 }]\nhealth: { http: { port: http }, intervalMs: 100 }\n`;
+    await writeFile(file, yaml("info"));
+    const first = await kiln.deploy({ spec: await loadSpec(file) });
+    await writeFile(file, yaml("debug"));
+    const second = await kiln.deploy({ spec: await loadSpec(file) });
+    expect(second.release.number).toBe(2);
+    expect(second.release.fingerprint).toBe(first.release.fingerprint);
+    expect(provider.calls.build).toBe(1);
   });
 
   it("undoes a release whose instances never become healthy; the old ones keep serving", async () => {

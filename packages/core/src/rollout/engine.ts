@@ -145,9 +145,14 @@ async function undo(input: RolloutInput, launched: readonly Instance[], oldStill
   }
   const previous = input.previous;
   if (!previous) return undefined;
-  const missing = previous.count - oldStillServing.length;
-  if (missing <= 0) return previous.number;
   try {
+    // Count what of the previous release really runs (old instances never retired, and in a
+    // repair the kept ones too), rather than trusting the rollout's own bookkeeping.
+    const running = (await input.provider.instances.list({ target: input.target, release: previous.number }, ctx)).filter(
+      (instance) => instance.rolloutId !== input.rolloutId && (instance.state === "running" || instance.state === "pending"),
+    );
+    const missing = previous.count - Math.max(running.length, oldStillServing.length);
+    if (missing <= 0) return previous.number;
     const restored = await input.provider.instances.launch(
       {
         target: input.target,

@@ -28,7 +28,11 @@ export interface ReleaseRecord {
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
   readonly rollout: { readonly strategy: "rolling"; readonly maxSurge: number; readonly maxUnavailable: number };
-  /** A hash of image id, count and instance configuration: equal hashes mean nothing to deploy. */
+  /**
+   * A hash of the fingerprint, the count and the instance configuration: equal hashes mean the
+   * same instances would run. Health and rollout settings are not part of it: changing only them
+   * applies to the next rollout and deploys nothing now.
+   */
   readonly configHash: string;
   /** The release this one copies, when it was made by `rollback`. */
   readonly rollbackOf?: number;
