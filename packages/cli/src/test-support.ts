@@ -165,6 +165,9 @@ export class Scratch {
     spec = replaceOnce(spec, "startPeriodMs: 2000", `startPeriodMs: ${FAST_HEALTH.startPeriodMs}`);
     spec = replaceOnce(spec, "stopGracePeriodMs: 5000", `stopGracePeriodMs: ${FAST_STOP_GRACE_MS}`);
     await writeFile(path.join(dir, "kiln.yaml"), edit(spec));
+    // A file of the build context unique to this copy: its fingerprint (and so its image) can
+    // never be another test's or another run's, whatever the example's .dockerignore leaves out.
+    await writeFile(path.join(dir, "itest-id.txt"), `${service}\n`);
     return new App(dir, service);
   }
 
@@ -294,8 +297,10 @@ export async function runOnce(docker: Docker, image: string, cmd: string[], labe
   try {
     await container.start();
     const { StatusCode } = (await container.wait()) as { StatusCode: number };
-    const logs = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
-    return { exitCode: StatusCode, output: logs.toString("utf8") };
+    // docker-modem parses a body that happens to be JSON: turn it back into text.
+    const logs: unknown = await container.logs({ stdout: true, stderr: true, follow: false });
+    const output = Buffer.isBuffer(logs) ? logs.toString("utf8") : typeof logs === "string" ? logs : JSON.stringify(logs);
+    return { exitCode: StatusCode, output };
   } finally {
     await container.remove({ force: true }).catch(() => undefined);
   }

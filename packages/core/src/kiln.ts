@@ -212,7 +212,7 @@ export function createKiln(options: KilnOptions): Kiln {
       durationMs: fingerprint.durationMs,
     });
     const [existingImage, state, instances] = await Promise.all([
-      provider.images.find(fingerprint.fingerprint, ctx),
+      provider.images.find({ service: resolved.target.service, fingerprint: fingerprint.fingerprint }, ctx),
       store.read(resolved.target),
       provider.instances.list({ target: resolved.target }, ctx),
     ]);
@@ -448,7 +448,7 @@ export function createKiln(options: KilnOptions): Kiln {
         const ctx = contextFor(opts.signal, emit);
         const provider = await getProvider(chosen.provider);
         await provider.ping(ctx);
-        const image = await provider.images.find(chosen.fingerprint, ctx);
+        const image = await provider.images.find({ service: target.service, fingerprint: chosen.fingerprint }, ctx);
         if (!image) {
           throw new KilnError(
             "RELEASE_NOT_FOUND",

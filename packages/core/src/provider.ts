@@ -150,8 +150,12 @@ export interface ImageOperations {
    * @throws KilnError BUILD_FAILED, BUILD_CONTEXT_INVALID, PROVIDER_UNAVAILABLE, ABORTED
    */
   build(recipe: ImageRecipe, ctx: ProviderContext): Promise<ImageRef>;
-  /** The image built from this fingerprint, if one exists. */
-  find(fingerprint: string, ctx: ProviderContext): Promise<ImageRef | undefined>;
+  /**
+   * The service's image built from this fingerprint, if one exists. Images are owned by one
+   * service: two services with identical build inputs each get their own, so removing one
+   * service's images never takes another's.
+   */
+  find(query: { readonly service: string; readonly fingerprint: string }, ctx: ProviderContext): Promise<ImageRef | undefined>;
   /** Every image Kiln built for this service. */
   list(service: string, ctx: ProviderContext): Promise<ImageRef[]>;
   /**

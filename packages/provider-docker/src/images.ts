@@ -179,11 +179,14 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       }
     },
 
-    async find(fingerprint, ctx) {
+    async find({ service, fingerprint }, ctx) {
       throwIfAborted(ctx.signal);
       const docker = await client.get();
       try {
-        const images = await docker.listImages({ filters: { label: [`${LABELS.fingerprint}=${fingerprint}`] }, abortSignal: ctx.signal });
+        const images = await docker.listImages({
+          filters: { label: [`${LABELS.managed}=true`, `${LABELS.service}=${service}`, `${LABELS.fingerprint}=${fingerprint}`] },
+          abortSignal: ctx.signal,
+        });
         const newest = images.sort((a, b) => b.Created - a.Created)[0];
         return newest === undefined ? undefined : imageRefFromList(newest);
       } catch (error) {

@@ -157,9 +157,10 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
     expect(inspected.Config.Labels).toMatchObject({
       [LABELS.managed]: "true",
       [LABELS.service]: service,
-      [LABELS.environment]: "test",
       [LABELS.fingerprint]: recipe.fingerprint,
     });
+    // Environments share images by fingerprint, so an image names no environment.
+    expect(inspected.Config.Labels).not.toHaveProperty(LABELS.environment);
 
     // secret.txt is on disk but not in the recipe's files: it must not reach the image.
     const probe = await docker.createContainer({
@@ -177,9 +178,10 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
   });
 
   it("finds the image by fingerprint and lists it by service", async () => {
-    const found = await provider.images.find(recipe.fingerprint, context());
+    const found = await provider.images.find({ service, fingerprint: recipe.fingerprint }, context());
     expect(found).toMatchObject({ id: image.id, fingerprint: recipe.fingerprint, names: image.names });
-    expect(await provider.images.find(newFingerprint(), context())).toBeUndefined();
+    expect(await provider.images.find({ service, fingerprint: newFingerprint() }, context())).toBeUndefined();
+    expect(await provider.images.find({ service: `${service}-other`, fingerprint: recipe.fingerprint }, context())).toBeUndefined();
     const listed = await provider.images.list(service, context());
     expect(listed.map((ref) => ref.id)).toEqual([image.id]);
     expect(await provider.images.list(`${service}-none`, context())).toEqual([]);
@@ -263,7 +265,7 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
 
   it("removes an image, and removing it again is a no-op", async () => {
     await provider.images.remove(image, context());
-    expect(await provider.images.find(recipe.fingerprint, context())).toBeUndefined();
+    expect(await provider.images.find({ service, fingerprint: recipe.fingerprint }, context())).toBeUndefined();
     await expect(provider.images.remove(image, context())).resolves.toBeUndefined();
   });
 
@@ -276,7 +278,7 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
       context(),
     );
     expect(built.fingerprint).toBe(fingerprint);
-    expect((await provider.images.find(fingerprint, context()))?.id).toBe(built.id);
+    expect((await provider.images.find({ service, fingerprint }, context()))?.id).toBe(built.id);
   });
 
   it("reports a failing build as BUILD_FAILED with the build's message", async () => {

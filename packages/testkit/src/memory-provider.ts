@@ -104,9 +104,9 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
         imageService.set(id, recipe.target.service);
         return image;
       },
-      async find(fingerprint) {
+      async find({ service, fingerprint }) {
         calls.find += 1;
-        return [...images.values()].find((image) => image.fingerprint === fingerprint);
+        return [...images.values()].find((image) => image.fingerprint === fingerprint && imageService.get(image.id) === service);
       },
       async list(service) {
         calls.listImages += 1;

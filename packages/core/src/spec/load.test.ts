@@ -168,6 +168,14 @@ describe("parseSpec", () => {
     expect(issues[0]!.message).not.toMatch(/at line/); // the position is in the fields, not repeated in the text
   });
 
+  it.each([
+    ["sequence", "service: web\ninstances:\n  ports: [ { name: http, port: 8080 }\n  env: {}\n", 3, 10, '"[" opened here is never closed with "]"'],
+    ["mapping", "service: web\ninstances: { count: 3\n", 2, 12, '"{" opened here is never closed with "}"'],
+  ])("points an unclosed flow %s at the line that opens it", (_kind, text, line, column, message) => {
+    const issues = issuesOf(parseSpec(text, { file: "kiln.yaml" }));
+    expect(issues[0]).toMatchObject({ kind: "yaml-syntax", line, column, message: expect.stringContaining(message) as string });
+  });
+
   it("reports tab indentation once per line, with a hint", () => {
     const issues = issuesOf(parseSpec("service: web\ninstances:\n\tcount: 2\n", { file: "kiln.yaml" }));
     expect(issues).toEqual([

@@ -318,9 +318,32 @@ function resolveAlias(doc: Document, value: unknown): Node | undefined {
 /** Turns the YAML library's errors and warnings into `yaml-syntax` issues with readable messages. */
 function yamlIssues(doc: Document, errors: readonly YAMLError[], at: (offset: number) => Position): SpecIssue[] {
   return errors.map((error) => {
-    const offset = error.pos[0];
-    return { path: [], kind: "yaml-syntax", message: yamlMessage(doc, error), ...at(offset) };
+    const unclosed = unclosedFlowCollection(doc, error);
+    if (unclosed) {
+      const [open, close] = unclosed.kind === "sequence" ? ["[", "]"] : ["{", "}"];
+      return { path: [], kind: "yaml-syntax", message: `the flow ${unclosed.kind} "${open}" opened here is never closed with "${close}"`, ...at(unclosed.offset) };
+    }
+    return { path: [], kind: "yaml-syntax", message: yamlMessage(doc, error), ...at(error.pos[0]) };
   });
+}
+
+/**
+ * For the parser's "flow collection must end with ] / }" errors, which it reports where it gave
+ * up (the next line), finds the flow sequence or map that was never closed: the user needs the
+ * line where the bracket was opened.
+ */
+function unclosedFlowCollection(doc: Document, error: YAMLError): { kind: "sequence" | "mapping"; offset: number } | undefined {
+  const match = /^Flow (sequence|map) .*end with an? [\]}]/.exec(error.message);
+  if (!match) return undefined;
+  const kind = match[1] === "sequence" ? "sequence" : "mapping";
+  let found: { kind: "sequence" | "mapping"; offset: number } | undefined;
+  visit(doc, {
+    Collection(_key, node) {
+      if (found || !node.flow || !node.range || (kind === "sequence" ? !isSeq(node) : !isMap(node))) return;
+      if (node.range[1] === error.pos[0] || node.range[2] === error.pos[0]) found = { kind, offset: node.range[0] };
+    },
+  });
+  return found;
 }
 
 function yamlMessage(doc: Document, error: YAMLError): string {
