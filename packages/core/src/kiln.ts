@@ -472,6 +472,7 @@ export function createKiln(options: KilnOptions): Kiln {
           fromRelease: current?.number,
           toRelease: number,
           newRelease: true,
+          imageId: image.id,
           count: release.count,
           maxSurge: release.rollout.maxSurge,
           maxUnavailable: release.rollout.maxUnavailable,

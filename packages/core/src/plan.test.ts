@@ -68,6 +68,13 @@ describe("planDeploy", () => {
     expect(plan.rollout.keep.map((i) => i.id)).toEqual(["a"]);
   });
 
+  it("does not keep an instance with the right release number but another image", () => {
+    const stray = { ...instance("x", 1), imageId: "sha256:other" };
+    const plan = planDeploy({ resolved, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: [instance("a", 1), stray] });
+    expect(plan.rollout).toMatchObject({ action: "replace", newRelease: false, launch: 1 });
+    if (plan.rollout.action === "replace") expect(plan.rollout.retire.map((i) => i.id)).toEqual(["x"]);
+  });
+
   it("makes a new release when the instance configuration changes, reusing the image", () => {
     const plan = planDeploy({
       resolved: { ...resolved, instance: { ...resolved.instance, env: { A: "2" } } },

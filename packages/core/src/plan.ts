@@ -82,6 +82,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     fromRelease: current?.number,
     toRelease,
     newRelease: !sameRelease,
+    imageId: existingImage?.id,
     count: resolved.count,
     maxSurge: resolved.rollout.maxSurge,
     maxUnavailable: resolved.rollout.maxUnavailable,
@@ -105,13 +106,18 @@ export function planReplacement(options: {
   fromRelease: number | undefined;
   toRelease: number;
   newRelease: boolean;
+  /**
+   * The image of `toRelease`, when it exists already. An instance is kept only when it runs this
+   * image: a leftover with the same release number from another state must not pass for it.
+   */
+  imageId: string | undefined;
   count: number;
   maxSurge: number;
   maxUnavailable: number;
 }): RolloutPlan {
-  const { instances, toRelease, count } = options;
+  const { instances, toRelease, count, imageId } = options;
   const running = (instance: Instance) => instance.state === "running" || instance.state === "pending";
-  const ofRelease = instances.filter((instance) => instance.release === toRelease && running(instance));
+  const ofRelease = instances.filter((instance) => instance.release === toRelease && instance.imageId === imageId && running(instance));
   const keep = ofRelease.slice(0, count);
   const keepIds = new Set(keep.map((instance) => instance.id));
   const retire = instances.filter((instance) => !keepIds.has(instance.id));
