@@ -63,7 +63,12 @@ kiln history -C "$work"
 
 cat <<MSG
 
-Done. The 3 hello-web v2 containers keep running (kiln status -C $work shows their addresses).
-Try: kiln rollback -C $work   (back to v1, no rebuild)
+Done. The 3 hello-web v2 containers keep running. To drive them yourself from this folder:
+
+  export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  npx kiln status -C $work        # their addresses
+  npx kiln rollback -C $work      # back to v1, no rebuild
+  npm test                        # unit and integration tests (uses that engine)
+
 Remove them: docker rm -f \$(docker ps -aq --filter label=dev.kiln.service=hello-web)
 MSG

@@ -8,10 +8,13 @@
  *                                                    the first new instance is launched: Kiln removes it and
  *                                                    the previous release keeps serving
  *   Ctrl-C at any time cancels the same way.
+ *   --environment NAME  the environment (default "embed"); --state-dir DIR  where Kiln keeps state
+ *                       (default: <tmp>/kiln-embed-state/<environment>, kept between runs, so a second
+ *                       run continues the history and manages the same containers)
  *
  * Needs a Docker engine (DOCKER_HOST) and the base image kiln-local/node:20 (scripts/base-images.sh).
  */
-import { cp, mkdtemp, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,8 +28,14 @@ const { values: flags } = parseArgs({
     "cancel-on-launch": { type: "boolean", default: false },
     "state-dir": { type: "string" },
     environment: { type: "string", default: "embed" },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+
+if (flags.help) {
+  console.log("usage: node --import tsx deploy.ts [--count N] [--environment NAME] [--state-dir DIR] [--cancel-on-launch]");
+  process.exit(0);
+}
 
 // A copy of the example app, so the demo can change its version without touching the repository.
 const appDir = await mkdtemp(path.join(os.tmpdir(), "kiln-embed-"));
@@ -73,7 +82,7 @@ function onEvent(event: KilnEvent): void {
 
 const kiln = createKiln({
   providers: { docker: createDockerProvider() },
-  dataDir: flags["state-dir"] ?? path.join(appDir, ".kiln"),
+  dataDir: flags["state-dir"] ?? path.join(os.tmpdir(), "kiln-embed-state", flags.environment),
   onEvent,
 });
 
@@ -97,4 +106,5 @@ try {
   } else throw error;
 } finally {
   await kiln.close();
+  await rm(appDir, { recursive: true, force: true });
 }

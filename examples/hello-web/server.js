@@ -3,6 +3,8 @@
 //   GET /version  -> {"version": <version.txt>, "instance": <hostname>}
 //   GET /         -> a greeting
 // Graceful shutdown: on SIGTERM it stops accepting connections, finishes in-flight requests and exits.
+// Test knobs: START_DELAY_MS (answers 503 on /healthz until then), HEALTHZ_STATUS, and
+// EXIT_AFTER_MS (exits with code 1 after that long: a crashing, flapping app).
 "use strict";
 const http = require("node:http");
 const fs = require("node:fs");
@@ -28,6 +30,14 @@ const server = http.createServer((request, response) => {
   if (request.url === "/") return send(200, { message: `hello from ${version}`, instance: os.hostname() });
   return send(404, { error: "not found" });
 });
+
+const exitAfterMs = Number(process.env.EXIT_AFTER_MS || 0);
+if (exitAfterMs > 0) {
+  setTimeout(() => {
+    console.error(`EXIT_AFTER_MS=${exitAfterMs}: exiting with code 1`);
+    process.exit(1);
+  }, exitAfterMs);
+}
 
 server.keepAliveTimeout = 5000;
 server.listen(port, () => console.log(`hello-web ${version} listening on ${port}`));

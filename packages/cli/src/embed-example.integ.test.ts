@@ -2,8 +2,7 @@
  * examples/embed/deploy.ts as its README runs it: deploy hello-web (2 instances), then start a
  * deploy of a new version and cancel it through an AbortSignal when its first instance launches.
  */
-import { existsSync } from "node:fs";
-import { readdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -15,11 +14,8 @@ const engine = await requireDockerEngine();
 describe.skipIf(!engine)("examples/embed/deploy.ts", () => {
   const docker = dockerClient();
   const environment = `itest-embed-${randomSuffix()}`;
-  let embedDirsBefore: Set<string> | undefined;
   /** Images this run built (the example prints `image built: sha256:<12 hex>`); images carry no environment label. */
   const builtImages = new Set<string>();
-
-  const embedDirs = async () => new Set((await readdir(tmpdir())).filter((name) => name.startsWith("kiln-embed-")).map((name) => path.join(tmpdir(), name)));
 
   afterAll(async () => {
     // Images built under our environment may be reused by another run (same fingerprint): leave those in use.
@@ -34,19 +30,14 @@ describe.skipIf(!engine)("examples/embed/deploy.ts", () => {
           if (status !== 404 && status !== 409) problems.push(`image ${id}: ${String(error)}`);
         });
     }
-    // The example copies the app to a temp dir it never removes: remove ours (the one holding our state file).
-    if (embedDirsBefore) {
-      for (const dir of await embedDirs()) {
-        if (!embedDirsBefore.has(dir) && existsSync(path.join(dir, ".kiln", "state", `hello-web@${environment}.json`))) await rm(dir, { recursive: true, force: true });
-      }
-    }
+    // The example keeps its state per environment under <tmp>/kiln-embed-state: remove ours.
+    await rm(path.join(tmpdir(), "kiln-embed-state", environment), { recursive: true, force: true });
     const left = await containersWith(docker, `${LABEL_ENVIRONMENT}=${environment}`);
     if (left.length > 0) problems.push(`${left.length} container(s) of ${environment} left after cleanup`);
     if (problems.length > 0) throw new Error(`cleanup problems:\n${problems.join("\n")}`);
   });
 
   it("--cancel-on-launch: release 1 serves, the cancelled deploy leaves exactly its 2 instances and no drift", async () => {
-    embedDirsBefore = await embedDirs();
     const result = await runCommand(process.execPath, ["--import", "tsx", "examples/embed/deploy.ts", "--count", "2", "--environment", environment, "--cancel-on-launch"], {
       cwd: REPO_ROOT,
       timeoutMs: 170_000,

@@ -12,7 +12,7 @@ export const EXIT_CODES = {
   badInput: 2,
   /** The provider's backend (Docker engine, cloud API) could not be reached, or no such provider. */
   unavailable: 3,
-  /** Another rollout of the target holds the lock. */
+  /** Another rollout of the target holds the lock, or this one lost its lock to another process. */
   locked: 4,
   /** State could not be read or written. */
   state: 5,
@@ -39,6 +39,7 @@ export function exitCodeFor(code: ErrorCode): number {
     case "CAPABILITY_MISSING":
       return EXIT_CODES.unavailable;
     case "TARGET_LOCKED":
+    case "LOCK_LOST":
       return EXIT_CODES.locked;
     case "STATE_CORRUPT":
     case "STATE_UNAVAILABLE":

@@ -3,7 +3,8 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
-import type { DeployResult, Kiln, KilnError, LoadedSpec, SpecIssue } from "@kilnjs/core";
+import type { DeployResult, Kiln, KilnError, LeaseStatus, LoadedSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
+import { parseDuration } from "./duration.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
 import { createRenderer, type Output } from "./render.js";
 import { INIT_DOCKERIGNORE, initSpec } from "./init-template.js";
@@ -27,8 +28,11 @@ export interface CliIo {
 
 const HELP_FOOTER = `
 Exit codes: 0 success (also "nothing to do"), 1 rollout or build failed (what ran before keeps
-serving), 2 bad input (spec, flags; nothing changed), 3 provider unreachable, 4 target locked,
-5 state unreadable, 130 cancelled, 70 internal error. See docs/cli.md.`;
+serving), 2 bad input (spec, flags; nothing changed), 3 provider unreachable, 4 target locked (or
+the lock was lost to another process), 5 state unreadable, 130 cancelled, 70 internal error.
+See docs/cli.md.`;
+
+const WAIT_FOR_LOCK_HELP = "if another rollout holds the target's lock, wait up to DURATION for it (e.g. 30s, 5m, 1500ms) instead of failing at once with exit code 4";
 
 /**
  * Runs the `kiln` command line with `argv` (without the node and script paths) and returns the
@@ -139,12 +143,20 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       }
     }));
 
-  common(program.command("deploy").description("build if needed, create a release and roll it out; undo it if health checks fail"))
+  common(
+    program
+      .command("deploy")
+      .description("build if needed, create a release and roll it out; undo it if health checks fail")
+      .addHelpText("after", "\nA rollout left unfinished by a process that died (kill -9, a crash) is recovered first: its\nrelease is resumed when the spec still asks for it, and leftovers are retired once the new\ninstances are healthy. See kiln rollout --help."),
+  )
+    .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
     .action(action(async (options, output) => {
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
       const { kiln, spec, renderer } = await open(options, output, "deploy");
       return withCancellation(output, async (signal) => {
         try {
-          const result = await kiln.deploy({ spec, ...env(options), signal });
+          const result = await kiln.deploy({ spec, ...env(options), ...wait, signal });
           renderer.done();
           printResult(result, output);
           return EXIT_CODES.success;
@@ -157,7 +169,10 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
 
   common(program.command("rollback").description("roll back to the previous good release, or to RELEASE, reusing its image (no rebuild)"))
     .argument("[release]", "the release number to roll back to")
+    .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
     .action(action(async (options, output, releaseText) => {
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
       let release: number | undefined;
       if (releaseText !== undefined) {
         release = Number(releaseText.replace(/^[rv#]/i, ""));
@@ -169,7 +184,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       const { kiln, spec, renderer } = await open(options, output, "rollback");
       return withCancellation(output, async (signal) => {
         try {
-          const result = await kiln.rollback({ spec, ...env(options), signal, ...(release ? { release } : {}) });
+          const result = await kiln.rollback({ spec, ...env(options), ...wait, signal, ...(release ? { release } : {}) });
           renderer.done();
           printResult(result, output);
           return EXIT_CODES.success;
@@ -191,7 +206,15 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
         }
         const c = createColors(output.color);
         const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${status.release.image.id.slice(0, 19)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
-        if (status.activeRollout) lines.push(c.yellow(`rollout ${status.activeRollout.id} is running (started ${status.activeRollout.startedAt} by ${status.activeRollout.holder.user}@${status.activeRollout.holder.host})`));
+        if (status.activeRollout) {
+          const active = status.activeRollout;
+          const by = `${active.holder.user}@${active.holder.host}, pid ${active.holder.pid}`;
+          lines.push(
+            !status.lock || status.lock.stale
+              ? c.yellow(`rollout ${active.id} was interrupted (started ${active.startedAt} by ${by}, whose process is gone): kiln deploy or kiln rollout resume finishes it, kiln rollout abort rolls it back`)
+              : c.yellow(`rollout ${active.id} is running (started ${active.startedAt} by ${by})`),
+          );
+        }
         lines.push(
           table(
             ["INSTANCE", "RELEASE", "STATE", "ADDRESSES"],
@@ -239,6 +262,114 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       }
     }));
 
+  const lock = program
+    .command("lock")
+    .description("show or clear the target's rollout lock")
+    .addHelpText(
+      "after",
+      "\nOne rollout per target runs at a time: deploy, rollback and rollout resume/abort hold a lease on\nthe target's lock, renewed while they run. A lease whose process died on this host is stale at\nonce; one from another host when it expires. The next command that needs the lock takes a\nstale lease over by itself.",
+    );
+
+  common(lock.command("status").description("who holds the target's lock: holder, since, expiry, fencing token, and whether it is stale"))
+    .action(action(async (options, output) => {
+      const { kiln, spec } = await open(options, output, "lock status");
+      try {
+        const target = targetText(spec, options);
+        const lease = await kiln.lockStatus({ spec, ...env(options) });
+        if (output.json) output.stdout.write(`${JSON.stringify({ type: "lock", target, lock: lease ?? null })}\n`);
+        else output.stdout.write(`${describeLock(target, lease, createColors(output.color))}\n`);
+        return EXIT_CODES.success;
+      } finally {
+        await kiln.close();
+      }
+    }));
+
+  common(
+    lock
+      .command("release")
+      .description("clear the target's lock whoever holds it (needs --force)")
+      .addHelpText(
+        "after",
+        "\nThe holder is not stopped: its next state write fails (LOCK_LOST) and it gives up. A rollout it\nleft unfinished is recovered by the next kiln deploy, kiln rollout resume or kiln rollout abort.\nA lock whose holder died needs no release: it is taken over by itself.",
+      ),
+  )
+    .option("--force", "really clear it, even when its holder is alive", false)
+    .action(action(async (options, output) => {
+      if (!options.force) {
+        return badInput(output, "kiln lock release clears the lock even if its holder still runs, so it needs --force; check kiln lock status first.");
+      }
+      const { kiln, spec } = await open(options, output, "lock release");
+      try {
+        const target = targetText(spec, options);
+        const cleared = await kiln.forceReleaseLock({ spec, ...env(options) });
+        if (output.json) output.stdout.write(`${JSON.stringify({ type: "lock.released", target, lock: cleared ?? null })}\n`);
+        else if (!cleared) output.stdout.write(`${target} was not locked; nothing to release.\n`);
+        else {
+          const who = `${cleared.holder.user}@${cleared.holder.host} (pid ${cleared.holder.pid}, "${cleared.holder.command}")`;
+          output.stdout.write(`Released the lock of ${target} held by ${who}, token ${cleared.token}${cleared.stale ? " (it was stale)" : "; that process stops at its next write"}.\n`);
+        }
+        return EXIT_CODES.success;
+      } finally {
+        await kiln.close();
+      }
+    }));
+
+  const rollout = program
+    .command("rollout")
+    .description("finish or undo a rollout whose process died (kill -9, a crash, a lost machine)")
+    .addHelpText(
+      "after",
+      "\nEvery provider call that creates or destroys something is journaled in the state before and\nafter it is made, and every instance carries its rollout's id, so a rollout whose process died\ncan be finished or undone with nothing orphaned. kiln deploy does this by itself too.",
+    );
+
+  common(
+    rollout
+      .command("resume")
+      .description("finish an interrupted rollout: roll its release out from its record (no spec change, no build)")
+      .addHelpText("after", "\nInstances it launched that pass the health check are kept; the others, and the old release's,\nare retired once the new ones are healthy. Nothing to resume is not an error."),
+  )
+    .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
+    .action(action(async (options, output) => {
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
+      const { kiln, spec, renderer } = await open(options, output, "rollout resume");
+      return withCancellation(output, async (signal) => {
+        try {
+          const result = await kiln.resumeRollout({ spec, ...env(options), ...wait, signal });
+          renderer.done();
+          printRecovery(result, "resumed", targetText(spec, options), output);
+          return EXIT_CODES.success;
+        } finally {
+          renderer.done();
+          await kiln.close();
+        }
+      });
+    }));
+
+  common(
+    rollout
+      .command("abort")
+      .description("roll back on purpose: mark an interrupted rollout aborted and its release failed, then repair the current release")
+      .addHelpText("after", "\nThe current release keeps its instances, missing ones are relaunched, every other instance is\nretired once they are healthy. With no current release, the target's instances are removed."),
+  )
+    .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
+    .action(action(async (options, output) => {
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
+      const { kiln, spec, renderer } = await open(options, output, "rollout abort");
+      return withCancellation(output, async (signal) => {
+        try {
+          const result = await kiln.abortRollout({ spec, ...env(options), ...wait, signal });
+          renderer.done();
+          printRecovery(result, "aborted", targetText(spec, options), output);
+          return EXIT_CODES.success;
+        } finally {
+          renderer.done();
+          await kiln.close();
+        }
+      });
+    }));
+
   try {
     await program.parseAsync(argv, { from: "user" });
   } catch (error) {
@@ -271,6 +402,42 @@ function env(options: CommonOptions): { environment?: string } {
   return options.environment ? { environment: options.environment } : {};
 }
 
+/** `service@environment` of the spec's target, as output names it. */
+function targetText(spec: LoadedSpec, options: CommonOptions): string {
+  return `${spec.validated.spec.service}@${options.environment ?? "default"}`;
+}
+
+/** Reports bad input (exit 2) the way errors are reported: JSON with --json, else a line on stderr. */
+function badInput(output: Output, message: string): number {
+  if (output.json) output.stdout.write(`${JSON.stringify({ type: "error", code: "INVALID_ARGUMENT", message, retryable: false, details: {} })}\n`);
+  else output.stderr.write(`${createColors(output.color).red("error")} [INVALID_ARGUMENT]: ${message}\n`);
+  return EXIT_CODES.badInput;
+}
+
+/** `--wait-for-lock` as options for core, or the exit code of a bad value. */
+function lockWait(options: Record<string, unknown>, output: Output): { waitForLockMs?: number } | number {
+  const text = options.waitForLock;
+  if (typeof text !== "string") return {};
+  const ms = parseDuration(text);
+  if (ms === undefined) return badInput(output, `--wait-for-lock "${text}" is not a duration: write a number with a unit, ms, s, m or h (1500ms, 30s, 5m, 1m30s).`);
+  return { waitForLockMs: ms };
+}
+
+/** The lock in words, for `kiln lock status`. */
+function describeLock(target: string, lease: LeaseStatus | undefined, c: ReturnType<typeof createColors>): string {
+  if (!lease) return `${target}: not locked`;
+  const inSeconds = Math.round((Date.parse(lease.expiresAt) - Date.now()) / 1000);
+  return [
+    `${c.bold(target)}: locked by ${lease.holder.user}@${lease.holder.host} (pid ${lease.holder.pid}, "${lease.holder.command}")`,
+    `  since    ${lease.holder.since}`,
+    `  expires  ${lease.expiresAt} (${inSeconds >= 0 ? `in ${inSeconds} s` : `${-inSeconds} s ago`}; renewed every ${Math.round(lease.ttlMs / 3000)} s while its holder runs)`,
+    `  token    ${lease.token}`,
+    lease.stale
+      ? c.yellow(`  stale    yes: ${lease.staleReason ?? "it may be taken over"}; the next deploy takes it over (kiln lock release --force clears it now)`)
+      : `  stale    no`,
+  ].join("\n");
+}
+
 function specPath(options: CommonOptions): string {
   return path.resolve(options.cwd, options.config);
 }
@@ -282,7 +449,8 @@ function sanitizeName(name: string): string {
 
 /**
  * Runs a rollout with SIGINT/SIGTERM wired to an AbortSignal: the first signal cancels (the
- * rollout is undone and the lock released), a second one exits at once.
+ * rollout is undone, the lock released, exit 130), a second one exits at once with the journal
+ * intact (the lease is then stale: its pid is gone, and the next run recovers the rollout).
  */
 async function withCancellation(output: Output, run: (signal: AbortSignal) => Promise<number>): Promise<number> {
   const controller = new AbortController();
@@ -293,6 +461,7 @@ async function withCancellation(output: Output, run: (signal: AbortSignal) => Pr
       output.stderr.write(`\n${name}: cancelling; removing the new instances and restoring the previous release (press Ctrl-C again to exit at once)\n`);
       controller.abort(new Error(`${name} received`));
     } else {
+      output.stderr.write(`${name}: exiting now; the journal is kept and the next kiln deploy (or kiln rollout resume / abort) recovers this rollout\n`);
       process.exit(EXIT_CODES.aborted);
     }
   };
@@ -303,6 +472,20 @@ async function withCancellation(output: Output, run: (signal: AbortSignal) => Pr
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+  }
+}
+
+function printRecovery(recovery: RecoveryResult, done: "resumed" | "aborted", target: string, output: Output): void {
+  const { interrupted, result } = recovery;
+  if (output.json) {
+    const outcome = result ? done : interrupted.length > 0 ? "recovered" : done === "resumed" ? "nothing-to-resume" : "nothing-to-abort";
+    output.stdout.write(`${JSON.stringify({ type: "result", outcome, release: result?.release.number ?? null, rollout: result?.rollout?.id ?? null, interrupted: interrupted.map((r) => r.id) })}\n`);
+    return;
+  }
+  if (interrupted.length === 0 && (!result || result.outcome === "unchanged")) {
+    output.stdout.write(done === "resumed" ? `No rollout of ${target} was interrupted; nothing to resume.\n` : `No rollout of ${target} was interrupted, and the current release runs as recorded; nothing to abort.\n`);
+  } else if (!result) {
+    output.stdout.write(`Recovered ${interrupted.length} interrupted rollout(s) of ${target}; no release serves.\n`);
   }
 }
 

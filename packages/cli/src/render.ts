@@ -107,7 +107,7 @@ export function createRenderer(output: Output): Renderer {
           if (event.type === "image.built" || event.type === "image.reused") buildLine = "";
           const line = describeEvent(event, c, false);
           if (line === undefined) break;
-          if (event.type.startsWith("rollout.") && event.type !== "rollout.started") footer = line;
+          if (event.type.startsWith("rollout.") && event.type !== "rollout.started" && event.type !== "rollout.recovered") footer = line;
           else header.push(line);
         }
       }
@@ -167,6 +167,19 @@ export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): st
       return `${c.red("✗")} release ${event.release} failed [${event.code}]: ${event.message}`;
     case "rollout.rolled-back":
       return `${c.yellow("↩")} rolled back: ${event.reason}`;
+    case "lock.waiting":
+      return `${c.yellow("…")} waiting up to ${seconds(event.timeoutMs)} for the lock held by ${event.holder}`;
+    case "lock.taken-over":
+      return `${c.yellow("!")} took over a stale lock from ${event.previousHolder}: ${event.reason} (token ${event.previousToken} → ${event.token})`;
+    case "rollout.recovered": {
+      const release = {
+        resumed: `release ${event.release} is resumed`,
+        failed: `release ${event.release} is recorded as failed`,
+        "not-created": `release ${event.release} was never recorded`,
+        unchanged: `release ${event.release} stays as it was`,
+      }[event.releaseOutcome];
+      return `${c.yellow("↺")} recovered interrupted rollout ${event.rolloutId} of ${event.holder}: ${event.found.length} instance(s) carried its id, ${event.adopted.length} adopted, ${event.retiring.length} to retire; ${release}`;
+    }
   }
 }
 

@@ -39,10 +39,27 @@ export const ERROR_CODES = [
   "NO_ROLLBACK_TARGET",
   /** Another rollout of the same target holds the lock. */
   "TARGET_LOCKED",
+  /**
+   * The lease this process held on the target's lock was taken over (it expired, or was released
+   * with `kiln lock release --force`), so this process may no longer write the target's state; its
+   * rollout stopped. The new holder recovers what it left.
+   */
+  "LOCK_LOST",
+  /**
+   * Recorded on a rollout whose process stopped before it finished (killed, crashed, the machine
+   * went down); the next deploy, `kiln rollout resume` or `kiln rollout abort` found it `running`
+   * under a stale lease, marked it `aborted` and recovered its instances.
+   */
+  "ROLLOUT_INTERRUPTED",
   /** The state file could not be read or is not what Kiln wrote. */
   "STATE_CORRUPT",
   /** Reading or writing state failed. */
   "STATE_UNAVAILABLE",
+  /**
+   * The provider's API refused the call for its rate limit (AWS RequestLimitExceeded, GCP
+   * rateLimitExceeded, Azure 429). Retryable; `details.retryAfterMs` says when, if known.
+   */
+  "THROTTLED",
   /** The operation was cancelled through its AbortSignal. */
   "ABORTED",
   /** A deadline passed while waiting for a condition. */

@@ -39,10 +39,38 @@ export type KilnEvent = EventBase &
     | { type: "rollout.succeeded"; rolloutId: string; release: number; durationMs: number }
     | { type: "rollout.failed"; rolloutId: string; release: number; code: ErrorCode; message: string; durationMs: number }
     | { type: "rollout.rolled-back"; rolloutId: string; release: number; restoredRelease: number | undefined; reason: string }
+    /** Another process holds the target's lock; this one waits for it (`--wait-for-lock`). */
+    | { type: "lock.waiting"; holder: string; expiresAt: string; timeoutMs: number }
+    /** The target's lock was stale (its holder died or let it expire) and was taken over with a new fencing token. */
+    | { type: "lock.taken-over"; previousHolder: string; previousToken: number; reason: string; token: number }
+    /**
+     * A rollout whose process stopped before it finished (killed, crashed) was found and marked
+     * `aborted`: `found` are the instances that carry its id; `adopted` those the rollout that
+     * follows keeps (healthy instances of a release it resumes); `retiring` those it retires once
+     * its new instances are healthy. `releaseOutcome` says what became of its release.
+     */
+    | {
+        type: "rollout.recovered";
+        rolloutId: string;
+        release: number;
+        holder: string;
+        releaseOutcome: RecoveredReleaseOutcome;
+        found: EventInstance[];
+        adopted: EventInstance[];
+        retiring: EventInstance[];
+      }
   );
 
 /** The `type` of a {@link KilnEvent}. */
 export type KilnEventType = KilnEvent["type"];
+
+/**
+ * What recovery did with an interrupted rollout's release: `resumed` (its number is reused and
+ * its healthy instances adopted), `failed` (recorded as failed: the spec now asks for something
+ * else, its image is gone, or the rollout was aborted), `not-created` (the process died before
+ * recording it, e.g. during the build), `unchanged` (it was not pending: an interrupted repair).
+ */
+export type RecoveredReleaseOutcome = "resumed" | "failed" | "not-created" | "unchanged";
 
 /** Whether a rollout deploys a new release or rolls back to an earlier one. */
 export type RolloutKind = "deploy" | "rollback";

@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import type { Endpoint, ProbeResult } from "./provider.js";
 import type { ResolvedHttpCheck } from "./spec/resolve.js";
 
@@ -20,5 +21,22 @@ export function probeHttp(endpoint: Endpoint, check: ResolvedHttpCheck, timeoutM
     );
     request.on("timeout", () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     request.on("error", (error) => resolve({ ok: false, reason: `GET ${check.path} failed: ${error.message}` }));
+  });
+}
+
+/**
+ * Opens one TCP connection to `endpoint` and reports whether it was accepted within
+ * `timeoutMs`. Never throws.
+ */
+export function probeTcp(endpoint: Endpoint, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: endpoint.host, port: endpoint.port, ...(signal ? { signal } : {}) });
+    const done = (result: ProbeResult) => {
+      socket.destroy();
+      resolve(result);
+    };
+    socket.setTimeout(timeoutMs, () => done({ ok: false, reason: `TCP connect to ${endpoint.host}:${endpoint.port}: no answer within ${timeoutMs} ms` }));
+    socket.once("connect", () => done({ ok: true }));
+    socket.once("error", (error) => done({ ok: false, reason: `TCP connect to ${endpoint.host}:${endpoint.port} failed: ${error.message}` }));
   });
 }

@@ -1,18 +1,22 @@
 import os from "node:os";
 import path from "node:path";
-import { KilnError } from "./errors.js";
-import type { EventHandler, KilnEvent, KilnEventInput } from "./events.js";
+import { KilnError, isAbortError, isKilnError, toKilnError } from "./errors.js";
+import type { EventHandler, KilnEvent, KilnEventInput, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
 import { fingerprintBuild, type FingerprintResult } from "./fingerprint/index.js";
+import { journaled } from "./journal/journaled.js";
+import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
-import { currentRelease, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan } from "./plan.js";
+import { currentRelease, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
 import type { ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
-import { applyRollout, newRolloutId, type LaunchableRelease } from "./rollout/engine.js";
+import { applyRollout, describe, newRolloutId, waitUntilHealthy, type LaunchableRelease } from "./rollout/engine.js";
 import { OBJECT_SPEC_FILE, specFromObject, type LoadedSpec } from "./spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "./spec/resolve.js";
 import type { SpecInput } from "./spec/schema.js";
 import { createFileStateStore } from "./state/file-store.js";
-import type { Holder, ReleaseRecord, RolloutRecord, StateStore, TargetState } from "./state/types.js";
+import { formatHolder } from "./state/lease.js";
+import type { Holder, LeaseStatus, ReleaseRecord, RolloutRecord, StateStore, TargetLock, TargetState } from "./state/types.js";
 import { DEFAULT_ENVIRONMENT, formatTarget, parseTarget, type Target } from "./target.js";
+import { waitFor } from "./wait.js";
 
 /** A provider, or a function that creates it on first use (so its SDK loads only when needed). */
 export type ProviderSource = Provider | (() => Provider | Promise<Provider>);
@@ -31,10 +35,25 @@ export interface KilnOptions {
   readonly onEvent?: EventHandler;
   /** Names the caller in locks and rollout records. @defaultValue "library" */
   readonly command?: string;
+  /**
+   * How long a rollout lock's lease lasts without renewal (milliseconds); it is renewed every
+   * third of this while the rollout runs. A holder that dies on this host is detected at once by
+   * its process id; one on another host when its lease expires. @defaultValue the store's (30000)
+   */
+  readonly lockTtlMs?: number;
+}
+
+/** Options of every operation that takes the target's lock. */
+export interface LockWaitOptions {
+  /**
+   * When another process holds the lock, wait up to this long (milliseconds) for it instead of
+   * failing at once with `TARGET_LOCKED`. @defaultValue 0 (do not wait)
+   */
+  readonly waitForLockMs?: number;
 }
 
 /** Names the spec (and environment) an operation works on. */
-export interface SpecOptions {
+export interface SpecOptions extends LockWaitOptions {
   /** A spec loaded with `loadSpec`/`specFromObject`, or a spec object (then `baseDir` applies). */
   readonly spec: LoadedSpec | SpecInput;
   /** For a spec object: the folder its relative paths start from. @defaultValue process.cwd() */
@@ -49,7 +68,7 @@ export interface SpecOptions {
 
 /** Names a target directly, or through a spec. */
 export type TargetOptions =
-  | { readonly target: Target | string; readonly signal?: AbortSignal; readonly onEvent?: EventHandler }
+  | ({ readonly target: Target | string; readonly signal?: AbortSignal; readonly onEvent?: EventHandler } & LockWaitOptions)
   | SpecOptions;
 
 /** Options of {@link Kiln.rollback}. */
@@ -76,6 +95,17 @@ export interface DeployResult {
   readonly rollout: RolloutRecord | undefined;
 }
 
+/** What {@link Kiln.resumeRollout} or {@link Kiln.abortRollout} did. */
+export interface RecoveryResult {
+  /** The interrupted rollouts found (their process died) and marked `aborted`; empty when none. */
+  readonly interrupted: readonly RolloutRecord[];
+  /**
+   * The rollout run afterwards (resume: to the interrupted release; abort: repairing the current
+   * release), or `unchanged`; undefined when there was nothing to resume, or no release to restore.
+   */
+  readonly result: DeployResult | undefined;
+}
+
 /** What runs for a target, beside what state says should run. */
 export interface TargetStatus {
   readonly target: Target;
@@ -83,8 +113,10 @@ export interface TargetStatus {
   readonly instances: readonly Instance[];
   /** Differences between what runs and the release (missing, extra or foreign instances); empty when none. */
   readonly drift: readonly string[];
-  /** A rollout that has not finished, if any. */
+  /** A rollout that has not finished, if any (when {@link TargetStatus.lock} is absent or stale, its process died). */
   readonly activeRollout: RolloutRecord | undefined;
+  /** The rollout lock's lease, if anyone holds it. */
+  readonly lock: LeaseStatus | undefined;
 }
 
 /** The lifecycle API; one per application. Created by {@link createKiln}. */
@@ -101,9 +133,12 @@ export interface Kiln {
    */
   build(options: SpecOptions): Promise<BuildResult>;
   /**
-   * Plans, builds if needed, creates a release and rolls it out. A rollout that fails is undone
-   * (the old instances keep serving) and the release is recorded as failed.
-   * @throws KilnError HEALTH_CHECK_FAILED, ROLLOUT_FAILED, LAUNCH_FAILED (after undoing), TARGET_LOCKED, ABORTED and those of {@link Kiln.build}
+   * Takes the target's lock, recovers any rollout whose process died (see
+   * {@link Kiln.resumeRollout}), plans, builds if needed, creates a release and rolls it out. A
+   * rollout that fails is undone (the old instances keep serving) and the release is recorded as
+   * failed. When an interrupted rollout's release is what the spec asks for, its number is reused
+   * and its healthy instances adopted.
+   * @throws KilnError HEALTH_CHECK_FAILED, ROLLOUT_FAILED, LAUNCH_FAILED (after undoing), TARGET_LOCKED, LOCK_LOST, ABORTED and those of {@link Kiln.build}
    */
   deploy(options: SpecOptions): Promise<DeployResult>;
   /**
@@ -112,13 +147,50 @@ export interface Kiln {
    * @throws KilnError NO_ROLLBACK_TARGET, RELEASE_NOT_FOUND (unknown, failed, or its image is gone), and those of {@link Kiln.deploy}
    */
   rollback(options: RollbackOptions): Promise<DeployResult>;
-  /** The current release, the live instances and any drift between them. */
+  /**
+   * Takes the lock and finishes a rollout whose process died: marks it `aborted`
+   * (`ROLLOUT_INTERRUPTED`), then rolls out its release from the release's own record (no spec, no
+   * build), adopting its instances that pass the health check and retiring everything else once
+   * the new instances are healthy. Nothing to resume is not an error (`result` is undefined).
+   * @throws KilnError RELEASE_NOT_FOUND (the release's image is gone) and those of {@link Kiln.deploy}
+   */
+  resumeRollout(options: TargetOptions): Promise<RecoveryResult>;
+  /**
+   * Takes the lock and rolls back on purpose: marks an interrupted rollout `aborted` and its
+   * release `failed`, then repairs the current release (keeps its instances, relaunches missing
+   * ones, retires every other instance). With no current release, removes the target's instances.
+   * @throws KilnError those of {@link Kiln.deploy}
+   */
+  abortRollout(options: TargetOptions): Promise<RecoveryResult>;
+  /** The current release, the live instances, any drift between them, and the lock. */
   status(options: TargetOptions): Promise<TargetStatus>;
   /** Every release and rollout of the target, newest first. */
   history(options: TargetOptions): Promise<TargetState>;
+  /** The target's lock: holder, token, expiry and whether it is stale; undefined when free. */
+  lockStatus(options: TargetOptions): Promise<LeaseStatus | undefined>;
+  /**
+   * Clears the target's lock whoever holds it, and returns the lease it cleared. The former
+   * holder's next write fails with `LOCK_LOST`; a rollout it left running is recovered by the next
+   * deploy, `resumeRollout` or `abortRollout`.
+   */
+  forceReleaseLock(options: TargetOptions): Promise<LeaseStatus | undefined>;
   /** Closes providers and the store. */
   close(): Promise<void>;
 }
+
+type Emit = (event: KilnEventInput) => void;
+
+/** What an operation holds while it has the target's lock. */
+interface Session {
+  readonly target: Target;
+  readonly lock: TargetLock;
+  /** The caller's signal, also aborted when the lease is lost. */
+  readonly signal: AbortSignal;
+  readonly emit: Emit;
+}
+
+/** How long the cleanup of a failed resume may take (milliseconds). */
+const CLEANUP_TIMEOUT_MS = 120_000;
 
 /**
  * Creates the lifecycle API.
@@ -156,7 +228,7 @@ export function createKiln(options: KilnOptions): Kiln {
     return provider;
   }
 
-  function emitterFor(target: Target, onEvent: EventHandler | undefined) {
+  function emitterFor(target: Target, onEvent: EventHandler | undefined): Emit {
     const targetText = formatTarget(target);
     return (input: KilnEventInput) => {
       const event = { ...input, time: new Date().toISOString(), target: targetText } as KilnEvent;
@@ -170,7 +242,7 @@ export function createKiln(options: KilnOptions): Kiln {
     };
   }
 
-  function contextFor(signal: AbortSignal | undefined, emit: (input: KilnEventInput) => void): ProviderContext {
+  function contextFor(signal: AbortSignal | undefined, emit: Emit): ProviderContext {
     return { signal: signal ?? new AbortController().signal, logger, emit };
   }
 
@@ -216,11 +288,11 @@ export function createKiln(options: KilnOptions): Kiln {
       store.read(resolved.target),
       provider.instances.list({ target: resolved.target }, ctx),
     ]);
-    const plan = planDeploy({ resolved, fingerprint: fingerprint.fingerprint, existingImage, state, instances });
-    return { resolved, emit, ctx, provider, fingerprint, plan, state };
+    const plan = planDeploy({ resolved, fingerprint: fingerprint.fingerprint, existingImage, state, instances, ...(provider.limits ? { limits: provider.limits } : {}) });
+    return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
   }
 
-  async function buildImage(resolved: ResolvedTarget, fingerprint: FingerprintResult, provider: Provider, ctx: ProviderContext, emit: (e: KilnEventInput) => void): Promise<ImageRef> {
+  async function buildImage(resolved: ResolvedTarget, fingerprint: FingerprintResult, provider: Provider, ctx: ProviderContext, emit: Emit): Promise<ImageRef> {
     emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
     const startedAt = Date.now();
     const image = await provider.images.build(
@@ -243,46 +315,226 @@ export function createKiln(options: KilnOptions): Kiln {
   }
 
   /**
-   * Runs one rollout to `release` under the target's lock and records its outcome.
+   * Takes the target's lock, waiting up to `waitForLockMs` for a live holder to let go.
+   * @throws KilnError TARGET_LOCKED (at once, or after the wait), ABORTED
+   */
+  async function acquireLock(target: Target, opts: LockWaitOptions & { signal?: AbortSignal | undefined }, emit: Emit): Promise<TargetLock> {
+    const attempt = () => store.lock(target, holder(), { ...(options.lockTtlMs ? { ttlMs: options.lockTtlMs } : {}), logger });
+    const waitMs = opts.waitForLockMs ?? 0;
+    if (waitMs <= 0) return attempt();
+    let last: KilnError | undefined;
+    try {
+      return await waitFor(
+        async () => {
+          try {
+            return { done: true, value: await attempt() };
+          } catch (error) {
+            if (!isKilnError(error, "TARGET_LOCKED")) throw error;
+            if (!last) {
+              const held = error.details.holder as Holder | undefined;
+              emit({ type: "lock.waiting", holder: held ? formatHolder(held) : "another process", expiresAt: typeof error.details.expiresAt === "string" ? error.details.expiresAt : "", timeoutMs: waitMs });
+            }
+            last = error;
+            return { done: false, reason: error.message };
+          }
+        },
+        { timeoutMs: waitMs, minDelayMs: 200, maxDelayMs: 2_000, description: `the lock of ${formatTarget(target)}`, ...(opts.signal ? { signal: opts.signal } : {}) },
+      );
+    } catch (error) {
+      if (isKilnError(error, "TIMEOUT") && last) {
+        throw new KilnError("TARGET_LOCKED", `Waited ${waitMs} ms for the lock, in vain: ${last.message}`, { cause: error, details: last.details });
+      }
+      throw error;
+    }
+  }
+
+  /** Runs `run` holding the target's lock; the lock is released whatever happens. */
+  async function withLock<T>(target: Target, opts: LockWaitOptions & { signal?: AbortSignal | undefined; onEvent?: EventHandler | undefined }, run: (session: Session) => Promise<T>): Promise<T> {
+    const emit = emitterFor(target, opts.onEvent);
+    const lock = await acquireLock(target, opts, emit);
+    if (lock.tookOver) {
+      emit({
+        type: "lock.taken-over",
+        previousHolder: formatHolder(lock.tookOver.holder),
+        previousToken: lock.tookOver.token,
+        reason: lock.tookOver.staleReason ?? "it was stale",
+        token: lock.token,
+      });
+    }
+    const signal = opts.signal ? AbortSignal.any([opts.signal, lock.signal]) : lock.signal;
+    try {
+      return await run({ target, lock, signal, emit });
+    } finally {
+      await lock.release().catch((error: unknown) => {
+        logger.error("could not release the rollout lock; it expires by itself", { target: formatTarget(target), token: lock.token, error: String(error) });
+      });
+    }
+  }
+
+  /** Marks every rollout whose process died `aborted` and lists what it left (recovery, first half). */
+  function markInterrupted(session: Session, providerName: string | undefined): Promise<InterruptedRollout[]> {
+    const ctx = contextFor(session.signal, session.emit);
+    return markInterruptedRollouts({
+      store,
+      target: session.target,
+      token: session.lock.token,
+      listInstances: (rollout) => {
+        const name = rollout.provider ?? providerName;
+        if (!name) return undefined;
+        return getProvider(name).then((provider) => provider.instances.list({ target: session.target, rolloutId: rollout.id }, ctx));
+      },
+    });
+  }
+
+  /**
+   * Recovery, second half: decides what each interrupted rollout's release becomes (the one
+   * `resumed` keeps pending; any other pending one is recorded failed) and reports it.
+   */
+  async function settleInterrupted(session: Session, interrupted: readonly InterruptedRollout[], resumed: number | undefined, next: { keep: readonly Instance[]; retire: readonly Instance[] } | undefined, why: string): Promise<void> {
+    if (interrupted.length === 0) return;
+    const outcomes = await store.update(
+      session.target,
+      (state) =>
+        interrupted.map(({ rollout }): RecoveredReleaseOutcome => {
+          const release = state.releases.find((r) => r.number === rollout.toRelease);
+          if (!release) return "not-created";
+          if (release.status !== "pending") return "unchanged";
+          if (release.number === resumed) return "resumed";
+          release.status = "failed";
+          release.finishedAt = new Date().toISOString();
+          release.error = { code: "ROLLOUT_INTERRUPTED", message: `Its rollout ${rollout.id} was interrupted (its process died) and ${why}.` };
+          return "failed";
+        }),
+      { token: session.lock.token },
+    );
+    const keepIds = new Set(next?.keep.map((instance) => instance.id));
+    const retireIds = new Set(next?.retire.map((instance) => instance.id));
+    interrupted.forEach(({ rollout, instances }, index) => {
+      session.emit({
+        type: "rollout.recovered",
+        rolloutId: rollout.id,
+        release: rollout.toRelease,
+        holder: formatHolder(rollout.holder),
+        releaseOutcome: outcomes[index]!,
+        found: instances.map(describe),
+        adopted: instances.filter((instance) => keepIds.has(instance.id)).map(describe),
+        retiring: instances.filter((instance) => retireIds.has(instance.id)).map(describe),
+      });
+    });
+  }
+
+  /**
+   * Plans the rollout that resumes an interrupted release: its running instances with its image
+   * are kept when they pass the release's health check (otherwise they are retired with the rest
+   * and fresh ones launched).
+   */
+  async function planResume(session: Session, provider: Provider, release: ReleaseRecord, current: ReleaseRecord | undefined, interruptedId: string): Promise<Extract<RolloutPlan, { action: "replace" }>> {
+    const ctx = contextFor(session.signal, session.emit);
+    const instances = await provider.instances.list({ target: session.target }, ctx);
+    const plan = (list: readonly Instance[]) =>
+      planReplacement({
+        instances: list,
+        fromRelease: current?.number,
+        toRelease: release.number,
+        // Never "none": even with every instance in place, the rollout must run to record success.
+        newRelease: true,
+        imageId: release.image.id,
+        count: release.count,
+        maxSurge: release.rollout.maxSurge,
+        maxUnavailable: release.rollout.maxUnavailable,
+        rollout: release.rollout,
+        ...(provider.limits ? { limits: provider.limits } : {}),
+      }) as Extract<RolloutPlan, { action: "replace" }>;
+    const first = plan(instances);
+    if (first.keep.length === 0) return first;
+    try {
+      await waitUntilHealthy({ provider, target: session.target, rolloutId: interruptedId, signal: session.signal, emit: session.emit }, release, first.keep, ctx);
+      return first;
+    } catch (error) {
+      if (isAbortError(error) || isKilnError(error, "LOCK_LOST")) throw error;
+      logger.warn("the interrupted rollout's instances are not healthy; they are replaced", { release: release.number, error: String(error) });
+      const unhealthy = new Set(first.keep.map((instance) => instance.id));
+      const second = plan(instances.filter((instance) => !unhealthy.has(instance.id)));
+      return { ...second, retire: [...first.keep, ...second.retire] };
+    }
+  }
+
+  /** Writes a new rollout record (status running) under the session's lease. */
+  async function beginRollout(session: Session, args: { provider: string; kind: RolloutKind; fromRelease: number | undefined; toRelease: number }): Promise<RolloutRecord> {
+    const record: RolloutRecord = {
+      id: newRolloutId(),
+      target: session.target,
+      kind: args.kind,
+      fromRelease: args.fromRelease,
+      toRelease: args.toRelease,
+      startedAt: new Date().toISOString(),
+      holder: session.lock.holder,
+      provider: args.provider,
+      token: session.lock.token,
+      status: "running",
+      journal: [],
+    };
+    await store.update(session.target, (state) => void state.rollouts.push(record), { token: session.lock.token });
+    return structuredClone(record);
+  }
+
+  /**
+   * Records a rollout that failed before its release was rolled out (a build failed or was
+   * cancelled) and returns the error to throw: the failure, or `LOCK_LOST` when the lease is gone.
+   */
+  async function failRollout(session: Session, rolloutId: string, error: unknown): Promise<unknown> {
+    const failed = toKilnError(error, "ROLLOUT_FAILED", "The rollout failed");
+    try {
+      await store.update(
+        session.target,
+        (state) => {
+          const stored = state.rollouts.find((r) => r.id === rolloutId);
+          if (!stored) return;
+          stored.status = failed.code === "ABORTED" ? "aborted" : "failed";
+          stored.finishedAt = new Date().toISOString();
+          stored.error = { code: failed.code, message: failed.message };
+        },
+        { token: session.lock.token },
+      );
+    } catch (stateError) {
+      if (isKilnError(stateError, "LOCK_LOST")) return stateError;
+      logger.error("could not record the failed rollout", { rolloutId, error: String(stateError) });
+    }
+    return error;
+  }
+
+  /**
+   * Rolls `release` out under the session's lock, journaling every provider call on the rollout's
+   * record, and records the outcome.
    * @throws the rollout's error after it was undone and recorded
    */
-  async function runRollout(args: {
-    target: Target;
+  async function runRollout(session: Session, args: {
+    rollout: RolloutRecord;
+    /** The provider wrapped by {@link journaled} for this rollout. */
     provider: Provider;
     release: ReleaseRecord;
-    newRelease: boolean;
+    /** Whether the release record is new (written now); false for a repair or a resumed release. */
+    createRelease: boolean;
     previous: ReleaseRecord | undefined;
-    kind: "deploy" | "rollback";
     keep: readonly Instance[];
     retire: readonly Instance[];
-    signal: AbortSignal | undefined;
-    emit: (event: KilnEventInput) => void;
+    /** Instances an interrupted rollout left that this one keeps; removed if this one fails. */
+    adopted: readonly Instance[];
     plan: DeployPlan | undefined;
   }): Promise<DeployResult> {
-    const { target, release, emit } = args;
-    const rolloutId = newRolloutId();
-    const startedAt = Date.now();
-    const rollout: RolloutRecord = {
-      id: rolloutId,
-      target,
-      kind: args.kind,
-      fromRelease: args.previous?.number,
-      toRelease: release.number,
-      startedAt: new Date(startedAt).toISOString(),
-      holder: holder(),
-      status: "running",
-    };
-    await store.update(target, (state) => {
-      if (args.newRelease) state.releases.push(release);
-      state.rollouts.push(rollout);
-    });
-    if (args.newRelease) {
+    const { target, emit } = session;
+    const { release, rollout } = args;
+    const rolloutId = rollout.id;
+    const token = session.lock.token;
+    const startedAt = Date.parse(rollout.startedAt);
+    if (args.createRelease) {
+      await store.update(target, (state) => void state.releases.push(release), { token });
       emit({ type: "release.created", release: release.number, fingerprint: release.fingerprint, imageId: release.image.id, ...(release.rollbackOf ? { rollbackOf: release.rollbackOf } : {}) });
     }
     emit({
       type: "rollout.started",
       rolloutId,
-      kind: args.kind,
+      kind: rollout.kind,
       fromRelease: args.previous?.number,
       toRelease: release.number,
       count: release.count,
@@ -291,56 +543,71 @@ export function createKiln(options: KilnOptions): Kiln {
     });
     const failure = await applyRollout({
       rolloutId,
-      kind: args.kind,
+      kind: rollout.kind,
       target,
       provider: args.provider,
       release: launchable(release),
       previous: args.previous ? launchable(args.previous) : undefined,
       keep: args.keep,
-      retire: args.retire,
-      signal: args.signal ?? new AbortController().signal,
+      retire: orderForRetirement(args.retire, args.previous),
+      signal: session.signal,
       logger,
       emit,
     });
     const finishedAt = new Date().toISOString();
     if (!failure) {
-      const final = await store.update(target, (state) => {
-        const record = state.releases.find((r) => r.number === release.number)!;
-        record.status = "succeeded";
-        record.finishedAt ??= finishedAt;
-        const stored = state.rollouts.find((r) => r.id === rolloutId)!;
-        stored.status = "succeeded";
-        stored.finishedAt = finishedAt;
-        state.currentRelease = release.number;
-        return { record: structuredClone(record), stored: structuredClone(stored) };
-      });
+      const final = await store.update(
+        target,
+        (state) => {
+          const record = state.releases.find((r) => r.number === release.number)!;
+          record.status = "succeeded";
+          record.finishedAt ??= finishedAt;
+          const stored = state.rollouts.find((r) => r.id === rolloutId)!;
+          stored.status = "succeeded";
+          stored.finishedAt = finishedAt;
+          state.currentRelease = release.number;
+          return { record: structuredClone(record), stored: structuredClone(stored) };
+        },
+        { token },
+      );
       emit({ type: "rollout.succeeded", rolloutId, release: release.number, durationMs: Date.now() - startedAt });
       return { outcome: "deployed", plan: args.plan, release: final.record, rollout: final.stored };
     }
+    if (failure.undone && args.adopted.length > 0 && release.number !== args.previous?.number) {
+      await removeAdopted(session, args.provider, release, args.adopted, rolloutId);
+    }
     const recorded = { code: failure.error.code, message: failure.error.message };
-    await store.update(target, (state) => {
-      if (args.newRelease) {
-        const record = state.releases.find((r) => r.number === release.number)!;
-        record.status = "failed";
-        record.finishedAt = finishedAt;
-        record.error = recorded;
-      }
-      const stored = state.rollouts.find((r) => r.id === rolloutId)!;
-      stored.status = failure.error.code === "ABORTED" ? "aborted" : "failed";
-      stored.finishedAt = finishedAt;
-      stored.error = recorded;
-      if (failure.restoredRelease !== undefined) stored.restoredRelease = failure.restoredRelease;
-      // The previous release stays the recorded one even when it could not be fully restored:
-      // `kiln status` then shows the shortfall as drift and the next deploy repairs it.
-      state.currentRelease = args.previous?.number;
-    });
+    await store.update(
+      target,
+      (state) => {
+        const record = state.releases.find((r) => r.number === release.number);
+        if (record?.status === "pending") {
+          record.status = "failed";
+          record.finishedAt = finishedAt;
+          record.error = recorded;
+        }
+        const stored = state.rollouts.find((r) => r.id === rolloutId)!;
+        stored.status = failure.error.code === "ABORTED" ? "aborted" : "failed";
+        stored.finishedAt = finishedAt;
+        stored.error = recorded;
+        if (failure.restoredRelease !== undefined) stored.restoredRelease = failure.restoredRelease;
+        // The previous release stays the recorded one even when it could not be fully restored:
+        // `kiln status` then shows the shortfall as drift and the next deploy repairs it.
+        state.currentRelease = args.previous?.number;
+      },
+      { token },
+    );
     emit({ type: "rollout.failed", rolloutId, release: release.number, code: failure.error.code, message: failure.error.message, durationMs: Date.now() - startedAt });
     emit({
       type: "rollout.rolled-back",
       rolloutId,
       release: release.number,
       restoredRelease: failure.restoredRelease,
-      reason: failure.restoredRelease === undefined ? "the failed release's instances were removed; no earlier release to restore" : `release ${failure.restoredRelease} keeps serving`,
+      reason: !failure.undone
+        ? `autoRollback is off: release ${release.number}'s instances stay for inspection; run kiln rollback or kiln deploy`
+        : failure.restoredRelease === undefined
+          ? "the failed release's instances were removed; no earlier release to restore"
+          : `release ${failure.restoredRelease} keeps serving`,
     });
     failure.error.details.rolloutId = rolloutId;
     failure.error.details.release = release.number;
@@ -348,12 +615,18 @@ export function createKiln(options: KilnOptions): Kiln {
     throw failure.error;
   }
 
-  async function withLock<T>(target: Target, run: () => Promise<T>): Promise<T> {
-    const lock = await store.lock(target, holder());
+  /** After a resumed rollout failed and was undone: removes the instances it had adopted. */
+  async function removeAdopted(session: Session, provider: Provider, release: ReleaseRecord, adopted: readonly Instance[], rolloutId: string): Promise<void> {
+    const ctx = contextFor(AbortSignal.timeout(CLEANUP_TIMEOUT_MS), session.emit);
     try {
-      return await run();
-    } finally {
-      await lock.release();
+      const ids = new Set(adopted.map((instance) => instance.id));
+      const left = (await provider.instances.list({ target: session.target, release: release.number }, ctx)).filter((instance) => ids.has(instance.id));
+      if (left.length === 0) return;
+      for (const instance of left) session.emit({ type: "instance.retiring", rolloutId, instance: describe(instance) });
+      await provider.instances.terminate(left, { gracePeriodMs: release.instance.stopGracePeriodMs }, ctx);
+      for (const instance of left) session.emit({ type: "instance.retired", rolloutId, instance: describe(instance) });
+    } catch (error) {
+      logger.error("could not remove the adopted instances of the failed release", { rolloutId, error: String(error) });
     }
   }
 
@@ -385,71 +658,111 @@ export function createKiln(options: KilnOptions): Kiln {
     async deploy(options) {
       // Validate once, before taking the lock: a bad spec never waits for or holds a lock.
       const spec = { ...options, spec: loaded(options) };
-      const { target } = await targetOf(spec);
-      return withLock(target, async () => {
-        const { resolved, fingerprint, plan, provider, ctx, emit, state } = await prepare(spec);
-        emit({ type: "plan.ready", summary: formatPlan(plan), noop: plan.noop });
+      const { target, providerName } = await targetOf(spec);
+      return withLock(target, spec, async (session) => {
+        const interrupted = await markInterrupted(session, providerName);
+        const prepared = await prepare({ ...spec, signal: session.signal });
+        const { resolved, fingerprint, provider, ctx, emit, state } = prepared;
+        let plan = prepared.plan;
         const current = currentRelease(state);
+        // An interrupted rollout's release that the spec still asks for is resumed, not replaced.
+        const resumable = interrupted.find(
+          ({ release }) =>
+            release?.status === "pending" &&
+            release.configHash === plan.configHash &&
+            release.provider === resolved.provider &&
+            plan.image.action === "reuse" &&
+            plan.image.image.id === release.image.id,
+        );
+        let resumed: ReleaseRecord | undefined;
+        if (resumable?.release) {
+          resumed = resumable.release;
+          const rollout = await planResume(session, provider, resumed, current, resumable.rollout.id);
+          plan = {
+            ...plan,
+            rollout,
+            noop: false,
+            changes: [
+              plan.changes[0]!,
+              `resume release ${resumed.number} (rollout ${resumable.rollout.id} was interrupted): ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`,
+              ...rollout.steps.map((step) => `  ${step}`),
+            ],
+          };
+        }
+        await settleInterrupted(session, interrupted, resumed?.number, plan.rollout.action === "replace" ? plan.rollout : undefined, "the spec now asks for another release");
+        emit({ type: "plan.ready", summary: formatPlan(plan), noop: plan.noop });
         if (plan.noop && current) {
           emit({ type: "rollout.skipped", reason: plan.rollout.action === "none" ? plan.rollout.reason : "up to date", release: current.number });
           return { outcome: "unchanged", plan, release: current, rollout: undefined };
         }
-        let image: ImageRef;
-        if (plan.image.action === "reuse") {
-          image = plan.image.image;
-          emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: image.id });
-        } else {
-          image = await buildImage(resolved, fingerprint, provider, ctx, emit);
-        }
-        const rollout = plan.rollout;
-        if (rollout.action === "none") {
-          // Up to date but the image had to be rebuilt (it was removed): nothing runs from it yet.
+        const rolloutPlan = plan.rollout;
+        if (rolloutPlan.action === "none") {
+          // Up to date, but the image had to be rebuilt (it was removed): nothing runs from it yet,
+          // so there is no rollout to journal the build in; the image is found by its fingerprint.
+          if (plan.image.action === "build") await buildImage(resolved, fingerprint, provider, ctx, emit);
           return { outcome: "unchanged", plan, release: current!, rollout: undefined };
         }
-        const release: ReleaseRecord = rollout.newRelease
-          ? {
-              number: rollout.toRelease,
-              target: resolved.target,
-              provider: resolved.provider,
-              createdAt: new Date().toISOString(),
-              fingerprint: fingerprint.fingerprint,
-              image,
-              count: resolved.count,
-              instance: resolved.instance,
-              health: resolved.health,
-              rollout: resolved.rollout,
-              configHash: plan.configHash,
-              status: "pending",
-            }
-          : current!;
-        return runRollout({
-          target: resolved.target,
-          provider,
+        // The rollout record comes first, so that the build is journaled too.
+        const rollout = await beginRollout(session, { provider: resolved.provider, kind: resumable?.rollout.kind ?? "deploy", fromRelease: current?.number, toRelease: rolloutPlan.toRelease });
+        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        let release: ReleaseRecord;
+        try {
+          let image: ImageRef;
+          if (plan.image.action === "reuse") {
+            image = plan.image.image;
+            emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: image.id });
+          } else {
+            image = await buildImage(resolved, fingerprint, journal, ctx, emit);
+          }
+          release =
+            resumed ??
+            (rolloutPlan.newRelease
+              ? {
+                  number: rolloutPlan.toRelease,
+                  target: resolved.target,
+                  provider: resolved.provider,
+                  createdAt: new Date().toISOString(),
+                  fingerprint: fingerprint.fingerprint,
+                  image,
+                  count: resolved.count,
+                  instance: resolved.instance,
+                  health: resolved.health,
+                  rollout: resolved.rollout,
+                  configHash: plan.configHash,
+                  status: "pending",
+                }
+              : current!);
+        } catch (error) {
+          throw await failRollout(session, rollout.id, error);
+        }
+        return runRollout(session, {
+          rollout,
+          provider: journal,
           release,
-          newRelease: rollout.newRelease,
+          createRelease: rolloutPlan.newRelease && !resumed,
           previous: current,
-          kind: "deploy",
-          keep: rollout.keep,
-          retire: rollout.retire,
-          signal: spec.signal,
-          emit,
+          keep: rolloutPlan.keep,
+          retire: rolloutPlan.retire,
+          adopted: resumed ? rolloutPlan.keep : [],
           plan,
         });
       });
     },
 
     async rollback(opts) {
-      const { target } = await targetOf(opts);
-      return withLock(target, async () => {
+      const { target, providerName } = await targetOf(opts);
+      return withLock(target, opts, async (session) => {
+        const interrupted = await markInterrupted(session, providerName);
         const state = await store.read(target);
         const current = currentRelease(state);
         const chosen = chooseRollbackRelease(state, opts.release);
-        const emit = emitterFor(target, opts.onEvent);
-        const ctx = contextFor(opts.signal, emit);
+        const { emit } = session;
+        const ctx = contextFor(session.signal, emit);
         const provider = await getProvider(chosen.provider);
         await provider.ping(ctx);
         const image = await provider.images.find({ service: target.service, fingerprint: chosen.fingerprint }, ctx);
         if (!image) {
+          await settleInterrupted(session, interrupted, undefined, undefined, "a rollback was asked for instead");
           throw new KilnError(
             "RELEASE_NOT_FOUND",
             `The image of release ${chosen.number} (${chosen.fingerprint.slice(0, 19)}) no longer exists, so it cannot be rolled back to without a rebuild; deploy that version's spec instead.`,
@@ -476,30 +789,142 @@ export function createKiln(options: KilnOptions): Kiln {
           count: release.count,
           maxSurge: release.rollout.maxSurge,
           maxUnavailable: release.rollout.maxUnavailable,
+          rollout: release.rollout,
+          ...(provider.limits ? { limits: provider.limits } : {}),
         });
         if (replacement.action === "none") throw new KilnError("INTERNAL", "A rollback planned no replacement.");
-        return runRollout({ target, provider, release, newRelease: true, previous: current, kind: "rollback", keep: replacement.keep, retire: replacement.retire, signal: opts.signal, emit, plan: undefined });
+        await settleInterrupted(session, interrupted, undefined, replacement, "a rollback was asked for instead");
+        const rollout = await beginRollout(session, { provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: number });
+        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        return runRollout(session, { rollout, provider: journal, release, createRelease: true, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+      });
+    },
+
+    async resumeRollout(opts) {
+      const { target, providerName } = await targetOf(opts);
+      return withLock(target, opts, async (session) => {
+        const interrupted = await markInterrupted(session, providerName);
+        const resumable = interrupted.findLast(({ release }) => release?.status === "pending");
+        const records = interrupted.map(({ rollout }) => rollout);
+        if (!resumable?.release) {
+          await settleInterrupted(session, interrupted, undefined, undefined, "there was nothing to resume");
+          return { interrupted: records, result: undefined };
+        }
+        const release = resumable.release;
+        const ctx = contextFor(session.signal, session.emit);
+        const provider = await getProvider(release.provider);
+        await provider.ping(ctx);
+        const image = await provider.images.find({ service: target.service, fingerprint: release.fingerprint }, ctx);
+        if (!image || image.id !== release.image.id) {
+          await settleInterrupted(session, interrupted, undefined, undefined, "its image no longer exists");
+          throw new KilnError(
+            "RELEASE_NOT_FOUND",
+            `The image of release ${release.number} (${release.fingerprint.slice(0, 19)}) no longer exists, so its rollout cannot be resumed; it was recorded as failed. Run kiln deploy to build and deploy again.`,
+          );
+        }
+        const current = currentRelease(await store.read(target));
+        const replacement = await planResume(session, provider, release, current, resumable.rollout.id);
+        await settleInterrupted(session, interrupted, release.number, replacement, "another interrupted rollout was resumed");
+        const rollout = await beginRollout(session, { provider: release.provider, kind: resumable.rollout.kind, fromRelease: current?.number, toRelease: release.number });
+        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const result = await runRollout(session, {
+          rollout,
+          provider: journal,
+          release,
+          createRelease: false,
+          previous: current,
+          keep: replacement.keep,
+          retire: replacement.retire,
+          adopted: replacement.keep,
+          plan: undefined,
+        });
+        return { interrupted: records, result };
+      });
+    },
+
+    async abortRollout(opts) {
+      const { target, providerName } = await targetOf(opts);
+      return withLock(target, opts, async (session) => {
+        const interrupted = await markInterrupted(session, providerName);
+        const records = interrupted.map(({ rollout }) => rollout);
+        const current = currentRelease(await store.read(target));
+        const name = current?.provider ?? interrupted.at(-1)?.rollout.provider ?? providerName;
+        if (!name) {
+          await settleInterrupted(session, interrupted, undefined, undefined, "it was aborted");
+          return { interrupted: records, result: undefined };
+        }
+        const { emit } = session;
+        const ctx = contextFor(session.signal, emit);
+        const provider = await getProvider(name);
+        await provider.ping(ctx);
+        const instances = await provider.instances.list({ target }, ctx);
+        if (!current) {
+          // Nothing ever served: what runs is all leftovers. Journaled on the interrupted rollout.
+          await settleInterrupted(session, interrupted, undefined, { keep: [], retire: instances }, "it was aborted");
+          const last = interrupted.at(-1)?.rollout;
+          if (instances.length > 0) {
+            const via = last ? journaled(provider, { store, target, rolloutId: last.id, token: session.lock.token, logger }) : provider;
+            const rolloutId = last?.id ?? "";
+            for (const instance of instances) emit({ type: "instance.retiring", rolloutId, instance: describe(instance) });
+            await via.instances.terminate(instances, { gracePeriodMs: interrupted.at(-1)?.release?.instance.stopGracePeriodMs ?? 10_000 }, ctx);
+            for (const instance of instances) emit({ type: "instance.retired", rolloutId, instance: describe(instance) });
+          }
+          return { interrupted: records, result: undefined };
+        }
+        const replacement = planReplacement({
+          instances,
+          fromRelease: current.number,
+          toRelease: current.number,
+          newRelease: false,
+          imageId: current.image.id,
+          count: current.count,
+          maxSurge: current.rollout.maxSurge,
+          maxUnavailable: current.rollout.maxUnavailable,
+          rollout: current.rollout,
+          ...(provider.limits ? { limits: provider.limits } : {}),
+        });
+        await settleInterrupted(session, interrupted, undefined, replacement.action === "replace" ? replacement : undefined, "it was aborted");
+        if (replacement.action === "none") {
+          emit({ type: "rollout.skipped", reason: replacement.reason, release: current.number });
+          return { interrupted: records, result: { outcome: "unchanged", plan: undefined, release: current, rollout: undefined } };
+        }
+        const rollout = await beginRollout(session, { provider: name, kind: "rollback", fromRelease: current.number, toRelease: current.number });
+        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const result = await runRollout(session, { rollout, provider: journal, release: current, createRelease: false, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+        return { interrupted: records, result };
       });
     },
 
     async status(opts) {
       const { target, providerName } = await targetOf(opts);
-      const state = await store.read(target);
+      const [state, lock] = await Promise.all([store.read(target), store.lockStatus(target)]);
       const release = currentRelease(state);
       const activeRollout = state.rollouts.findLast((r) => r.status === "running");
-      if (!providerName) return { target, release, instances: [], drift: [], activeRollout };
+      if (!providerName) return { target, release, instances: [], drift: [], activeRollout, lock };
       const emit = emitterFor(target, opts.onEvent);
       const ctx = contextFor(opts.signal, emit);
       const provider = await getProvider(providerName);
       await provider.ping(ctx);
       const instances = await provider.instances.list({ target }, ctx);
-      return { target, release, instances, drift: describeDrift(release, instances), activeRollout };
+      return { target, release, instances, drift: describeDrift(release, instances), activeRollout, lock };
     },
 
     async history(opts) {
       const { target } = await targetOf(opts);
       const state = await store.read(target);
       return { ...state, releases: [...state.releases].reverse(), rollouts: [...state.rollouts].reverse() };
+    },
+
+    async lockStatus(opts) {
+      const { target } = await targetOf(opts);
+      return store.lockStatus(target);
+    },
+
+    async forceReleaseLock(opts) {
+      const { target } = await targetOf(opts);
+      const cleared = await store.forceRelease(target);
+      if (cleared) logger.warn("released the rollout lock by force", { target: formatTarget(target), holder: cleared.holder, token: cleared.token });
+      return cleared;
     },
 
     async close() {
@@ -509,6 +934,16 @@ export function createKiln(options: KilnOptions): Kiln {
     },
   };
   return kiln;
+}
+
+/**
+ * Orders instances to retire so that leftovers (instances of no release that serves: an
+ * interrupted rollout's, a failed release's) go before the previous release's own, which are the
+ * ones known to serve: capacity is then never counted on an instance nobody checked.
+ */
+function orderForRetirement(instances: readonly Instance[], previous: ReleaseRecord | undefined): Instance[] {
+  const serves = (instance: Instance) => previous !== undefined && instance.release === previous.number && instance.imageId === previous.image.id;
+  return [...instances].sort((a, b) => Number(serves(a)) - Number(serves(b)));
 }
 
 /**

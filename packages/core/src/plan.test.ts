@@ -14,8 +14,8 @@ const resolved: ResolvedTarget = {
   build: { contextDir: "/ctx", dockerfilePath: "/ctx/Dockerfile", args: {} },
   count: 2,
   instance: { ports: [{ name: "http", port: 8080, protocol: "tcp" }], env: { A: "1" }, labels: {}, stopGracePeriodMs: 1000 },
-  health: { intervalMs: 100, timeoutMs: 100, healthyThreshold: 1, unhealthyThreshold: 1, startPeriodMs: 0, deadlineMs: 1000 },
-  rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0 },
+  health: { intervalMs: 100, timeoutMs: 100, healthyThreshold: 1, unhealthyThreshold: 1, startPeriodMs: 0, stabilityWindowMs: 0, deadlineMs: 1000, deadlineArithmetic: "health.deadlineMs" },
+  rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true },
 };
 
 function instance(id: string, release: number, state: Instance["state"] = "running"): Instance {
@@ -85,6 +85,37 @@ describe("planDeploy", () => {
     });
     expect(plan.image.action).toBe("reuse");
     expect(plan.rollout).toMatchObject({ action: "replace", toRelease: 5, newRelease: true, launch: 2 });
+  });
+});
+
+describe("strategies in plans", () => {
+  const running = [instance("a", 1), instance("b", 1)];
+  const withRollout = (rollout: Partial<ResolvedTarget["rollout"]>): ResolvedTarget => ({ ...resolved, instance: { ...resolved.instance, env: { A: "2" } }, rollout: { ...resolved.rollout, ...rollout } });
+
+  it("describes a blue-green rollout and its peak of twice the count", () => {
+    const plan = planDeploy({ resolved: withRollout({ strategy: "blue-green", bakeTimeMs: 5000 }), fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running });
+    if (plan.rollout.action !== "replace") throw new Error("expected a replacement");
+    expect(plan.rollout.peakInstances).toBe(4);
+    expect(plan.rollout.steps.join("\n")).toMatch(/launch 2 instances \(the new set\)[^]*bake 5000 ms[^]*retire the old set/);
+  });
+
+  it("describes canary steps surge-first", () => {
+    const steps = [{ instances: 1, holdMs: 1000 }, { instances: 2, holdMs: 0 }];
+    const plan = planDeploy({ resolved: withRollout({ strategy: "canary", steps }), fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running });
+    if (plan.rollout.action !== "replace") throw new Error("expected a replacement");
+    expect(plan.rollout.steps).toEqual(["canary step: 1 of 2 on the new release (launch 1, retire 1), hold 1000 ms", "canary step: 2 of 2 on the new release (launch 1, retire 1)"]);
+    expect(plan.rollout.peakInstances).toBe(3);
+  });
+
+  it("refuses a strategy that exceeds the provider's limit, with the reason", () => {
+    expect(() =>
+      planDeploy({ resolved: withRollout({ strategy: "blue-green" }), fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running, limits: { maxInstancesPerTarget: 3 } }),
+    ).toThrow(expect.objectContaining({ code: "PLAN_INVALID", message: expect.stringMatching(/4 instances at once, but the provider allows 3/) as string }) as Error);
+  });
+
+  it("shows the health gate's deadline arithmetic", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: undefined, state: emptyTargetState(target), instances: [] });
+    expect(formatPlan(plan)).toMatch(/health gate: running \(no check\), 1 time\(s\) in a row; deadline 1000 ms \(health.deadlineMs\)/);
   });
 });
 

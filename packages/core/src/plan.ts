@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import type { ImageRef, Instance, InstanceConfig } from "./provider.js";
+import { KilnError } from "./errors.js";
+import type { ImageRef, Instance, InstanceConfig, ProviderLimits } from "./provider.js";
 import { planRollingBatches, type RollingBatch } from "./rollout/batches.js";
-import type { ResolvedTarget } from "./spec/resolve.js";
+import type { ResolvedHealth, ResolvedRollout, ResolvedTarget } from "./spec/resolve.js";
 import type { ReleaseRecord, TargetState } from "./state/types.js";
 import { formatTarget, type Target } from "./target.js";
 
@@ -30,8 +31,12 @@ export type RolloutPlan =
       readonly retire: readonly Instance[];
       /** How many new instances are launched. */
       readonly launch: number;
-      /** The batches, when everything goes to plan. */
+      /** The rolling batches, when everything goes to plan (rolling strategy only). */
       readonly batches: readonly RollingBatch[];
+      /** The rollout's phases in words, for any strategy. */
+      readonly steps: readonly string[];
+      /** The most instances that run at once during the rollout. */
+      readonly peakInstances: number;
     };
 
 /** The result of {@link planDeploy}: data only, printable like `terraform plan`. */
@@ -56,6 +61,8 @@ export interface PlanInput {
   readonly state: TargetState;
   /** The target's live instances, from the provider. */
   readonly instances: readonly Instance[];
+  /** The provider's limits, if it declares any. */
+  readonly limits?: ProviderLimits;
 }
 
 /**
@@ -86,6 +93,8 @@ export function planDeploy(input: PlanInput): DeployPlan {
     count: resolved.count,
     maxSurge: resolved.rollout.maxSurge,
     maxUnavailable: resolved.rollout.maxUnavailable,
+    rollout: resolved.rollout,
+    ...(input.limits ? { limits: input.limits } : {}),
   });
   const changes: string[] = [];
   changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (no image has this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
@@ -93,9 +102,8 @@ export function planDeploy(input: PlanInput): DeployPlan {
   else {
     const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
     changes.push(`${what}: ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`);
-    rollout.batches.forEach((batch, index) => {
-      changes.push(`  batch ${index + 1}: ${[batch.retire ? `retire ${batch.retire}` : "", batch.launch ? `launch ${batch.launch} and wait until healthy` : ""].filter(Boolean).join(", then ")}`);
-    });
+    for (const step of rollout.steps) changes.push(`  ${step}`);
+    changes.push(`  health gate: ${describeHealth(resolved.health)}`);
   }
   return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };
 }
@@ -114,6 +122,10 @@ export function planReplacement(options: {
   count: number;
   maxSurge: number;
   maxUnavailable: number;
+  /** The strategy; rolling with the given surge and unavailability when omitted. */
+  rollout?: ResolvedRollout;
+  /** The provider's limits: a strategy whose peak exceeds them is refused. */
+  limits?: ProviderLimits;
 }): RolloutPlan {
   const { instances, toRelease, count, imageId } = options;
   const running = (instance: Instance) => instance.state === "running" || instance.state === "pending";
@@ -126,8 +138,22 @@ export function planReplacement(options: {
     return { action: "none", reason: `release ${toRelease} is up to date: ${count} instance${count === 1 ? "" : "s"} running, nothing to launch or retire` };
   }
   const oldAlive = retire.filter(running).length;
-  const batches = planRollingBatches({ count, maxSurge: options.maxSurge, maxUnavailable: options.maxUnavailable, oldAlive, keep: keep.length });
   const stopped = retire.length - oldAlive;
+  const strategy = options.rollout ?? { strategy: "rolling" as const, maxSurge: options.maxSurge, maxUnavailable: options.maxUnavailable, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true };
+  const batches =
+    strategy.strategy === "rolling" ? planRollingBatches({ count, maxSurge: strategy.maxSurge, maxUnavailable: strategy.maxUnavailable, oldAlive, keep: keep.length }) : [];
+  const { steps, peakInstances } = describeStrategy(strategy, { count, oldAlive, keep: keep.length, batches });
+  if (stopped > 0) steps.unshift(`remove ${stopped} stopped instance${stopped === 1 ? "" : "s"}`);
+  const limit = options.limits?.maxInstancesPerTarget;
+  if (limit !== undefined && peakInstances > limit) {
+    throw new KilnError(
+      "PLAN_INVALID",
+      `This ${strategy.strategy} rollout would run ${peakInstances} instances at once, but the provider allows ${limit} per target; ${
+        strategy.strategy === "rolling" ? "lower maxSurge (and allow maxUnavailable)" : "use the rolling strategy with a smaller maxSurge"
+      }, or lower instances.count.`,
+      { details: { peakInstances, limit, strategy: strategy.strategy } },
+    );
+  }
   return {
     action: "replace",
     fromRelease: options.fromRelease,
@@ -140,7 +166,72 @@ export function planReplacement(options: {
     retire,
     launch,
     batches: stopped > 0 ? [{ retire: stopped, launch: 0 }, ...batches] : batches,
+    steps,
+    peakInstances,
   };
+}
+
+/** A strategy's phases in words, and the most instances that run at once. Pure. */
+function describeStrategy(rollout: ResolvedRollout, state: { count: number; oldAlive: number; keep: number; batches: readonly RollingBatch[] }): { steps: string[]; peakInstances: number } {
+  const { count, oldAlive, keep } = state;
+  const plural = (n: number) => `${n} instance${n === 1 ? "" : "s"}`;
+  switch (rollout.strategy) {
+    case "rolling": {
+      let old = oldAlive;
+      let healthy = keep;
+      let peak = old + healthy;
+      const steps = state.batches.map((batch, index) => {
+        old -= batch.retire;
+        peak = Math.max(peak, old + healthy + batch.launch);
+        healthy += batch.launch;
+        const parts = [batch.retire ? `retire ${batch.retire}` : "", batch.launch ? `launch ${batch.launch} and wait until healthy` : ""].filter(Boolean);
+        const pause = batch.launch && rollout.pauseBetweenBatchesMs > 0 && healthy < count ? `, hold ${rollout.pauseBetweenBatchesMs} ms` : "";
+        return `batch ${index + 1}: ${parts.join(", then ")}${pause}`;
+      });
+      steps.unshift(`rolling: maxSurge ${rollout.maxSurge}, maxUnavailable ${rollout.maxUnavailable} (never fewer than ${count - rollout.maxUnavailable} healthy, never more than ${count + rollout.maxSurge} running)`);
+      return { steps, peakInstances: peak };
+    }
+    case "blue-green": {
+      const launch = count - keep;
+      const steps = [
+        `blue-green: launch ${plural(launch)} (the new set) beside the ${plural(oldAlive)} serving, wait until all are healthy`,
+        ...(oldAlive > 0 && rollout.bakeTimeMs > 0 ? [`bake ${rollout.bakeTimeMs} ms with the old set still running (a failure now is undone at once)`] : []),
+        ...(oldAlive > 0 ? [`retire the old set (${plural(oldAlive)})`] : []),
+      ];
+      return { steps, peakInstances: oldAlive + count };
+    }
+    case "canary": {
+      let healthy = keep;
+      let old = oldAlive;
+      let peak = old + healthy;
+      const steps: string[] = [];
+      for (const step of rollout.steps) {
+        const add = Math.max(0, step.instances - healthy);
+        peak = Math.max(peak, old + healthy + add);
+        healthy += add;
+        const retire = Math.min(old, Math.max(0, old + healthy - count));
+        old -= retire;
+        const hold = step.holdMs > 0 && healthy < count ? `, hold ${step.holdMs} ms` : "";
+        steps.push(`canary step: ${healthy} of ${count} on the new release (launch ${add}, retire ${retire})${hold}`);
+      }
+      if (old > 0) steps.push(`retire the last ${plural(old)}`);
+      return { steps, peakInstances: peak };
+    }
+  }
+}
+
+/** The health gate in words, with its deadline and how it was derived. */
+export function describeHealth(health: ResolvedHealth): string {
+  const check = health.check;
+  const what = !check
+    ? "running (no check)"
+    : check.kind === "http"
+      ? `GET ${check.path} on port ${check.portName} answers ${check.expectStatus[0]}-${check.expectStatus[1]}`
+      : check.kind === "tcp"
+        ? `TCP port ${check.portName} accepts connections`
+        : `\`${check.command.join(" ")}\` exits 0`;
+  const stable = health.stabilityWindowMs > 0 ? `, then stable for ${health.stabilityWindowMs} ms` : "";
+  return `${what}, ${health.healthyThreshold} time(s) in a row${stable}; deadline ${health.deadlineMs} ms (${health.deadlineArithmetic})`;
 }
 
 /** The release serving now, from state. */

@@ -1,4 +1,5 @@
 import type { Logger } from "./logger.js";
+import type { ResolvedCheck } from "./spec/resolve.js";
 import type { Target } from "./target.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
@@ -124,15 +125,19 @@ export interface Instance {
   /** The release number from the instance's labels; undefined for an instance Kiln did not label. */
   readonly release: number | undefined;
   readonly rolloutId: string | undefined;
-  /** The id of the image the instance runs. */
+  /** The id of the image the instance runs: equal to the launching `ImageRef.id`. */
   readonly imageId: string;
   readonly state: InstanceState;
   /** How often the provider restarted the instance since it was launched. */
   readonly restartCount: number;
-  /** Reachable addresses, by port name. */
+  /** Reachable addresses, by port name (`PortConfig.name`). */
   readonly endpoints: Readonly<Record<string, Endpoint>>;
   /** ISO 8601. */
   readonly createdAt: string;
+  /**
+   * The instance's labels with Kiln's keys as in {@link LABELS} (a provider whose cloud restricts
+   * key characters maps them back), plus the release's own labels.
+   */
   readonly labels: Readonly<Record<string, string>>;
 }
 
@@ -141,6 +146,12 @@ export interface InstanceSelector {
   readonly target: Target;
   readonly release?: number;
   readonly rolloutId?: string;
+  /**
+   * Fill `restartCount` exactly even where that costs one extra call per instance (Docker's
+   * container list has no restart counts). The rollout engine asks for it only while it gates
+   * or holds a rollout, to catch instances that crash and are restarted between two probes.
+   */
+  readonly withRestartCounts?: boolean;
 }
 
 /** Building, finding and removing images. */
@@ -169,8 +180,10 @@ export interface ImageOperations {
 export interface InstanceOperations {
   /**
    * Starts `count` instances of the release, labelled with {@link LABELS}; idempotent by
-   * `idempotencyKey`. Returns as soon as the instances are started; health is core's concern.
-   * @throws KilnError LAUNCH_FAILED, PROVIDER_UNAVAILABLE, ABORTED
+   * `idempotencyKey` across provider objects and processes (a resumed rollout relies on it): a
+   * second call with the same key returns the instances the first started and starts only the
+   * missing ones. Returns as soon as the instances are started; health is core's concern.
+   * @throws KilnError LAUNCH_FAILED, INVALID_ARGUMENT (count below 1), PROVIDER_UNAVAILABLE, THROTTLED, ABORTED
    */
   launch(request: LaunchRequest, ctx: ProviderContext): Promise<Instance[]>;
   /** Every instance of the selector in any state but terminated, in one call to the backend. */
@@ -181,6 +194,13 @@ export interface InstanceOperations {
    * @throws KilnError TERMINATE_FAILED, PROVIDER_UNAVAILABLE
    */
   terminate(instances: readonly Instance[], options: { gracePeriodMs: number }, ctx: ProviderContext): Promise<void>;
+  /**
+   * Optional: runs a command inside a running instance and waits for it, for command health
+   * checks. Never throws for a non-zero exit code.
+   * @param options.timeoutMs - how long the command may run (milliseconds)
+   * @throws KilnError PROVIDER_UNAVAILABLE, TIMEOUT
+   */
+  exec?(instance: Instance, command: readonly string[], options: { timeoutMs: number }, ctx: ProviderContext): Promise<{ exitCode: number; output: string }>;
 }
 
 /** The outcome of one health probe. */
@@ -192,7 +212,13 @@ export interface HealthCapability {
    * Probes one instance once. Never throws for an unhealthy instance: it returns `ok: false`.
    * @param timeoutMs - how long the probe may take (milliseconds)
    */
-  probe(instance: Instance, check: { readonly portName: string; readonly path: string; readonly expectStatus: readonly [number, number] }, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
+  probe(instance: Instance, check: ResolvedCheck, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
+}
+
+/** Limits a provider declares; plans that would exceed them are refused before anything starts. */
+export interface ProviderLimits {
+  /** The most instances one target may run at once (a quota, a host's capacity). */
+  readonly maxInstancesPerTarget?: number;
 }
 
 /**
@@ -204,6 +230,8 @@ export interface Provider {
   readonly name: string;
   readonly images: ImageOperations;
   readonly instances: InstanceOperations;
+  /** Optional limits, checked at plan time. */
+  readonly limits?: ProviderLimits;
   /** Optional provider-native health probe; without it core sends HTTP probes to instance endpoints. */
   readonly health?: HealthCapability;
   /**

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { shortFingerprint } from "./build-context.js";
-import { buildLineProgress } from "./images.js";
+import { buildLineProgress, missingBaseImageHint } from "./images.js";
 
 describe("build output", () => {
   it("turns step lines into steps and other lines into logs", () => {
@@ -14,6 +14,14 @@ describe("build output", () => {
   it("tags by the first 12 hex digits of the fingerprint", () => {
     expect(shortFingerprint("sha256:" + "0123456789abcdef".repeat(4))).toBe("0123456789ab");
     expect(() => shortFingerprint("md5:1234")).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }) as Error);
+  });
+});
+
+describe("missing base images", () => {
+  it("explains a failed fetch of a base image, and stays quiet for other build errors", () => {
+    const fetch = 'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host';
+    expect(missingBaseImageHint(fetch)).toMatch(/base image \(FROM\) is not on the engine/);
+    expect(missingBaseImageHint("The command '/bin/sh -c exit 3' returned a non-zero code: 3")).toBe("");
   });
 });
 

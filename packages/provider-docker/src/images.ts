@@ -160,7 +160,7 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       // A stream cut short by an abort ends without an error: check why it ended.
       if (contextError !== undefined || ctx.signal.aborted) throw buildFailure(contextError ?? ctx.signal.reason);
       if (result.error !== undefined) {
-        throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}`, { details: { tag } });
+        throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}${missingBaseImageHint(result.error)}`, { details: { tag } });
       }
       try {
         return await inspect(docker, result.imageId ?? tag);
@@ -240,4 +240,15 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       }
     },
   };
+}
+
+/**
+ * When a build failed because the engine tried to fetch a base image it does not have (Kiln never
+ * asks it to pull, but the builder fetches a missing `FROM` image itself), says what to do.
+ */
+export function missingBaseImageHint(message: string): string {
+  const fetchFailed = /pull access denied|manifest unknown|registry-1\.docker\.io|no such host|dial tcp|repository does not exist|not found: manifest/i.test(message);
+  return fetchFailed
+    ? ". A base image (FROM) is not on the engine and could not be fetched: load it first (docker pull, docker load, or docker import as scripts/base-images.sh does), or point the Dockerfile's FROM (or its build argument) at an image the engine has"
+    : "";
 }

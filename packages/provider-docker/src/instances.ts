@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { Writable } from "node:stream";
 import type Dockerode from "dockerode";
 import {
   KilnError,
@@ -273,11 +274,12 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       try {
         const containers = await docker.listContainers({ all: true, filters: { label }, abortSignal: ctx.signal });
         const live = containers.filter((info) => info.State !== "removing");
-        // Restart counts are not in the list data: inspect only containers that are not running
-        // (the few worth a second look); running ones report 0.
+        // Restart counts are not in the list data: inspect containers that are not running (the
+        // few worth a second look), and running ones only when the caller asks for exact counts
+        // (the rollout engine, while it gates); otherwise running ones report 0.
         const instances = await Promise.all(
           live.map(async (info) => {
-            if (info.State === "running") return instanceFromList(info, options.endpointHost);
+            if (info.State === "running" && !selector.withRestartCounts) return instanceFromList(info, options.endpointHost);
             try {
               const inspected = await docker.getContainer(info.Id).inspect({ abortSignal: ctx.signal });
               return instanceFromList(info, options.endpointHost, inspected.RestartCount ?? 0);
@@ -290,6 +292,42 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
         return instances.filter((instance): instance is Instance => instance !== undefined).sort(byName);
       } catch (error) {
         throw engineError(error, address, "PROVIDER_UNAVAILABLE", "Listing containers failed");
+      }
+    },
+
+    async exec(instance, command, { timeoutMs }, ctx) {
+      throwIfAborted(ctx.signal);
+      const docker = await client.get();
+      try {
+        const exec = await docker.getContainer(instance.id).exec({ Cmd: [...command], AttachStdout: true, AttachStderr: true, abortSignal: ctx.signal });
+        const stream = await exec.start({ hijack: true, stdin: false, abortSignal: ctx.signal });
+        const chunks: Buffer[] = [];
+        const sink = new Writable({
+          write(chunk: Buffer, _encoding, callback) {
+            if (chunks.reduce((total, part) => total + part.length, 0) < 64 * 1024) chunks.push(chunk);
+            callback();
+          },
+        });
+        docker.modem.demuxStream(stream, sink, sink);
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            stream.destroy();
+            reject(new KilnError("TIMEOUT", `${command.join(" ")} did not finish within ${timeoutMs} ms in ${instance.name}.`, { retryable: true }));
+          }, timeoutMs);
+          stream.once("end", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          stream.once("error", (error: Error) => {
+            clearTimeout(timer);
+            reject(error);
+          });
+        });
+        const info = await exec.inspect({ abortSignal: ctx.signal });
+        return { exitCode: info.ExitCode ?? -1, output: Buffer.concat(chunks).toString("utf8") };
+      } catch (error) {
+        if (error instanceof KilnError) throw error;
+        throw engineError(error, address, "PROVIDER_UNAVAILABLE", `Running ${command[0] ?? "a command"} in ${instance.name} failed`);
       }
     },
 

@@ -71,7 +71,7 @@ describe("parseSpec", () => {
     expect(environments.staging!.health.http?.path).toBe("/healthz");
     // arrays replace; a merge key inside an environment works
     expect(environments.prod!.instances.ports).toEqual([{ name: "http", port: 9090, protocol: "tcp" }]);
-    expect(environments.prod!.rollout).toEqual({ strategy: "rolling", maxSurge: 2, maxUnavailable: 0 });
+    expect(environments.prod!.rollout).toMatchObject({ strategy: "rolling", maxSurge: 2, maxUnavailable: 0 });
     expect(environments.prod!.provider).toBe("aws");
   });
 

@@ -43,7 +43,7 @@ describe("resolveTarget", () => {
     expect(target.instance.memoryBytes).toBe(256 * 1024 ** 2);
     expect(target.instance.cpus).toBe(0.5);
     // a health port number with no declared port is added as `health`
-    expect(target.health.http).toEqual({ portName: "health", path: "/healthz", expectStatus: [200, 399] });
+    expect(target.health.check).toEqual({ kind: "http", portName: "health", path: "/healthz", expectStatus: [200, 399] });
     expect(target.instance.ports).toEqual([
       { name: "http", port: 8080, protocol: "tcp" },
       { name: "health", port: 9000, protocol: "tcp" },
@@ -56,7 +56,7 @@ describe("resolveTarget", () => {
     expect(target.count).toBe(1);
     expect(target.instance.memoryBytes).toBe(1e9);
     expect(target.instance.cpus).toBe(0.5);
-    expect(target.health.http).toEqual({ portName: "http", path: "/healthz", expectStatus: [200, 399] });
+    expect(target.health.check).toEqual({ kind: "http", portName: "http", path: "/healthz", expectStatus: [200, 399] });
     expect(target.health.deadlineMs).toBe(30_000);
   });
 

@@ -4,26 +4,73 @@ import type { InstanceConfig } from "../provider.js";
 import { DEFAULT_ENVIRONMENT, type Target } from "../target.js";
 import { MEMORY_PATTERN, type Spec } from "./schema.js";
 import type { ValidatedSpec } from "./validate.js";
+import { defaultHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable, type HealthTiming } from "./arithmetic.js";
+
+/** A port a check probes, resolved to a name in the instance's ports. */
+interface PortCheck {
+  /** The port name in `instances.ports` (a port number in the spec is matched, or added as `health`). */
+  readonly portName: string;
+}
 
 /** The HTTP health check of a target, with the port resolved to a name. */
-export interface ResolvedHttpCheck {
-  /** The port name in `instances.ports` (a port number in the spec is matched or added as `health`). */
-  readonly portName: string;
+export interface ResolvedHttpCheck extends PortCheck {
+  readonly kind: "http";
   readonly path: string;
   /** Inclusive range of statuses that count as healthy. */
   readonly expectStatus: readonly [number, number];
 }
 
+/** A TCP check: the port accepts a connection. */
+export interface ResolvedTcpCheck extends PortCheck {
+  readonly kind: "tcp";
+}
+
+/** A command run inside the instance: exit code 0 is healthy. */
+export interface ResolvedCommandCheck {
+  readonly kind: "command";
+  readonly command: readonly string[];
+}
+
+/** One of the health checks. */
+export type ResolvedCheck = ResolvedHttpCheck | ResolvedTcpCheck | ResolvedCommandCheck;
+
 /** Health-check settings of a target, with the deadline derived. */
 export interface ResolvedHealth {
-  readonly http?: ResolvedHttpCheck;
+  /** The check; without one, a running instance counts as healthy. */
+  readonly check?: ResolvedCheck;
   readonly intervalMs: number;
   readonly timeoutMs: number;
   readonly healthyThreshold: number;
   readonly unhealthyThreshold: number;
   readonly startPeriodMs: number;
+  /** After the healthy threshold, how long an instance must keep passing without a restart (milliseconds). */
+  readonly stabilityWindowMs: number;
   /** How long one instance may take to become healthy, from launch (milliseconds). */
   readonly deadlineMs: number;
+  /** How `deadlineMs` was arrived at, for plans: the spec's value, or the default formula with numbers. */
+  readonly deadlineArithmetic: string;
+}
+
+/** A resolved canary step. */
+export interface ResolvedCanaryStep {
+  /** New instances at this step. */
+  readonly instances: number;
+  /** How long the step is held (milliseconds). */
+  readonly holdMs: number;
+}
+
+/** The rollout settings of a target, percentages resolved to counts. */
+export interface ResolvedRollout {
+  readonly strategy: "rolling" | "blue-green" | "canary";
+  /** Instances above `count` allowed during a rolling rollout. */
+  readonly maxSurge: number;
+  /** Instances below `count` allowed during a rolling rollout. */
+  readonly maxUnavailable: number;
+  readonly pauseBetweenBatchesMs: number;
+  readonly bakeTimeMs: number;
+  /** Canary steps, ending with one of `count` instances. Empty for other strategies. */
+  readonly steps: readonly ResolvedCanaryStep[];
+  readonly autoRollback: boolean;
 }
 
 /** Everything Kiln needs to deploy one target, with paths absolute and units in bytes and milliseconds. */
@@ -40,16 +87,14 @@ export interface ResolvedTarget {
   readonly count: number;
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
-  readonly rollout: { readonly strategy: "rolling"; readonly maxSurge: number; readonly maxUnavailable: number };
+  readonly rollout: ResolvedRollout;
 }
 
 /**
- * The default deadline of a health check: the start period, then room for the unhealthy and
- * healthy thresholds' worth of probes, each taking at most one interval plus one timeout.
- * `startPeriodMs + (healthyThreshold + unhealthyThreshold) × (intervalMs + timeoutMs)`.
+ * The default deadline of a health check in milliseconds; see {@link defaultHealthDeadline}.
  */
-export function defaultHealthDeadlineMs(health: Pick<ResolvedHealth, "startPeriodMs" | "healthyThreshold" | "unhealthyThreshold" | "intervalMs" | "timeoutMs">): number {
-  return health.startPeriodMs + (health.healthyThreshold + health.unhealthyThreshold) * (health.intervalMs + health.timeoutMs);
+export function defaultHealthDeadlineMs(health: HealthTiming): number {
+  return defaultHealthDeadline(health).totalMs;
 }
 
 /**
@@ -75,28 +120,37 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
   }
   const contextDir = path.resolve(baseDir, spec.image.dockerfile.context);
   const ports = [...spec.instances.ports];
-  let http: ResolvedHttpCheck | undefined;
-  if (spec.health.http) {
-    const { port, path: checkPath, expectStatus } = spec.health.http;
-    let portName: string;
-    if (typeof port === "string") portName = port;
-    else {
-      const existing = ports.find((p) => p.port === port && p.protocol === "tcp");
-      if (existing) portName = existing.name;
-      else {
-        portName = "health";
-        ports.push({ name: portName, port, protocol: "tcp" });
-      }
-    }
-    http = { portName, path: checkPath, expectStatus: [expectStatus[0], expectStatus[1]] };
-  }
-  const healthBase = {
+  const portNameFor = (port: string | number): string => {
+    if (typeof port === "string") return port;
+    const existing = ports.find((p) => p.port === port && p.protocol === "tcp");
+    if (existing) return existing.name;
+    ports.push({ name: "health", port, protocol: "tcp" });
+    return "health";
+  };
+  let check: ResolvedCheck | undefined;
+  const { http, tcp, command } = spec.health;
+  if (http) check = { kind: "http", portName: portNameFor(http.port), path: http.path, expectStatus: [http.expectStatus[0], http.expectStatus[1]] };
+  else if (tcp) check = { kind: "tcp", portName: portNameFor(tcp.port) };
+  else if (command) check = { kind: "command", command: [...command.command] };
+  const timing: HealthTiming = {
     intervalMs: spec.health.intervalMs,
     timeoutMs: spec.health.timeoutMs,
     healthyThreshold: spec.health.healthyThreshold,
     unhealthyThreshold: spec.health.unhealthyThreshold,
     startPeriodMs: spec.health.startPeriodMs,
+    stabilityWindowMs: spec.health.stabilityWindowMs,
   };
+  const deadline =
+    spec.health.deadlineMs !== undefined ? { totalMs: spec.health.deadlineMs, arithmetic: "health.deadlineMs" } : defaultHealthDeadline(timing);
+  const count = spec.instances.count;
+  const { rollout } = spec;
+  const steps =
+    rollout.strategy === "canary"
+      ? [
+          ...(rollout.steps ?? []).map((step) => ({ instances: resolveStepSize(step.instances, count), holdMs: step.holdMs })).filter((step) => step.instances < count),
+          { instances: count, holdMs: 0 },
+        ]
+      : [];
   return {
     target: { service: spec.service, environment },
     provider: spec.provider,
@@ -106,7 +160,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       args: { ...spec.image.dockerfile.args },
       ...(spec.image.dockerfile.target ? { stage: spec.image.dockerfile.target } : {}),
     },
-    count: spec.instances.count,
+    count,
     instance: {
       ports,
       env: { ...spec.instances.env },
@@ -116,8 +170,16 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       ...(spec.instances.resources.cpus !== undefined ? { cpus: spec.instances.resources.cpus } : {}),
       stopGracePeriodMs: spec.instances.stopGracePeriodMs,
     },
-    health: { ...(http ? { http } : {}), ...healthBase, deadlineMs: spec.health.deadlineMs ?? defaultHealthDeadlineMs(healthBase) },
-    rollout: { ...spec.rollout },
+    health: { ...(check ? { check } : {}), ...timing, deadlineMs: deadline.totalMs, deadlineArithmetic: deadline.arithmetic },
+    rollout: {
+      strategy: rollout.strategy,
+      maxSurge: resolveSurge(rollout.maxSurge, count),
+      maxUnavailable: resolveUnavailable(rollout.maxUnavailable, count),
+      pauseBetweenBatchesMs: rollout.pauseBetweenBatchesMs,
+      bakeTimeMs: rollout.bakeTimeMs,
+      steps,
+      autoRollback: rollout.autoRollback,
+    },
   };
 }
 

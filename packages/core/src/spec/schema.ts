@@ -14,7 +14,8 @@ const nameText = "lowercase letters, digits and dashes, starting with a letter, 
 /** Memory sizes: bytes as a number, or text with a binary (Ki, Mi, Gi) or decimal (k, M, G) unit. */
 export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|gb|gi|gib)?$/i;
 
-const milliseconds = (description: string) => z.number().int().min(0).describe(`${description} (milliseconds)`);
+const milliseconds = (description: string, least = 0) =>
+  z.number().int().min(least, `expected at least ${least} ms`).describe(`${description} (milliseconds)`);
 
 /** Build an image from a Dockerfile (container providers). */
 export const dockerfileSchema = z
@@ -89,12 +90,28 @@ export const httpCheckSchema = z
   })
   .describe("Probe each instance with an HTTP GET; a status in `expectStatus` is a success.");
 
+/** A TCP health check: the port accepts a connection. */
+export const tcpCheckSchema = z
+  .strictObject({
+    port: z.union([z.string(), z.number().int().min(1).max(65535)]).describe("A port name from `instances.ports`, or a port number."),
+  })
+  .describe("A TCP health check: healthy when the port accepts a connection.");
+
+/** A command health check, run inside the instance. */
+export const commandCheckSchema = z
+  .strictObject({
+    command: z.array(z.string().min(1)).min(1).describe("The command and its arguments, run inside the instance; exit code 0 is healthy."),
+  })
+  .describe("A command health check, run inside the instance (the provider must be able to run commands in instances).");
+
 /** The health check that gates a rollout. */
 export const healthSchema = z
   .strictObject({
     http: httpCheckSchema.optional(),
-    intervalMs: milliseconds("Time between two probes of one instance").min(100).default(1_000),
-    timeoutMs: milliseconds("How long one probe may take").min(50).default(2_000),
+    tcp: tcpCheckSchema.optional(),
+    command: commandCheckSchema.optional(),
+    intervalMs: milliseconds("Time between two probes of one instance", 100).default(1_000),
+    timeoutMs: milliseconds("How long one probe may take", 50).default(2_000),
     healthyThreshold: z.number().int().min(1).max(100).default(2).describe("Consecutive successes that make an instance healthy."),
     unhealthyThreshold: z
       .number()
@@ -104,17 +121,48 @@ export const healthSchema = z
       .default(3)
       .describe("Consecutive failures, after the start period, that make an instance unhealthy and fail the rollout."),
     startPeriodMs: milliseconds("Grace period after launch during which failures do not count").default(0),
+    stabilityWindowMs: milliseconds(
+      "After reaching the healthy threshold, how long an instance must keep passing, without restarting, before it counts as healthy",
+    ).default(0),
     deadlineMs: milliseconds("How long an instance may take to become healthy in all; by default derived from the other settings")
       .optional(),
   })
-  .describe("How Kiln decides that a new instance is healthy. Without a check, a running instance counts as healthy.");
+  .describe("How Kiln decides that a new instance is healthy. At most one of http, tcp and command; without any, a running instance counts as healthy.");
+
+/** An instance count, or a percentage of `instances.count` (`"25%"`). */
+export const countOrPercentSchema = z.union([
+  z.number().int().min(0),
+  z.string().regex(/^(100|[1-9]?[0-9])%$/, "a whole percentage from 0% to 100%, such as 25%"),
+]);
+
+/** One canary step. */
+export const canaryStepSchema = z
+  .strictObject({
+    instances: countOrPercentSchema.describe("How many instances run the new release at this step: a count or a percentage of `count` (rounded up)."),
+    holdMs: milliseconds("How long the step is held, health checks still gating, before the next step").default(0),
+  })
+  .describe("A canary step: this many new instances, held this long.");
 
 /** The rollout strategy. */
 export const rolloutSchema = z
   .strictObject({
-    strategy: z.literal("rolling").default("rolling").describe("Replace instances batch by batch."),
-    maxSurge: z.number().int().min(0).default(1).describe("How many instances may run above `count` during a rollout."),
-    maxUnavailable: z.number().int().min(0).default(0).describe("How many instances may be missing below `count` during a rollout."),
+    strategy: z
+      .enum(["rolling", "blue-green", "canary"])
+      .default("rolling")
+      .describe("`rolling`: batch by batch. `blue-green`: the whole new set, then the switch, then the old set retired after `bakeTimeMs`. `canary`: the new release grows through `steps`."),
+    maxSurge: countOrPercentSchema
+      .default(1)
+      .describe("How many instances may run above `count` during a rolling rollout: a count, or a percentage of `count` rounded up."),
+    maxUnavailable: countOrPercentSchema
+      .default(0)
+      .describe("How many instances may be missing below `count` during a rolling rollout: a count, or a percentage of `count` rounded down."),
+    pauseBetweenBatchesMs: milliseconds("Rolling: a pause after each batch, health checks still gating").default(0),
+    bakeTimeMs: milliseconds("Blue-green: how long the old set is kept after the switch, so a rollback is instant").default(0),
+    steps: z.array(canaryStepSchema).min(1).optional().describe("Canary: the steps, each a size and a hold; a last step of 100% is implied."),
+    autoRollback: z
+      .boolean()
+      .default(true)
+      .describe("Undo a rollout whose health gate fails, restoring the previous release. When false, the failed rollout stops where it is and leaves its instances for inspection."),
   })
   .describe("How a release replaces the previous one.");
 
@@ -126,7 +174,10 @@ export const environmentSchema = z
     provider: providerSchema.optional(),
     image: z.strictObject({ dockerfile: dockerfileSchema.partial().optional() }).optional(),
     instances: instancesSchema.partial().extend({ resources: resourcesSchema.partial().optional() }).optional(),
-    health: healthSchema.partial().extend({ http: httpCheckSchema.partial().optional() }).optional(),
+    health: healthSchema
+      .partial()
+      .extend({ http: httpCheckSchema.partial().optional(), tcp: tcpCheckSchema.partial().optional(), command: commandCheckSchema.partial().optional() })
+      .optional(),
     rollout: rolloutSchema.partial().optional(),
   })
   .describe("Overrides for one environment, merged over the top-level settings.");

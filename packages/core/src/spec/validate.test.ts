@@ -17,8 +17,8 @@ describe("validateSpec", () => {
       provider: "docker",
       image: { dockerfile: { context: ".", file: "Dockerfile", args: {} } },
       instances: { count: 1, ports: [], env: {}, labels: {}, resources: {}, stopGracePeriodMs: 10_000 },
-      health: { intervalMs: 1000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3, startPeriodMs: 0 },
-      rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0 },
+      health: { intervalMs: 1000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3, startPeriodMs: 0, stabilityWindowMs: 0 },
+      rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, autoRollback: true },
       environments: {},
     });
     expect(result.value.environments).toEqual({});
@@ -86,7 +86,7 @@ describe("validateSpec", () => {
 
   it("reports maxSurge = 0 with maxUnavailable = 0, at the top level and in an environment", () => {
     expect(issuesOf(validateSpec({ service: "web", rollout: { maxSurge: 0 } }))).toEqual([
-      expect.objectContaining({ path: ["rollout"], kind: "invalid-value", message: expect.stringContaining("both 0") }),
+      expect.objectContaining({ path: ["rollout"], kind: "invalid-value", message: expect.stringContaining("both come to 0") }),
     ]);
     expect(issuesOf(validateSpec({ service: "web", environments: { prod: { rollout: { maxSurge: 0 } } } }))).toEqual([
       expect.objectContaining({ path: ["environments", "prod", "rollout"], kind: "invalid-value" }),
@@ -146,5 +146,41 @@ describe("mergeOverrides and stripExtensionKeys", () => {
     expect(merged).toEqual({ a: { b: 1, c: [3] }, d: 1, e: 2 });
     expect(base).toEqual({ a: { b: 1, c: [1, 2] }, d: 1 });
     expect(stripExtensionKeys({ "x-a": 1, b: [{ "x-c": 1, d: 2 }], env: { "x-e": "kept" } })).toEqual({ b: [{ d: 2 }], env: { "x-e": "kept" } });
+  });
+});
+
+describe("rollout strategies and health gates", () => {
+  it("resolves percentages: surge rounds up, unavailable rounds down, and 0 of both is refused", () => {
+    expect(issuesOf(validateSpec({ service: "web", instances: { count: 3 }, rollout: { maxSurge: "0%", maxUnavailable: "25%" } }))).toEqual([
+      expect.objectContaining({ path: ["rollout"], message: expect.stringContaining("both come to 0 instances of 3") }),
+    ]);
+    expect(validateSpec({ service: "web", instances: { count: 4 }, rollout: { maxSurge: "0%", maxUnavailable: "25%" } }).ok).toBe(true);
+  });
+
+  it("needs steps for canary, growing steps, and steps only for canary", () => {
+    expect(issuesOf(validateSpec({ service: "web", rollout: { strategy: "canary" } }))).toEqual([expect.objectContaining({ path: ["rollout", "steps"] })]);
+    expect(issuesOf(validateSpec({ service: "web", instances: { count: 4 }, rollout: { strategy: "canary", steps: [{ instances: "50%" }, { instances: 2 }] } }))).toEqual([
+      expect.objectContaining({ path: ["rollout", "steps", 1, "instances"], message: expect.stringContaining("larger than the one before (2)") }),
+    ]);
+    expect(issuesOf(validateSpec({ service: "web", rollout: { strategy: "rolling", steps: [{ instances: 1 }] } }))).toEqual([
+      expect.objectContaining({ path: ["rollout", "steps"], message: expect.stringContaining("canary strategy only") }),
+    ]);
+  });
+
+  it("refuses a deadline shorter than the settings need, showing the arithmetic", () => {
+    const issues = issuesOf(
+      validateSpec({ service: "web", health: { tcp: { port: 80 }, startPeriodMs: 10_000, intervalMs: 1000, timeoutMs: 500, healthyThreshold: 3, stabilityWindowMs: 2000, deadlineMs: 12_000 } }),
+    );
+    expect(issues).toEqual([
+      expect.objectContaining({
+        path: ["health", "deadlineMs"],
+        message: "12000 ms is shorter than these settings need: startPeriodMs 10000 + healthyThreshold 3 × (intervalMs 1000 + timeoutMs 500) + stabilityWindowMs 2000 = 16500 ms; raise deadlineMs or lower those settings",
+      }),
+    ]);
+  });
+
+  it("allows one health check kind and checks its port name", () => {
+    expect(issuesOf(validateSpec({ service: "web", health: { http: { port: 80 }, tcp: { port: 80 } } }))).toEqual([expect.objectContaining({ path: ["health"], message: "give one health check, not http and tcp" })]);
+    expect(issuesOf(validateSpec({ service: "web", health: { tcp: { port: "db" } } }))).toEqual([expect.objectContaining({ path: ["health", "tcp", "port"], kind: "reference" })]);
   });
 });

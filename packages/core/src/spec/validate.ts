@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import { KilnError } from "../errors.js";
 import { specSchema, environmentSchema, type Spec } from "./schema.js";
+import { minimumHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable } from "./arithmetic.js";
 
 /** One problem found in a spec. */
 export interface SpecIssue {
@@ -85,7 +86,9 @@ export function validateSpec(input: unknown): SpecValidation {
       issues.push(...fromZodIssues(merged.error.issues, envPath));
       continue;
     }
-    issues.push(...checkConsistency(merged.data, envPath));
+    // A problem the environment inherits from the top level is reported once, at the top level.
+    const topLevel = new Set(issues.filter((issue) => issue.path[0] !== "environments").map((issue) => `${formatPath(issue.path)}\u0000${issue.message}`));
+    issues.push(...checkConsistency(merged.data, envPath).filter((issue) => !topLevel.has(`${formatPath(issue.path.slice(2))}\u0000${issue.message}`)));
     environments[name] = merged.data;
   }
   if (issues.length > 0) return { ok: false, issues };
@@ -134,21 +137,59 @@ function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] 
     }
     seen.add(port.name);
   });
-  const http = spec.health.http;
-  if (http && typeof http.port === "string" && !seen.has(http.port)) {
-    const known = [...seen].map((name) => `"${name}"`).join(", ") || "none are declared";
-    issues.push({
-      path: [...prefix, "health", "http", "port"],
-      kind: "reference",
-      message: `"${http.port}" is not a port name from instances.ports (${known}); name one, or give a port number`,
-    });
+  const checks = (["http", "tcp", "command"] as const).filter((kind) => spec.health[kind] !== undefined);
+  if (checks.length > 1) {
+    issues.push({ path: [...prefix, "health"], kind: "invalid-value", message: `give one health check, not ${checks.join(" and ")}` });
   }
-  if (spec.rollout.maxSurge === 0 && spec.rollout.maxUnavailable === 0) {
+  for (const kind of ["http", "tcp"] as const) {
+    const port = spec.health[kind]?.port;
+    if (typeof port === "string" && !seen.has(port)) {
+      const known = [...seen].map((name) => `"${name}"`).join(", ") || "none are declared";
+      issues.push({
+        path: [...prefix, "health", kind, "port"],
+        kind: "reference",
+        message: `"${port}" is not a port name from instances.ports (${known}); name one, or give a port number`,
+      });
+    }
+  }
+  const { rollout } = spec;
+  const count = spec.instances.count;
+  if (rollout.strategy === "rolling" && resolveSurge(rollout.maxSurge, count) === 0 && resolveUnavailable(rollout.maxUnavailable, count) === 0) {
     issues.push({
       path: [...prefix, "rollout"],
       kind: "invalid-value",
-      message: "maxSurge and maxUnavailable are both 0, so no instance could ever be replaced; set maxSurge to 1 (replace surge-first) or maxUnavailable to 1",
+      message: `maxSurge (${String(rollout.maxSurge)}) and maxUnavailable (${String(rollout.maxUnavailable)}) both come to 0 instances of ${count}, so no instance could ever be replaced; set maxSurge to 1 (replace surge-first) or maxUnavailable to 1`,
     });
+  }
+  if (rollout.strategy === "canary") {
+    if (!rollout.steps) {
+      issues.push({ path: [...prefix, "rollout", "steps"], kind: "invalid-value", message: 'a canary rollout needs steps, e.g. [{ instances: 1, holdMs: 60000 }, { instances: "50%" }]' });
+    } else {
+      let previous = 0;
+      rollout.steps.forEach((step, index) => {
+        const size = resolveStepSize(step.instances, count);
+        if (size <= previous || size > count) {
+          issues.push({
+            path: [...prefix, "rollout", "steps", index, "instances"],
+            kind: "invalid-value",
+            message: `step ${index + 1} comes to ${size} of ${count} instances; each step must be larger than the one before (${previous}) and at most ${count}`,
+          });
+        }
+        previous = Math.max(previous, size);
+      });
+    }
+  } else if (rollout.steps) {
+    issues.push({ path: [...prefix, "rollout", "steps"], kind: "invalid-value", message: `steps apply to the canary strategy only; this rollout is ${rollout.strategy}` });
+  }
+  if (spec.health.deadlineMs !== undefined) {
+    const need = minimumHealthDeadline(spec.health);
+    if (spec.health.deadlineMs < need.totalMs) {
+      issues.push({
+        path: [...prefix, "health", "deadlineMs"],
+        kind: "invalid-value",
+        message: `${spec.health.deadlineMs} ms is shorter than these settings need: ${need.arithmetic} = ${need.totalMs} ms; raise deadlineMs or lower those settings`,
+      });
+    }
   }
   return issues;
 }

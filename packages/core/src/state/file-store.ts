@@ -1,36 +1,42 @@
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir } from "node:fs/promises";
 import path from "node:path";
 import lockfile from "proper-lockfile";
 import writeFileAtomic from "write-file-atomic";
 import { KilnError } from "../errors.js";
 import { formatTarget, parseTarget, type Target } from "../target.js";
-import { emptyTargetState, type Holder, type StateStore, type TargetLock, type TargetState } from "./types.js";
+import { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, holdLease, releaseLease, renewLease } from "./lease.js";
+import { emptyTargetState, type StateStore, type TargetLock, type TargetState } from "./types.js";
 
 /** Options of {@link createFileStateStore}. */
 export interface FileStateStoreOptions {
   /** The folder to keep state in, e.g. `<project>/.kiln/state`. Created on first write. */
   readonly directory: string;
   /**
-   * How long a lock may go without being refreshed before another process may take it over
-   * (milliseconds). The holder refreshes it every half of this.
+   * How long a rollout lock's lease lasts without a renewal when `lock` is given no `ttlMs`
+   * (milliseconds). The holder renews it every third of this; a holder that died on this host is
+   * detected at once by its process id, one on another host when the lease expires.
    * @defaultValue 30000
    */
-  readonly staleLockMs?: number;
+  readonly leaseTtlMs?: number;
 }
 
 const FORMAT_VERSION = 1;
 
 /**
  * The embedded state store: one JSON file per target under `directory`, written atomically
- * (temporary file + rename), with updates serialised by a lock file (proper-lockfile) so several
- * processes on one machine can share it. Needs nothing installed.
+ * (temporary file + rename), with updates serialised by a short-lived lock file (proper-lockfile)
+ * so several processes on one machine can share it. Needs nothing installed.
  *
- * Files: `<service>@<environment>.json` (state) and `<service>@<environment>.rollout.lock`
- * (the rollout lock, with `.holder.json` beside it naming the holder).
+ * The rollout lock is a lease kept in the target's state file (`state.lease`, with the fencing
+ * token counter `state.fencingToken`), so taking, renewing, checking and releasing it are ordinary
+ * atomic updates, and a fenced write checks the token in the same update that writes.
+ *
+ * Files: `<service>@<environment>.json` (state, journal and lease) and, for a moment during each
+ * update, `<service>@<environment>.json.lock`.
  */
 export function createFileStateStore(options: FileStateStoreOptions): StateStore {
   const directory = path.resolve(options.directory);
-  const staleLockMs = options.staleLockMs ?? 30_000;
+  const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   const fileOf = (target: Target) => path.join(directory, `${formatTarget(target)}.json`);
 
   async function readState(target: Target): Promise<TargetState> {
@@ -44,6 +50,8 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
     try {
       const parsed = JSON.parse(text) as { version?: number; state?: TargetState };
       if (parsed.version !== FORMAT_VERSION || !parsed.state || !Array.isArray(parsed.state.releases)) throw new Error(`unknown format version ${String(parsed.version)}`);
+      // Rollouts recorded before the journal existed have none.
+      for (const rollout of parsed.state.rollouts) rollout.journal ??= [];
       return parsed.state;
     } catch (error) {
       throw new KilnError(
@@ -68,6 +76,21 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
     }
   }
 
+  async function update<T>(target: Target, change: (state: TargetState) => T, token?: number): Promise<T> {
+    const file = fileOf(target);
+    return withFileLock(file, async () => {
+      const state = await readState(target);
+      if (token !== undefined) assertLeaseToken(state, token);
+      const result = change(state);
+      try {
+        await writeFileAtomic(file, `${JSON.stringify({ version: FORMAT_VERSION, state }, null, 2)}\n`);
+      } catch (error) {
+        throw new KilnError("STATE_UNAVAILABLE", `Cannot write the state file ${file}: check free disk space and permissions.`, { cause: error });
+      }
+      return result;
+    });
+  }
+
   return {
     read: readState,
 
@@ -82,57 +105,40 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
       return names.filter((name) => /^[^.].*@.*\.json$/.test(name) && !name.endsWith(".holder.json")).map((name) => parseTarget(name.slice(0, -".json".length)));
     },
 
-    async update(target, change) {
-      const file = fileOf(target);
-      return withFileLock(file, async () => {
-        const state = await readState(target);
-        const result = change(state);
-        try {
-          await writeFileAtomic(file, `${JSON.stringify({ version: FORMAT_VERSION, state }, null, 2)}\n`);
-        } catch (error) {
-          throw new KilnError("STATE_UNAVAILABLE", `Cannot write the state file ${file}: check free disk space and permissions.`, { cause: error });
-        }
-        return result;
+    update(target, change, updateOptions) {
+      return update(target, change, updateOptions?.token);
+    },
+
+    async lock(target, holder, lockOptions = {}): Promise<TargetLock> {
+      const ttlMs = lockOptions.ttlMs ?? leaseTtlMs;
+      const { lease, tookOver } = await update(target, (state) => acquireLease(state, holder, ttlMs));
+      if (tookOver) {
+        lockOptions.logger?.warn("took over a stale rollout lock", { target: formatTarget(target), from: tookOver.holder, reason: tookOver.staleReason, token: lease.token });
+      }
+      return holdLease({
+        target,
+        lease,
+        tookOver,
+        ...(lockOptions.logger ? { logger: lockOptions.logger } : {}),
+        renew: (token) => update(target, (state) => renewLease(state, token)),
+        release: async (token) => {
+          await update(target, (state) => releaseLease(state, token));
+        },
       });
     },
 
-    async lock(target, holder): Promise<TargetLock> {
-      await mkdir(directory, { recursive: true });
-      const lockTarget = path.join(directory, `${formatTarget(target)}.rollout`);
-      const holderFile = `${lockTarget}.holder.json`;
-      await writeFile(lockTarget, "", { flag: "a" });
-      let releaseLock: () => Promise<void>;
-      try {
-        releaseLock = await lockfile.lock(lockTarget, {
-          realpath: false,
-          stale: staleLockMs,
-          update: Math.floor(staleLockMs / 2),
-          retries: 0,
-          // A lock lost while held (the machine slept past the stale time) must not crash the
-          // process from a timer; the journal and fencing of later issues handle the takeover.
-          onCompromised: () => {},
-        });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ELOCKED") throw new KilnError("STATE_UNAVAILABLE", `Cannot lock ${lockTarget}.`, { cause: error });
-        const current = await readFile(holderFile, "utf8").then((text) => JSON.parse(text) as Holder).catch(() => undefined);
-        const who = current ? `${current.user}@${current.host} (pid ${current.pid}, "${current.command}", since ${current.since})` : "another process";
-        throw new KilnError(
-          "TARGET_LOCKED",
-          `${formatTarget(target)} is being rolled out by ${who}. Wait for it to finish and try again; a lock whose holder died expires after ${Math.round(staleLockMs / 1000)} s.`,
-          { details: { holder: current } },
-        );
-      }
-      await writeFileAtomic(holderFile, JSON.stringify(holder));
-      let released = false;
-      return {
-        holder,
-        async release() {
-          if (released) return;
-          released = true;
-          await rm(holderFile, { force: true });
-          await releaseLock();
-        },
-      };
+    async lockStatus(target) {
+      const { lease } = await readState(target);
+      return lease ? describeLease(lease) : undefined;
+    },
+
+    async forceRelease(target) {
+      return update(target, (state) => {
+        const lease = state.lease;
+        if (!lease) return undefined;
+        delete state.lease;
+        return describeLease(lease);
+      });
     },
   };
 }

@@ -1,7 +1,8 @@
 import type { ErrorCode } from "../errors.js";
 import type { RolloutKind } from "../events.js";
+import type { Logger } from "../logger.js";
 import type { ImageRef, InstanceConfig } from "../provider.js";
-import type { ResolvedHealth } from "../spec/resolve.js";
+import type { ResolvedHealth, ResolvedRollout } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 
 /** Where a release stands. `pending` while its rollout runs. */
@@ -27,7 +28,7 @@ export interface ReleaseRecord {
   readonly count: number;
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
-  readonly rollout: { readonly strategy: "rolling"; readonly maxSurge: number; readonly maxUnavailable: number };
+  readonly rollout: ResolvedRollout;
   /**
    * A hash of the fingerprint, the count and the instance configuration: equal hashes mean the
    * same instances would run. Health and rollout settings are not part of it: changing only them
@@ -54,6 +55,47 @@ export interface Holder {
 /** Where a rollout stands. */
 export type RolloutStatus = "running" | "succeeded" | "failed" | "aborted";
 
+/** A provider operation the journal records: the calls that create or destroy something. */
+export type JournalOp = "images.build" | "instances.launch" | "instances.terminate" | "rollout.recover";
+
+/**
+ * One entry of a rollout's journal (its write-ahead record). Every provider call that creates or
+ * destroys something is written twice: an `intent` before the call and an `outcome` after it, both
+ * with the same `step`. See `journaled()` in `@kilnjs/core` for step names and the crash hook.
+ */
+export interface JournalEntry {
+  /** 1, 2, 3, … within the rollout, in write order. */
+  readonly seq: number;
+  /** `intent` before the provider call, `outcome` after it. */
+  readonly phase: "intent" | "outcome";
+  /**
+   * Stable name of the step within its rollout, `<verb>:<n>` with n counting that verb's calls
+   * from 1: `build:1`, `launch:2`, `terminate:1`, `recover:1`. The same plan gives the same names
+   * in every run, so a test can name a step to crash at.
+   */
+  readonly step: string;
+  readonly op: JournalOp;
+  /** The launch request's idempotency key (launch steps only). */
+  readonly idempotencyKey?: string;
+  /** The release the instances belong to (launch steps). */
+  readonly release?: number;
+  /** How many instances a launch asks for. */
+  readonly count?: number;
+  /**
+   * Instances the step concerns: for a terminate (intent and outcome), those to terminate; for a
+   * launch outcome, those started; for a recovery, those found carrying the rollout's id.
+   */
+  readonly instanceIds: readonly string[];
+  /** The image built (build outcome). */
+  readonly imageId?: string;
+  /** For an outcome: whether the call succeeded. */
+  readonly result?: "ok" | "failed";
+  /** For a failed outcome: the error. */
+  readonly error?: RecordedError;
+  /** ISO 8601. */
+  readonly time: string;
+}
+
 /** One rollout: moving a target from one release to another. */
 export interface RolloutRecord {
   readonly id: string;
@@ -63,11 +105,42 @@ export interface RolloutRecord {
   readonly toRelease: number;
   readonly startedAt: string;
   readonly holder: Holder;
+  /** The provider the rollout used (absent in records written before it was kept). */
+  readonly provider?: string;
+  /** The fencing token of the lease the rollout ran under. */
+  readonly token?: number;
   status: RolloutStatus;
   finishedAt?: string;
   error?: RecordedError;
   /** The release serving after a failed rollout was undone. */
   restoredRelease?: number;
+  /** The write-ahead journal: intent and outcome of each provider call, in order. */
+  journal: JournalEntry[];
+}
+
+/**
+ * The lease on a target's rollout lock, kept in the target's state. Only its holder may write
+ * state on behalf of a rollout, proving it with `token`.
+ */
+export interface Lease {
+  readonly holder: Holder;
+  /**
+   * The fencing token: 1, 2, 3, … per target, one more for every lease ever granted, so a newer
+   * holder always has a larger token than any older one.
+   */
+  readonly token: number;
+  /** When the lease lapses unless renewed (ISO 8601). */
+  expiresAt: string;
+  /** How long one renewal extends it (milliseconds); the holder renews every third of it. */
+  readonly ttlMs: number;
+}
+
+/** A lease as `lockStatus` reports it. */
+export interface LeaseStatus extends Lease {
+  /** Whether another process may take the lease over: it expired, or its holder's process is gone. */
+  readonly stale: boolean;
+  /** Why it is stale, in words; undefined when it is live. */
+  readonly staleReason: string | undefined;
 }
 
 /** Everything the store holds for one target. */
@@ -77,13 +150,48 @@ export interface TargetState {
   rollouts: RolloutRecord[];
   /** The release that serves now: the last one whose rollout succeeded. */
   currentRelease: number | undefined;
+  /** The rollout lock, while someone holds it (or held it and died). */
+  lease?: Lease;
+  /** The last fencing token granted for this target (0 or absent: none yet). */
+  fencingToken?: number;
 }
 
-/** An exclusive hold on one target; release it when the rollout ends. */
+/** An exclusive, leased hold on one target; release it when the rollout ends. */
 export interface TargetLock {
   readonly holder: Holder;
-  /** Gives the lock up; calling it twice is harmless. */
+  /** The fencing token: pass it to {@link StateStore.update} for every write made for the rollout. */
+  readonly token: number;
+  /** When the lease lapses unless renewed (ISO 8601); moves on with each renewal. */
+  readonly expiresAt: string;
+  /** The stale lease this lock took over, if it replaced one (its holder died or let it expire). */
+  readonly tookOver: LeaseStatus | undefined;
+  /**
+   * Aborted, with a `LOCK_LOST` {@link KilnError} as its reason, when a renewal finds that another
+   * holder has the lease: stop working, nothing more can be written.
+   */
+  readonly signal: AbortSignal;
+  /** Stops renewing and clears the lease if it is still this lock's; calling it twice is harmless. */
   release(): Promise<void>;
+}
+
+/** Options of {@link StateStore.lock}. */
+export interface LockOptions {
+  /**
+   * How long the lease lasts without a renewal (milliseconds); the holder renews it every third
+   * of this while it lives. @defaultValue the store's default (30000 for the file store)
+   */
+  readonly ttlMs?: number;
+  /** Diagnostics for renewals and a lost lease. */
+  readonly logger?: Logger;
+}
+
+/** Options of {@link StateStore.update}. */
+export interface UpdateOptions {
+  /**
+   * The fencing token of the lease this write is made under. When given, the write is refused with
+   * `LOCK_LOST` unless the target's current lease has this token.
+   */
+  readonly token?: number;
 }
 
 /**
@@ -97,14 +205,25 @@ export interface StateStore {
   listTargets(): Promise<Target[]>;
   /**
    * Changes a target's state atomically: `change` gets the current state to modify in place and
-   * its return value is passed through. Concurrent updates of one target are serialised.
+   * its return value is passed through. Concurrent updates of one target are serialised. When
+   * `change` throws, nothing is written and the error propagates.
+   * @throws KilnError LOCK_LOST when `options.token` is given and is not the current lease's
    */
-  update<T>(target: Target, change: (state: TargetState) => T): Promise<T>;
+  update<T>(target: Target, change: (state: TargetState) => T, options?: UpdateOptions): Promise<T>;
   /**
-   * Takes the target's rollout lock.
-   * @throws KilnError TARGET_LOCKED naming the holder when another live process holds it
+   * Takes the target's rollout lock: a lease with a new fencing token, renewed every `ttlMs / 3`
+   * by an unref'd timer (it never keeps the process alive) until {@link TargetLock.release}. A
+   * stale lease (expired, or its holder's process on this host is gone) is taken over.
+   * @throws KilnError TARGET_LOCKED naming the holder when a live lease is held
    */
-  lock(target: Target, holder: Holder): Promise<TargetLock>;
+  lock(target: Target, holder: Holder, options?: LockOptions): Promise<TargetLock>;
+  /** The target's lease, with whether it is stale; undefined when nobody holds the lock. */
+  lockStatus(target: Target): Promise<LeaseStatus | undefined>;
+  /**
+   * Clears the target's lease whoever holds it, and returns it. The former holder's next write
+   * fails with `LOCK_LOST`; it is not stopped otherwise. Undefined when nobody held the lock.
+   */
+  forceRelease(target: Target): Promise<LeaseStatus | undefined>;
   /** Releases resources; the store is not used afterwards. */
   close?(): Promise<void>;
 }

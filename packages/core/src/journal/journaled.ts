@@ -1,0 +1,187 @@
+import { KilnError, toKilnError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { silentLogger } from "../logger.js";
+import type { Provider } from "../provider.js";
+import type { JournalEntry, JournalOp, RecordedError, RolloutRecord, StateStore } from "../state/types.js";
+import type { Target } from "../target.js";
+
+/*
+ * The rollout journal: a write-ahead record of every provider call that creates or destroys
+ * something. Each call is written to the store as an `intent` before it is made and as an
+ * `outcome` after it (ok, with the ids it created or removed; or failed, with the error code), as
+ * entries of the rollout's record (`RolloutRecord.journal`). A process killed at any point leaves
+ * a journal that says which calls may have happened; with the rollout id label on every instance,
+ * the next run finds and recovers everything the dead one created.
+ *
+ * Step names. Each call gets a step name `<verb>:<n>`, n counting that verb's calls within the
+ * rollout from 1, in the order the engine makes them:
+ *
+ *   build:<n>       images.build        (a deploy builds at most once: build:1)
+ *   launch:<n>      instances.launch    (batch launches, then any restore launch of an undo)
+ *   terminate:<n>   instances.terminate (each retirement call, in order)
+ *
+ * Names do not contain the rollout id, so the same plan gives the same names in every run: a test
+ * reads the steps of one normal run (`journalCrashPoints(rollout)`) and then kills a new run at
+ * each of them. The launch's idempotency key (`<rolloutId>:launch:<batch>`) is kept in the entry.
+ *
+ * Test-only crash hook. When the environment variable `KILN_TEST_CRASH_AT` is set to
+ * `<phase>:<step>`, e.g. `intent:launch:2` or `outcome:terminate:1`, the process kills itself with
+ * SIGKILL right after that journal entry is written (so the entry is on disk, and for an intent
+ * the provider call was never made; for an outcome it was). A value that is not of this form makes
+ * every journaled call fail with INVALID_ARGUMENT, so a typo in a test cannot pass silently.
+ */
+
+/** The environment variable naming the journal step a test wants the process to die at. */
+export const CRASH_AT_ENV = "KILN_TEST_CRASH_AT";
+
+/** Options of {@link journaled}. */
+export interface JournalOptions {
+  readonly store: StateStore;
+  readonly target: Target;
+  /** The rollout whose record receives the entries; it must exist in the store. */
+  readonly rolloutId: string;
+  /** The fencing token of the lease the rollout runs under; every entry is written with it. */
+  readonly token: number;
+  readonly logger?: Logger;
+  /**
+   * Test-only: the `<phase>:<step>` to die at.
+   * @defaultValue `process.env.KILN_TEST_CRASH_AT`
+   */
+  readonly crashAt?: string | undefined;
+  /**
+   * Test-only: how to die at the crash point. @defaultValue `process.kill(process.pid, "SIGKILL")`
+   * (the journaled call then never returns, even if the signal were delayed).
+   */
+  readonly kill?: () => void;
+}
+
+type Verb = "build" | "launch" | "terminate";
+
+const OPS: Record<Verb, JournalOp> = { build: "images.build", launch: "instances.launch", terminate: "instances.terminate" };
+
+/**
+ * Parses a crash point, `<phase>:<verb>:<n>` (`intent:launch:2`).
+ * @throws KilnError INVALID_ARGUMENT when it is not of that form
+ */
+export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; step: string } {
+  const match = /^(intent|outcome):((?:build|launch|terminate):[1-9]\d*)$/.exec(text.trim());
+  if (!match) {
+    throw new KilnError(
+      "INVALID_ARGUMENT",
+      `${CRASH_AT_ENV}="${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch or terminate, e.g. intent:launch:2.`,
+    );
+  }
+  return { phase: match[1] as "intent" | "outcome", step: match[2]! };
+}
+
+/**
+ * Every journal step a rollout wrote, as crash points (`intent:build:1`, `outcome:build:1`,
+ * `intent:launch:1`, …), in order: the values {@link CRASH_AT_ENV} accepts for a run of the same plan.
+ */
+export function journalCrashPoints(rollout: Pick<RolloutRecord, "journal">): string[] {
+  return (rollout.journal ?? []).filter((entry) => entry.op !== "rollout.recover").map((entry) => `${entry.phase}:${entry.step}`);
+}
+
+/**
+ * Wraps a provider so that every `images.build`, `instances.launch` and `instances.terminate` is
+ * journaled on the rollout's record: an intent before the call, an outcome after it. Other members
+ * (find, list, health, capabilities core does not journal) pass through unchanged. The rollout
+ * engine gets the wrapped provider and never knows.
+ *
+ * An intent that cannot be written (the lease was lost: `LOCK_LOST`) stops the call before it is
+ * made. An outcome that cannot be written after a successful call throws that error (the intent
+ * and the rollout id label still let the next run find what was created); after a failed call the
+ * call's own error is thrown and the journal failure is logged.
+ */
+export function journaled(provider: Provider, options: JournalOptions): Provider {
+  const logger = options.logger ?? silentLogger;
+  const crashText = "crashAt" in options ? options.crashAt : process.env[CRASH_AT_ENV];
+  let crash: { phase: "intent" | "outcome"; step: string } | undefined;
+  let crashError: KilnError | undefined;
+  if (crashText !== undefined && crashText !== "") {
+    try {
+      crash = parseCrashPoint(crashText);
+    } catch (error) {
+      crashError = error as KilnError;
+    }
+  }
+  const kill = options.kill ?? (() => process.kill(process.pid, "SIGKILL"));
+  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0 };
+
+  async function write(entry: Omit<JournalEntry, "seq" | "time">): Promise<void> {
+    await options.store.update(
+      options.target,
+      (state) => {
+        const rollout = state.rollouts.find((r) => r.id === options.rolloutId);
+        if (!rollout) throw new KilnError("INTERNAL", `Rollout ${options.rolloutId} has no record to journal into.`);
+        rollout.journal ??= [];
+        const seq = (rollout.journal.at(-1)?.seq ?? 0) + 1;
+        rollout.journal.push({ ...entry, seq, time: new Date().toISOString() });
+      },
+      { token: options.token },
+    );
+    if (crash && crash.phase === entry.phase && crash.step === entry.step) {
+      logger.warn(`${CRASH_AT_ENV}: dying after the journal entry`, { phase: entry.phase, step: entry.step });
+      kill();
+      await new Promise<never>(() => {});
+    }
+  }
+
+  async function step<T>(verb: Verb, fields: Pick<JournalEntry, "instanceIds" | "idempotencyKey" | "release" | "count">, call: () => Promise<T>, describe: (value: T) => Pick<JournalEntry, "instanceIds" | "imageId"> | undefined): Promise<T> {
+    if (crashError) throw crashError;
+    counters[verb] += 1;
+    const name = `${verb}:${counters[verb]}`;
+    const base = { step: name, op: OPS[verb], ...fields };
+    await write({ ...base, phase: "intent" });
+    let value: T;
+    try {
+      value = await call();
+    } catch (error) {
+      const failed = toKilnError(error, "INTERNAL", `${OPS[verb]} failed`);
+      const recorded: RecordedError = { code: failed.code, message: failed.message };
+      try {
+        await write({ ...base, phase: "outcome", result: "failed", error: recorded });
+      } catch (journalError) {
+        // A lost lease is the news: this process may do nothing more for the rollout.
+        if (journalError instanceof KilnError && journalError.code === "LOCK_LOST") throw journalError;
+        logger.error("could not journal a failed provider call", { rolloutId: options.rolloutId, step: name, error: String(journalError) });
+      }
+      throw error;
+    }
+    await write({ ...base, phase: "outcome", result: "ok", ...describe(value) });
+    return value;
+  }
+
+  return {
+    ...provider,
+    images: {
+      ...provider.images,
+      build: (recipe, ctx) =>
+        step("build", { instanceIds: [] }, () => provider.images.build(recipe, ctx), (image) => ({ imageId: image.id, instanceIds: [] })),
+      // Bound so providers whose methods use `this` keep working.
+      find: provider.images.find.bind(provider.images),
+      list: provider.images.list.bind(provider.images),
+      remove: provider.images.remove.bind(provider.images),
+    },
+    instances: {
+      ...provider.instances,
+      launch: (request, ctx) =>
+        step(
+          "launch",
+          { idempotencyKey: request.idempotencyKey, release: request.release, count: request.count, instanceIds: [] },
+          () => provider.instances.launch(request, ctx),
+          (started) => ({ instanceIds: started.map((instance) => instance.id) }),
+        ),
+      list: provider.instances.list.bind(provider.instances),
+      terminate: (instances, terminateOptions, ctx) =>
+        step(
+          "terminate",
+          { instanceIds: instances.map((instance) => instance.id) },
+          () => provider.instances.terminate(instances, terminateOptions, ctx),
+          () => undefined,
+        ),
+    },
+    ping: provider.ping.bind(provider),
+    ...(provider.close ? { close: provider.close.bind(provider) } : {}),
+  };
+}

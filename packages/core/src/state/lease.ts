@@ -1,0 +1,173 @@
+import os from "node:os";
+import { KilnError } from "../errors.js";
+import { silentLogger, type Logger } from "../logger.js";
+import { formatTarget } from "../target.js";
+import type { Holder, Lease, LeaseStatus, TargetLock, TargetState } from "./types.js";
+
+// The lease logic every StateStore shares: pure functions over a TargetState, run inside the
+// store's own atomic update, and the renewal timer of a held lock. A store implements `lock`,
+// `lockStatus`, `forceRelease` and fenced `update` with these, so the rules are the same for the
+// file store and a database.
+
+/** The lease length when the caller names none (milliseconds). */
+export const DEFAULT_LEASE_TTL_MS = 30_000;
+
+/** Whether a process with this id runs on this host (`kill(pid, 0)`: ESRCH means gone). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/**
+ * Why a lease may be taken over, or undefined while it is live: it expired, or its holder ran on
+ * this host and that process is gone. A holder on another host is trusted until its lease expires.
+ */
+export function leaseStaleReason(lease: Lease, now: number = Date.now(), host: string = os.hostname()): string | undefined {
+  const expiresAt = Date.parse(lease.expiresAt);
+  if (!Number.isFinite(expiresAt) || expiresAt <= now) return `it expired at ${lease.expiresAt} (not renewed for ${Math.round(lease.ttlMs / 1000)} s)`;
+  if (lease.holder.host === host && !processAlive(lease.holder.pid)) return `its process (pid ${lease.holder.pid} on ${host}) is gone`;
+  return undefined;
+}
+
+/** A lease with its staleness. */
+export function describeLease(lease: Lease, now: number = Date.now()): LeaseStatus {
+  const staleReason = leaseStaleReason(lease, now);
+  return { ...structuredClone(lease), stale: staleReason !== undefined, staleReason };
+}
+
+/** `user@host (pid N, "command", since …)`: how messages name a holder. */
+export function formatHolder(holder: Holder): string {
+  return `${holder.user}@${holder.host} (pid ${holder.pid}, "${holder.command}", since ${holder.since})`;
+}
+
+/**
+ * Grants a new lease in `state` (to be run inside the store's atomic update): the next fencing
+ * token, expiring `ttlMs` from `now`. A stale lease is replaced and returned as `tookOver`.
+ * @throws KilnError TARGET_LOCKED naming the holder when a live lease is held
+ */
+export function acquireLease(state: TargetState, holder: Holder, ttlMs: number, now: number = Date.now()): { lease: Lease; tookOver: LeaseStatus | undefined } {
+  let tookOver: LeaseStatus | undefined;
+  if (state.lease) {
+    const status = describeLease(state.lease, now);
+    if (!status.stale) {
+      throw new KilnError(
+        "TARGET_LOCKED",
+        `${formatTarget(state.target)} is being rolled out by ${formatHolder(status.holder)}; its lease expires at ${status.expiresAt} unless renewed. Wait for it to finish (or pass --wait-for-lock), and if that process is gone for good, \`kiln lock release --force\` frees the lock.`,
+        { details: { holder: status.holder, token: status.token, expiresAt: status.expiresAt } },
+      );
+    }
+    tookOver = status;
+  }
+  const token = Math.max(state.fencingToken ?? 0, state.lease?.token ?? 0) + 1;
+  const lease: Lease = { holder, token, expiresAt: new Date(now + ttlMs).toISOString(), ttlMs };
+  state.lease = lease;
+  state.fencingToken = token;
+  return { lease: structuredClone(lease), tookOver };
+}
+
+/**
+ * Checks that `token` is the current lease's (inside the store's atomic update, before writing).
+ * @throws KilnError LOCK_LOST when it is not
+ */
+export function assertLeaseToken(state: TargetState, token: number): void {
+  const lease = state.lease;
+  if (lease?.token === token) return;
+  const now = lease ? `${formatHolder(lease.holder)} holds it now (token ${lease.token})` : "nobody holds it now (it was released by force)";
+  throw new KilnError(
+    "LOCK_LOST",
+    `This process lost its lock on ${formatTarget(state.target)} (token ${token}): ${now}. Nothing more is written for this rollout; the next deploy, or \`kiln rollout resume\`, recovers what it left.`,
+    { details: { token, currentToken: lease?.token, holder: lease?.holder } },
+  );
+}
+
+/**
+ * Extends the lease with `token` by its ttl from `now` (inside the store's atomic update).
+ * @throws KilnError LOCK_LOST when the lease is no longer this token's
+ */
+export function renewLease(state: TargetState, token: number, now: number = Date.now()): Lease {
+  assertLeaseToken(state, token);
+  const lease = state.lease!;
+  lease.expiresAt = new Date(now + lease.ttlMs).toISOString();
+  return structuredClone(lease);
+}
+
+/** Clears the lease when it is still `token`'s (inside the store's atomic update). */
+export function releaseLease(state: TargetState, token: number): boolean {
+  if (state.lease?.token !== token) return false;
+  delete state.lease;
+  return true;
+}
+
+/** What {@link holdLease} needs from a store. */
+export interface LeaseKeeperOptions {
+  readonly target: TargetState["target"];
+  readonly lease: Lease;
+  readonly tookOver: LeaseStatus | undefined;
+  /** Renews the lease in the store; throws LOCK_LOST when it is gone. */
+  renew(token: number): Promise<Lease>;
+  /** Clears the lease in the store if it is still this token's. */
+  release(token: number): Promise<void>;
+  readonly logger?: Logger;
+}
+
+/**
+ * A held lock: renews the lease every third of its ttl on an unref'd timer (so it never keeps the
+ * process alive), aborts {@link TargetLock.signal} with `LOCK_LOST` when a renewal finds another
+ * holder, and clears the lease on `release()`.
+ */
+export function holdLease(options: LeaseKeeperOptions): TargetLock {
+  const logger = options.logger ?? silentLogger;
+  const { token, holder, ttlMs } = options.lease;
+  const controller = new AbortController();
+  let expiresAt = options.lease.expiresAt;
+  let renewing: Promise<void> | undefined;
+  let released = false;
+  const stop = () => clearInterval(timer);
+  const timer = setInterval(() => {
+    if (renewing || released) return;
+    renewing = options
+      .renew(token)
+      .then((lease) => {
+        expiresAt = lease.expiresAt;
+      })
+      .catch((error: unknown) => {
+        if (error instanceof KilnError && error.code === "LOCK_LOST") {
+          logger.warn("the rollout lock was taken over; stopping", { target: formatTarget(options.target), token, error: error.message });
+          stop();
+          controller.abort(error);
+        } else {
+          // A transient failure (disk full, database hiccup): try again at the next tick; the
+          // lease stays valid until it expires.
+          logger.warn("could not renew the rollout lock; retrying", { target: formatTarget(options.target), token, error: String(error) });
+        }
+      })
+      .finally(() => {
+        renewing = undefined;
+      });
+  }, Math.max(10, Math.floor(ttlMs / 3)));
+  timer.unref();
+  return {
+    holder,
+    token,
+    get expiresAt() {
+      return expiresAt;
+    },
+    tookOver: options.tookOver,
+    signal: controller.signal,
+    async release() {
+      if (released) return;
+      released = true;
+      stop();
+      await renewing?.catch(() => {});
+      if (controller.signal.aborted) return;
+      await options.release(token);
+    },
+  };
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `npm test`: builds, then runs every test. When DOCKER_HOST is not set, it picks up an engine
+# that answers (one `npm run demo` or `npm run engine:start` started, or the default socket) so
+# the integration tests run instead of skipping; it never starts one itself.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ -z "${DOCKER_HOST:-}" ]] && found="$(bash scripts/docker-engine.sh env 2>/dev/null | tail -n 1)"; then
+  eval "$found"
+  export DOCKER_HOST
+fi
+npx turbo run build --output-logs=errors-only
+exec npx vitest run "$@"
