@@ -21,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
-import { createKiln, type KilnEvent, type SpecInput } from "@kilnjs/core";
+import { createKiln, type SpecInput } from "@kilnjs/core";
 import { createMemoryProvider, type CallCounts } from "@kilnjs/testkit";
 
 const SIZES = [10, 100, 1_000] as const;
