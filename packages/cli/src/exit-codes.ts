@@ -36,6 +36,7 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT_CODES.badInput;
     case "PROVIDER_NOT_FOUND":
     case "PROVIDER_UNAVAILABLE":
+    case "THROTTLED":
     case "CAPABILITY_MISSING":
       return EXIT_CODES.unavailable;
     case "TARGET_LOCKED":

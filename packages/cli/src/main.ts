@@ -40,11 +40,16 @@ const WAIT_FOR_LOCK_HELP = "if another rollout holds the target's lock, wait up 
  */
 export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
   let exitCode: number = EXIT_CODES.success;
+  const jsonRequested = argv.includes("--json");
   const colorDefault = !("NO_COLOR" in io.env) && Boolean(io.stdout.isTTY);
   const program = new Command("kiln")
     .description("Kiln: bake an image, replace instances, health-check them, keep the history.\nNever patches what runs: every change is a new image and new instances.")
     .version(VERSION, "-V, --version")
-    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) })
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      // With --json a usage error is reported as a JSON error below instead.
+      writeErr: (text) => (jsonRequested ? undefined : io.stderr.write(text)),
+    })
     .exitOverride()
     .showHelpAfterError("(run with --help for usage)")
     .addHelpText("after", HELP_FOOTER);
@@ -88,8 +93,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       const dir = path.resolve(options.cwd);
       const file = path.resolve(dir, options.config);
       if (existsSync(file) && !options.force) {
-        output.stderr.write(`${file} exists already; pass --force to overwrite it.\n`);
-        return EXIT_CODES.badInput;
+        return badInput(output, `${file} exists already; pass --force to overwrite it.`);
       }
       const service = (options.service as string | undefined) ?? sanitizeName(path.basename(dir));
       await mkdir(path.dirname(file), { recursive: true });
@@ -106,6 +110,21 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       const loaded = await core.loadSpec(specPath(options));
       const environments = Object.keys(loaded.validated.environments);
       if (options.environment) core.resolveTarget(loaded.validated, options.environment, loaded.baseDir);
+      // Beyond the schema: what `plan` would trip over at once, for every environment.
+      const { providerIssues } = await import("./providers.js");
+      const issues: SpecIssue[] = [];
+      for (const environment of ["default", ...environments]) {
+        const resolved = core.resolveTarget(loaded.validated, environment, loaded.baseDir);
+        const prefix = environment === "default" ? [] : ["environments", environment];
+        if (!existsSync(resolved.build.contextDir)) {
+          issues.push({ path: [...prefix, "image", "dockerfile", "context"], kind: "reference", file: loaded.file, message: `the build context ${resolved.build.contextDir} does not exist` });
+        } else if (!existsSync(resolved.build.dockerfilePath)) {
+          issues.push({ path: [...prefix, "image", "dockerfile", "file"], kind: "reference", file: loaded.file, message: `the Dockerfile ${resolved.build.dockerfilePath} does not exist` });
+        }
+        issues.push(...providerIssues(resolved.provider, io.env).map((message) => ({ path: [...prefix, "provider"], kind: "reference", file: loaded.file, message })));
+      }
+      const unique = [...new Map(issues.map((issue) => [issue.message, issue])).values()];
+      if (unique.length > 0) throw core.specInvalidError(unique, loaded.file);
       const service = loaded.validated.spec.service;
       output.stdout.write(
         output.json
@@ -118,7 +137,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
   common(program.command("plan").description("show what deploy would do, changing nothing (like terraform plan)"))
     .action(action(async (options, output) => {
       const core = await import("@kilnjs/core");
-      const { kiln, spec } = await open(options, output, "plan");
+      const { kiln, spec } = await open(options, output, "plan", { document: true });
       try {
         const plan = await kiln.plan({ spec, ...env(options) });
         output.stdout.write(output.json ? `${JSON.stringify({ type: "plan", plan: { ...plan, changes: plan.changes } })}\n` : `${core.formatPlan(plan)}\n`);
@@ -177,8 +196,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       if (releaseText !== undefined) {
         release = Number(releaseText.replace(/^[rv#]/i, ""));
         if (!Number.isInteger(release) || release < 1) {
-          output.stderr.write(`"${releaseText}" is not a release number; see kiln history for the numbers.\n`);
-          return EXIT_CODES.badInput;
+          return badInput(output, `"${releaseText}" is not a release number; see kiln history for the numbers.`);
         }
       }
       const { kiln, spec, renderer } = await open(options, output, "rollback");
@@ -197,7 +215,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
 
   common(program.command("status").description("the current release, its instances, their addresses, and any drift"))
     .action(action(async (options, output) => {
-      const { kiln, spec } = await open(options, output, "status");
+      const { kiln, spec } = await open(options, output, "status", { document: true });
       try {
         const status = await kiln.status({ spec, ...env(options) });
         if (output.json) {
@@ -232,11 +250,12 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
   common(program.command("history").description("every release and rollout of the target, newest first"))
     .option("-n, --limit <count>", "show at most this many releases", "20")
     .action(action(async (options, output) => {
-      const { kiln, spec } = await open(options, output, "history");
+      const limit = Number(options.limit);
+      if (!/^\d+$/.test(String(options.limit)) || limit < 1) return badInput(output, `--limit takes a whole number of 1 or more, not "${String(options.limit)}".`);
+      const { kiln, spec } = await open(options, output, "history", { document: true });
       try {
         const history = await kiln.history({ spec, ...env(options) });
-        const limit = Number(options.limit);
-        const releases = history.releases.slice(0, Number.isInteger(limit) && limit > 0 ? limit : 20);
+        const releases = history.releases.slice(0, limit);
         if (output.json) {
           output.stdout.write(`${JSON.stringify({ type: "history", target: history.target, currentRelease: history.currentRelease, releases, rollouts: history.rollouts })}\n`);
           return EXIT_CODES.success;
@@ -272,7 +291,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
 
   common(lock.command("status").description("who holds the target's lock: holder, since, expiry, fencing token, and whether it is stale"))
     .action(action(async (options, output) => {
-      const { kiln, spec } = await open(options, output, "lock status");
+      const { kiln, spec } = await open(options, output, "lock status", { document: true });
       try {
         const target = targetText(spec, options);
         const lease = await kiln.lockStatus({ spec, ...env(options) });
@@ -298,7 +317,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       if (!options.force) {
         return badInput(output, "kiln lock release clears the lock even if its holder still runs, so it needs --force; check kiln lock status first.");
       }
-      const { kiln, spec } = await open(options, output, "lock release");
+      const { kiln, spec } = await open(options, output, "lock release", { document: true });
       try {
         const target = targetText(spec, options);
         const cleared = await kiln.forceReleaseLock({ spec, ...env(options) });
@@ -375,16 +394,30 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return EXIT_CODES.success;
+      if (jsonRequested) {
+        io.stdout.write(`${JSON.stringify({ type: "error", code: "INVALID_ARGUMENT", message: error.message.replace(/^error: /, ""), retryable: false, details: {} })}\n`);
+      }
       return EXIT_CODES.badInput;
     }
     throw error;
   }
   return exitCode;
 
-  async function open(options: CommonOptions, output: Output, command: string): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: ReturnType<typeof createRenderer> }> {
+  /**
+   * Loads the spec and creates the Kiln the command uses. Commands that print one document
+   * (plan, status, history, lock) pass `document`: with --json their stdout is that document
+   * alone, without event lines.
+   */
+  async function open(
+    options: CommonOptions,
+    output: Output,
+    command: string,
+    { document = false }: { document?: boolean } = {},
+  ): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: ReturnType<typeof createRenderer> }> {
     const core = await import("@kilnjs/core");
+    if (options.environment === "") throw new core.KilnError("INVALID_ARGUMENT", "--environment needs a name; leave it out to use the spec's top-level settings.");
     const spec = await core.loadSpec(specPath(options));
-    const renderer = createRenderer(output);
+    const renderer = document && output.json ? { onEvent() {}, done() {} } : createRenderer(output);
     const { cliProviders } = await import("./providers.js");
     const kiln = core.createKiln({
       // Every provider the spec names, each loaded only when a command uses it.
@@ -509,6 +542,12 @@ async function reportError(error: unknown, output: Output): Promise<number> {
     const issues = kilnError.details.issues as SpecIssue[];
     output.stderr.write(`${c.red("error")} [SPEC_INVALID]: ${issues.length} problem${issues.length === 1 ? "" : "s"} in the spec; nothing was built or changed.\n`);
     for (const issue of issues) output.stderr.write(`  ${core.formatSpecIssue(issue)}\n`);
+  } else if (typeof kilnError.details.rolloutId === "string" && typeof kilnError.details.release === "number") {
+    // The rollout's events already printed the reason; say what it means for the user.
+    const restored = kilnError.details.restoredRelease;
+    output.stderr.write(
+      `${c.red("error")} [${kilnError.code}]: release ${kilnError.details.release} was not deployed; ${typeof restored === "number" ? `release ${restored} serves` : "see kiln status for what serves"}. The reason is above; kiln history keeps it.\n`,
+    );
   } else {
     output.stderr.write(`${c.red("error")} [${kilnError.code}]: ${kilnError.message}\n`);
     if (output.verbose && kilnError.cause !== undefined) {

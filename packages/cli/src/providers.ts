@@ -47,3 +47,18 @@ export function suggestion(name: string): string {
   const close = closest(name, [...KNOWN_PROVIDERS]);
   return close !== name && distance(close, name) <= 2 ? `, or did you mean "${close}"?` : "";
 }
+
+/**
+ * Problems with a provider name that `kiln validate` reports: not installed (and not pointed at
+ * another module by `KILN_PROVIDER_MODULE_<NAME>`), with a did-you-mean. Checks that the package
+ * resolves; does not load it.
+ */
+export function providerIssues(name: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env[providerModuleVariable(name)]) return [];
+  try {
+    import.meta.resolve(`@kilnjs/provider-${name}`);
+    return [];
+  } catch {
+    return [`the provider "${name}" is not installed (npm install @kilnjs/provider-${name})${suggestion(name)}`];
+  }
+}

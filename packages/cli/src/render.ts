@@ -43,7 +43,10 @@ export function createRenderer(output: Output): Renderer {
     };
   }
   const c = createColors(output.color);
-  const live = Boolean(output.stdout.isTTY) && process.env.TERM !== "dumb";
+  // A live view needs a real terminal with a size; one that reports 0 columns (some CI shells,
+  // detached ptys) gets the plain view, which log-update would otherwise draw as nothing.
+  const columns = (output.stdout as NodeJS.WriteStream).columns ?? 0;
+  const live = Boolean(output.stdout.isTTY) && process.env.TERM !== "dumb" && columns > 0;
   if (!live) {
     return {
       onEvent(event) {
@@ -60,7 +63,9 @@ export function createRenderer(output: Output): Renderer {
   let footer = "";
   const frames = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
   let frame = 0;
+  let finished = false;
   const draw = () => {
+    if (finished) return;
     const spin = c.cyan(frames[frame % frames.length]);
     const lines = [...header];
     if (buildLine) lines.push(`${spin} ${buildLine}`);
@@ -114,9 +119,12 @@ export function createRenderer(output: Output): Renderer {
       draw();
     },
     done() {
+      // Called from both the success path and `finally`: a second call must not draw again.
+      if (finished) return;
       clearInterval(timer);
       buildLine = "";
       draw();
+      finished = true;
       update.done();
     },
   };

@@ -769,6 +769,24 @@ export function createKiln(options: KilnOptions): Kiln {
           );
         }
         const instances = await provider.instances.list({ target }, ctx);
+        // Rolling back to what already serves, intact, does nothing (as a deploy of an unchanged spec).
+        const sameAsCurrent = current !== undefined && (chosen.number === current.number || (chosen.configHash === current.configHash && chosen.image.id === current.image.id));
+        if (sameAsCurrent && interrupted.length === 0) {
+          const intact = planReplacement({
+            instances,
+            fromRelease: current.number,
+            toRelease: current.number,
+            newRelease: false,
+            imageId: current.image.id,
+            count: current.count,
+            maxSurge: current.rollout.maxSurge,
+            maxUnavailable: current.rollout.maxUnavailable,
+          });
+          if (intact.action === "none") {
+            emit({ type: "rollout.skipped", reason: `release ${chosen.number} already serves (as release ${current.number}): nothing to roll back`, release: current.number });
+            return { outcome: "unchanged", plan: undefined, release: current, rollout: undefined };
+          }
+        }
         const number = nextReleaseNumber(state);
         const release: ReleaseRecord = {
           ...structuredClone(chosen),

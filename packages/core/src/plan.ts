@@ -97,7 +97,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     ...(input.limits ? { limits: input.limits } : {}),
   });
   const changes: string[] = [];
-  changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (no image has this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
+  changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (${resolved.target.service} has no image with this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
   if (rollout.action === "none") changes.push(rollout.reason);
   else {
     const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { closest, distance } from "fastest-levenshtein";
 import { KilnError } from "../errors.js";
 import type { InstanceConfig } from "../provider.js";
 import { DEFAULT_ENVIRONMENT, type Target } from "../target.js";
@@ -111,9 +112,11 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
     const found = validated.environments[environment];
     if (!found) {
       const known = Object.keys(validated.environments);
+      const near = known.length > 0 ? closest(environment.toLowerCase(), known) : undefined;
+      const hint = near !== undefined && distance(near, environment.toLowerCase()) <= 2 ? ` Did you mean "${near}"?` : "";
       throw new KilnError(
         "ENVIRONMENT_NOT_FOUND",
-        `The spec defines no environment "${environment}"; ${known.length > 0 ? `it defines ${known.map((n) => `"${n}"`).join(", ")}` : "it defines none (leave --environment out to use the top-level settings)"}.`,
+        `The spec defines no environment "${environment}"; ${known.length > 0 ? `it defines ${known.map((n) => `"${n}"`).join(", ")}` : "it defines none (leave --environment out to use the top-level settings)"}.${hint}`,
       );
     }
     spec = found;

@@ -5,7 +5,7 @@ import writeFileAtomic from "write-file-atomic";
 import { KilnError } from "../errors.js";
 import { formatTarget, parseTarget, type Target } from "../target.js";
 import { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, holdLease, releaseLease, renewLease } from "./lease.js";
-import { emptyTargetState, type StateStore, type TargetLock, type TargetState } from "./types.js";
+import { compactHistory, emptyTargetState, type StateStore, type TargetLock, type TargetState } from "./types.js";
 
 /** Options of {@link createFileStateStore}. */
 export interface FileStateStoreOptions {
@@ -83,7 +83,9 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
       if (token !== undefined) assertLeaseToken(state, token);
       const result = change(state);
       try {
-        await writeFileAtomic(file, `${JSON.stringify({ version: FORMAT_VERSION, state }, null, 2)}\n`);
+        // Compact JSON: the journal makes this write frequent, and the file is for Kiln, not people
+        // (`kiln history --json` prints it readably).
+        await writeFileAtomic(file, `${JSON.stringify({ version: FORMAT_VERSION, state: compactHistory(state) })}\n`);
       } catch (error) {
         throw new KilnError("STATE_UNAVAILABLE", `Cannot write the state file ${file}: check free disk space and permissions.`, { cause: error });
       }

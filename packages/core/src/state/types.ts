@@ -232,3 +232,23 @@ export interface StateStore {
 export function emptyTargetState(target: Target): TargetState {
   return { target: { service: target.service, environment: target.environment }, releases: [], rollouts: [], currentRelease: undefined };
 }
+
+/** How many finished rollouts keep their journal; older ones keep their record without it. */
+export const JOURNALED_ROLLOUTS_KEPT = 20;
+
+/**
+ * Drops the journal of finished rollouts older than the newest {@link JOURNALED_ROLLOUTS_KEPT}:
+ * a journal is needed to recover an unfinished rollout and useful to audit recent ones, but
+ * keeping every one makes each state write (and so each journaled step) slower as history grows.
+ * Releases and rollout records are kept. Changes `state` in place and returns it.
+ */
+export function compactHistory(state: TargetState): TargetState {
+  let finishedSeen = 0;
+  for (let index = state.rollouts.length - 1; index >= 0; index--) {
+    const rollout = state.rollouts[index]!;
+    if (rollout.status === "running") continue;
+    finishedSeen += 1;
+    if (finishedSeen > JOURNALED_ROLLOUTS_KEPT && rollout.journal.length > 0) rollout.journal = [];
+  }
+  return state;
+}
