@@ -175,6 +175,13 @@ export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): st
       return `${c.red("✗")} release ${event.release} failed [${event.code}]: ${event.message}`;
     case "rollout.rolled-back":
       return `${c.yellow("↩")} rolled back: ${event.reason}`;
+    case "traffic.shifted":
+      return `  ${c.cyan("⇄")} traffic: ${[
+        event.registered.length > 0 ? `+${event.registered.map((i) => i.name).join(", +")}` : "",
+        event.deregistered.length > 0 ? `drained ${event.deregistered.map((i) => i.name).join(", ")}` : "",
+      ]
+        .filter(Boolean)
+        .join("; ")}`;
     case "lock.waiting":
       return `${c.yellow("…")} waiting up to ${seconds(event.timeoutMs)} for the lock held by ${event.holder}`;
     case "lock.taken-over":

@@ -35,6 +35,7 @@ export type KilnEvent = EventBase &
     | { type: "instance.healthy"; rolloutId: string; instance: EventInstance; durationMs: number }
     | { type: "instance.unhealthy"; rolloutId: string; instance: EventInstance; reason: string }
     | { type: "instance.retiring"; rolloutId: string; instance: EventInstance }
+    | { type: "traffic.shifted"; rolloutId: string; registered: EventInstance[]; deregistered: EventInstance[] }
     | { type: "instance.retired"; rolloutId: string; instance: EventInstance }
     | { type: "rollout.succeeded"; rolloutId: string; release: number; durationMs: number }
     | { type: "rollout.failed"; rolloutId: string; release: number; code: ErrorCode; message: string; durationMs: number }

@@ -215,6 +215,23 @@ export interface HealthCapability {
   probe(instance: Instance, check: ResolvedCheck, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
 }
 
+/**
+ * Optional: how requests reach instances (Docker: a front proxy; AWS: an ELB target group; GCP: a
+ * backend service; Azure: a load-balancer backend pool). When a provider has it, the rollout
+ * engine registers new instances only after their health gate passes, and deregisters (drains)
+ * old ones before it stops them; a blue-green switch is one register of the new set followed by
+ * one deregister of the old set.
+ */
+export interface TrafficCapability {
+  /** Starts sending requests to these instances. Registering one already registered is a no-op. */
+  register(instances: readonly Instance[], ctx: ProviderContext): Promise<void>;
+  /**
+   * Stops sending new requests to these instances and waits until their in-flight requests end,
+   * at most `drainMs` milliseconds. Deregistering one not registered is a no-op.
+   */
+  deregister(instances: readonly Instance[], options: { drainMs: number }, ctx: ProviderContext): Promise<void>;
+}
+
 /** Limits a provider declares; plans that would exceed them are refused before anything starts. */
 export interface ProviderLimits {
   /** The most instances one target may run at once (a quota, a host's capacity). */
@@ -230,6 +247,8 @@ export interface Provider {
   readonly name: string;
   readonly images: ImageOperations;
   readonly instances: InstanceOperations;
+  /** Optional: shifts and drains traffic; see {@link TrafficCapability}. */
+  readonly traffic?: TrafficCapability;
   /** Optional limits, checked at plan time. */
   readonly limits?: ProviderLimits;
   /** Optional provider-native health probe; without it core sends HTTP probes to instance endpoints. */

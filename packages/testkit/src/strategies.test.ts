@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createKiln, isKilnError, type KilnEvent, type SpecInput } from "@kilnjs/core";
+import { createKiln, isKilnError, type Instance, type KilnEvent, type SpecInput } from "@kilnjs/core";
 import { createMemoryProvider, type MemoryProviderOptions } from "./memory-provider.js";
 
 let dir: string;
@@ -156,5 +156,79 @@ describe("health gates", () => {
   it("without a stability window the same app passes its gate (the window is what catches it)", async () => {
     const { kiln } = setup({ behavior: () => ({ exitAfterMs: 500 }) });
     await expect(kiln.deploy({ spec: spec(1, { strategy: "rolling" }), baseDir: dir })).resolves.toMatchObject({ outcome: "deployed" });
+  });
+});
+
+describe("traffic", () => {
+  /** The memory provider plus a traffic capability that records every call and checks its order. */
+  function withTraffic(options: MemoryProviderOptions = {}) {
+    const { provider, kiln: _unused, events } = setup(options);
+    const registered = new Set<string>();
+    const calls: string[] = [];
+    let fewestRegisteredAfterFirst = Number.POSITIVE_INFINITY;
+    const healthy = new Set<string>();
+    // Providers are plain objects (core's journal wraps them by spreading), so this one is too.
+    const routed = Object.assign({ ...provider }, {
+      traffic: {
+        async register(instances: readonly Instance[]) {
+          for (const instance of instances) {
+            // Only instances that passed their gate may get traffic.
+            expect(healthy.has(instance.id) || instance.release === 1).toBe(true);
+            registered.add(instance.id);
+          }
+          calls.push(`register ${instances.length}`);
+        },
+        async deregister(instances: readonly Instance[]) {
+          for (const instance of instances) registered.delete(instance.id);
+          fewestRegisteredAfterFirst = Math.min(fewestRegisteredAfterFirst, registered.size);
+          calls.push(`deregister ${instances.length}`);
+        },
+      },
+      instances: {
+        ...provider.instances,
+        async terminate(instances: readonly Instance[], grace: { gracePeriodMs: number }, ctx: Parameters<typeof provider.instances.terminate>[2]) {
+          // Drained before stopped: nothing is terminated while still registered.
+          for (const instance of instances) expect(registered.has(instance.id)).toBe(false);
+          return provider.instances.terminate(instances, grace, ctx);
+        },
+      },
+    });
+    const kiln = createKiln({
+      providers: { memory: routed },
+      dataDir: path.join(dir, ".kiln"),
+      onEvent: (event) => {
+        if (event.type === "instance.healthy") healthy.add(event.instance.id);
+        events.push(event);
+      },
+    });
+    return { kiln, calls, registered, events, fewest: () => fewestRegisteredAfterFirst };
+  }
+
+  it("rolling: registers each batch once healthy and drains old instances before they stop", async () => {
+    const { kiln, calls, registered, fewest } = withTraffic();
+    const rolling = spec(3, { strategy: "rolling" });
+    await kiln.deploy({ spec: rolling, baseDir: dir });
+    expect(registered.size).toBe(3);
+    calls.length = 0;
+    await nextVersion("v2");
+    await kiln.deploy({ spec: rolling, baseDir: dir });
+    expect(calls).toEqual(["register 1", "deregister 1", "register 1", "deregister 1", "register 1", "deregister 1"]);
+    expect(fewest()).toBeGreaterThanOrEqual(3);
+    expect(registered.size).toBe(3);
+  });
+
+  it("blue-green: one switch of the whole set, and a failure during the bake gives the old set its traffic back", async () => {
+    const { kiln, calls, registered, events } = withTraffic({ behavior: (request) => (request.release === 3 ? { exitAfterMs: 700 } : {}) });
+    const blueGreen = spec(2, { strategy: "blue-green", bakeTimeMs: 3000 });
+    await kiln.deploy({ spec: blueGreen, baseDir: dir });
+    await nextVersion("v2");
+    calls.length = 0;
+    await kiln.deploy({ spec: blueGreen, baseDir: dir });
+    expect(calls.slice(0, 2)).toEqual(["register 2", "deregister 2"]);
+    const v2 = [...registered];
+    await nextVersion("v3");
+    events.length = 0;
+    await expect(kiln.deploy({ spec: blueGreen, baseDir: dir })).rejects.toMatchObject({ code: "HEALTH_CHECK_FAILED" });
+    expect([...registered].sort()).toEqual(v2.sort());
   });
 });

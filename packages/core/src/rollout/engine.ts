@@ -144,6 +144,8 @@ class RolloutRun {
   private async blueGreen(): Promise<void> {
     const missing = this.release.count - this.healthy.length;
     if (missing > 0) await this.launchAndGate(missing);
+    // The switch: the new set takes the traffic, the old set is drained but kept for the bake time.
+    await shiftTraffic(this.input, this.healthy, this.old, this.ctx);
     if (this.old.length > 0 && this.release.rollout.bakeTimeMs > 0) await this.hold(this.release.rollout.bakeTimeMs);
     await this.retireOld(this.old.length);
   }
@@ -180,6 +182,8 @@ class RolloutRun {
     for (const instance of started) this.input.emit({ type: "instance.launched", rolloutId: this.input.rolloutId, instance: describe(instance) });
     await waitUntilHealthy(this.input, this.release, started, this.ctx);
     this.healthy.push(...started);
+    // Blue-green registers the whole new set at once, at the switch; the others as each batch passes.
+    if (this.release.rollout.strategy !== "blue-green") await shiftTraffic(this.input, started, [], this.ctx);
   }
 
   /** Retires `count` old instances after checking that capacity stays within the invariant. */
@@ -204,13 +208,32 @@ class RolloutRun {
   }
 }
 
-/** Terminates instances, each given the stop grace period of the release it belongs to. */
+/**
+ * Moves traffic through the provider's traffic capability, if it has one: registers `toAdd`,
+ * then drains `toRemove` (each for its release's stop grace period).
+ */
+async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance[], toRemove: readonly Instance[], ctx: ProviderContext): Promise<void> {
+  const traffic = input.provider.traffic;
+  if (!traffic || (toAdd.length === 0 && toRemove.length === 0)) return;
+  if (toAdd.length > 0) await traffic.register(toAdd, ctx);
+  if (toRemove.length > 0) await traffic.deregister(toRemove, { drainMs: gracePeriodOf(input, toRemove) }, ctx);
+  input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: toAdd.map(describe), deregistered: toRemove.map(describe) });
+}
+
+/** The longest stop grace period among `instances`, each from the release it belongs to (milliseconds). */
+function gracePeriodOf(input: RolloutInput, instances: readonly Instance[]): number {
+  const graceOf = (instance: Instance) =>
+    instance.release === input.release.number ? input.release.instance.stopGracePeriodMs : (input.previous?.instance.stopGracePeriodMs ?? input.release.instance.stopGracePeriodMs);
+  return Math.max(0, ...instances.map(graceOf));
+}
+
+/** Drains instances from traffic (if the provider routes it), then terminates them with their releases' grace periods. */
 async function retireInstances(input: RolloutInput, instances: readonly Instance[], ctx: ProviderContext): Promise<void> {
   if (instances.length === 0) return;
   for (const instance of instances) input.emit({ type: "instance.retiring", rolloutId: input.rolloutId, instance: describe(instance) });
-  const graceOf = (instance: Instance) =>
-    instance.release === input.release.number ? input.release.instance.stopGracePeriodMs : (input.previous?.instance.stopGracePeriodMs ?? input.release.instance.stopGracePeriodMs);
-  const gracePeriodMs = Math.max(...instances.map(graceOf));
+  // Stopped ones too: a router may still list an instance that crashed.
+  if (input.provider.traffic) await shiftTraffic(input, [], instances, ctx);
+  const gracePeriodMs = gracePeriodOf(input, instances);
   await input.provider.instances.terminate(instances, { gracePeriodMs }, ctx);
   for (const instance of instances) input.emit({ type: "instance.retired", rolloutId: input.rolloutId, instance: describe(instance) });
 }
@@ -233,6 +256,8 @@ async function undo(input: RolloutInput, launched: readonly Instance[], oldStill
   const previous = input.previous;
   if (!previous) return undefined;
   try {
+    // A blue-green switch had drained the old set, which never stopped: give it the traffic back.
+    await shiftTraffic(input, oldStillServing, [], ctx);
     // Count what of the previous release really runs (old instances never retired, and in a
     // repair the kept ones too), rather than trusting the rollout's own bookkeeping.
     const running = (await input.provider.instances.list({ target: input.target, release: previous.number }, ctx)).filter(
@@ -254,6 +279,7 @@ async function undo(input: RolloutInput, launched: readonly Instance[], oldStill
     );
     for (const instance of restored) input.emit({ type: "instance.launched", rolloutId: input.rolloutId, instance: describe(instance) });
     await waitUntilHealthy({ ...input, signal }, previous, restored, ctx);
+    await shiftTraffic(input, restored, [], ctx);
     return previous.number;
   } catch (error) {
     input.logger.error("could not restore the previous release", { rolloutId: input.rolloutId, error: String(error) });
