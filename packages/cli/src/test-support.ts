@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { get } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -333,4 +333,315 @@ export interface HistoryDocument {
 export interface PlanDocument {
   type: "plan";
   plan: { fingerprint: string; noop: boolean; image: { action: string }; rollout: { action: string } };
+}
+
+// ---- rollouts and crash tests: environment, signals, state, capacity sampling ----
+
+/** Runs `kiln <args>` with extra environment variables (and an optional time limit). */
+export function kilnWith(cwd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CommandResult> {
+  return runCommand(process.execPath, [KILN_BIN, ...args], { cwd, ...options });
+}
+
+/** A `kiln` process started in the background: its output so far, signals, and its end. */
+export interface RunningKiln {
+  readonly pid: number;
+  /** Everything it printed on stdout so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Sends `signal` to this process only (by its pid). */
+  kill(signal: NodeJS.Signals): void;
+  /** Whether it has exited. */
+  exited(): boolean;
+  /** Resolves when it exits (after `timeoutMs` it is killed with SIGKILL). */
+  readonly done: Promise<CommandResult>;
+}
+
+/** Starts `kiln <args>` without waiting for it; see {@link RunningKiln}. */
+export function startKiln(cwd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): RunningKiln {
+  const startedAt = Date.now();
+  const timeoutMs = options.timeoutMs ?? 150_000;
+  const child = spawn(process.execPath, [KILN_BIN, ...args], {
+    cwd,
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  let finished = false;
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const done = new Promise<CommandResult>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stderr += `\n[test] killed after ${timeoutMs} ms\n`;
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      finished = true;
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      finished = true;
+      resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - startedAt });
+    });
+  });
+  if (child.pid === undefined) throw new Error(`could not start kiln ${args.join(" ")}`);
+  const pid = child.pid;
+  return {
+    pid,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    kill: (signal) => {
+      if (!finished) child.kill(signal);
+    },
+    exited: () => finished,
+    done,
+  };
+}
+
+/** JSON lines printed so far, skipping an incomplete last line. */
+export function completeJsonLines(text: string): Array<Record<string, unknown> & { type: string }> {
+  const complete = text.slice(0, text.lastIndexOf("\n") + 1);
+  return jsonLines(complete);
+}
+
+/** The file store's state of `service@environment` under `dir/.kiln/state`, or undefined when there is none yet. */
+export async function readTargetState(dir: string, service: string, environment = "default"): Promise<StateDocument | undefined> {
+  const file = path.join(dir, ".kiln", "state", `${service}@${environment}.json`);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  const parsed = JSON.parse(text) as { state?: StateDocument } & StateDocument;
+  return parsed.state ?? parsed;
+}
+
+/** A whole-block replacement in a kiln.yaml: the top-level `key:` and its indented lines become `block`. */
+export function replaceTopLevelBlock(spec: string, key: string, block: string): string {
+  const lines = spec.split("\n");
+  const start = lines.findIndex((line) => line.startsWith(`${key}:`));
+  if (start < 0) throw new Error(`the spec has no top-level ${key}:`);
+  let end = start + 1;
+  while (end < lines.length && (lines[end]!.startsWith(" ") || lines[end]!.startsWith("\t"))) end++;
+  return [...lines.slice(0, start), ...block.replace(/\n$/, "").split("\n"), ...lines.slice(end)].join("\n");
+}
+
+/** Health settings for a hello-web copy, as the `health:` block of kiln.yaml (http check on /healthz). */
+export interface HealthSettings {
+  intervalMs: number;
+  timeoutMs: number;
+  healthyThreshold: number;
+  unhealthyThreshold: number;
+  startPeriodMs: number;
+  stabilityWindowMs?: number;
+  deadlineMs?: number;
+}
+
+/** Short health timings for the rollouts and crash tests. */
+export const QUICK_HEALTH: HealthSettings = { intervalMs: 300, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 2, startPeriodMs: 500 };
+
+/** The `health:` block of a hello-web spec with these settings. */
+export function healthBlock(settings: HealthSettings): string {
+  return [
+    "health:",
+    "  http: { port: http, path: /healthz }",
+    ...Object.entries(settings)
+      .filter(([, value]) => value !== undefined)
+      .map(([key, value]) => `  ${key}: ${String(value)}`),
+  ].join("\n");
+}
+
+/** Sets the hello-web spec's `instances.env` to LOG_LEVEL plus `env` (values as strings), replacing what was there. */
+export function withEnv(spec: string, env: Record<string, string>): string {
+  const lines = spec.split("\n");
+  const start = lines.indexOf("  env:");
+  if (start < 0) throw new Error("the spec has no instances.env block");
+  let end = start + 1;
+  while (end < lines.length && lines[end]!.startsWith("    ")) end++;
+  const body = Object.entries({ LOG_LEVEL: "info", ...env }).map(([key, value]) => `    ${key}: ${JSON.stringify(value)}`);
+  return [...lines.slice(0, start + 1), ...body, ...lines.slice(end)].join("\n");
+}
+
+/**
+ * Samples a number (healthy capacity) every `intervalMs` until stopped: the lowest value seen, and
+ * every sample with its time, for assertion messages. A sample that throws is recorded as an error
+ * (not as a value), so a flaky read never counts as lost capacity, but errors are reported.
+ */
+export function startSampler(sample: () => Promise<number>, intervalMs = 200): { stop(): Promise<SamplerReport> } {
+  const values: Array<{ at: number; value: number }> = [];
+  const errors: string[] = [];
+  const startedAt = Date.now();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const before = Date.now();
+      try {
+        values.push({ at: before - startedAt, value: await sample() });
+      } catch (error) {
+        errors.push(String(error));
+      }
+      const wait = intervalMs - (Date.now() - before);
+      if (wait > 0 && running) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      const min = values.length === 0 ? Number.NaN : Math.min(...values.map((v) => v.value));
+      return { min, samples: values.length, errors, values };
+    },
+  };
+}
+
+export interface SamplerReport {
+  readonly min: number;
+  readonly samples: number;
+  readonly errors: readonly string[];
+  readonly values: ReadonlyArray<{ at: number; value: number }>;
+}
+
+/** GET `http://host:port/path` with a short timeout: the status, or 0 when it did not answer. */
+export function httpStatus(host: string, port: number, pathname: string, timeoutMs = 1_000): Promise<number> {
+  return new Promise((resolve) => {
+    const request = get({ host, port, path: pathname, timeout: timeoutMs, agent: false }, (response) => {
+      response.resume();
+      response.on("end", () => resolve(response.statusCode ?? 0));
+      response.on("error", () => resolve(0));
+    });
+    request.on("timeout", () => request.destroy(new Error("timeout")));
+    request.on("error", () => resolve(0));
+  });
+}
+
+/** How many running containers of `service` answer GET /healthz with 200 on their published 8080/tcp port. */
+export async function healthyContainers(docker: Docker, service: string): Promise<number> {
+  const containers = await docker.listContainers({ filters: { label: [`${LABEL_SERVICE}=${service}`], status: ["running"] } });
+  const answers = await Promise.all(
+    containers.map(async (container) => {
+      const port = container.Ports.find((p) => p.PrivatePort === 8080 && p.Type === "tcp" && p.PublicPort);
+      if (!port) return false;
+      return (await httpStatus("127.0.0.1", port.PublicPort, "/healthz")) === 200;
+    }),
+  );
+  return answers.filter(Boolean).length;
+}
+
+/** Docker's State.StartedAt of each container, by id. */
+export async function startedAtOf(docker: Docker, ids: readonly string[]): Promise<Map<string, string>> {
+  return new Map(await Promise.all(ids.map(async (id) => [id, (await docker.getContainer(id).inspect()).State.StartedAt] as const)));
+}
+
+// ---- the in-memory provider driven through the CLI ----
+
+/** The CLI's provider module for `provider: memory` (a test fixture). */
+export const MEMORY_PROVIDER_MODULE = path.join(REPO_ROOT, "packages/cli/test-fixtures/memory-provider.mjs");
+
+/** The memory provider's state file as the tests read it. */
+export interface MemoryCloud {
+  images: Array<{ ref: { id: string; fingerprint: string }; service: string }>;
+  instances: Array<{ instance: { id: string; release?: number; state: string; target: { service: string; environment: string }; imageId: string } }>;
+  launchedIds: string[];
+}
+
+/** Reads the memory provider's state file (empty when it does not exist yet). */
+export async function readMemoryCloud(file: string): Promise<MemoryCloud> {
+  try {
+    const text = await readFile(file, "utf8");
+    return text.trim() === "" ? { images: [], instances: [], launchedIds: [] } : (JSON.parse(text) as MemoryCloud);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { images: [], instances: [], launchedIds: [] };
+    throw error;
+  }
+}
+
+/**
+ * A throwaway service on the in-memory provider: a folder with kiln.yaml, a Dockerfile and an app
+ * file, and the provider's state file outside the build context. Run `kiln` in it with {@link MemoryApp.kiln}.
+ */
+export class MemoryApp {
+  constructor(
+    readonly dir: string,
+    readonly service: string,
+    /** The memory provider's state file ("the cloud"). */
+    readonly cloudFile: string,
+  ) {}
+
+  static async create(root: string, service: string, spec: (service: string) => string): Promise<MemoryApp> {
+    const dir = path.join(root, service);
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, "Dockerfile"), "FROM scratch\nCOPY app.txt /app.txt\n");
+    await writeFile(path.join(dir, "app.txt"), "v1\n");
+    await writeFile(path.join(dir, "kiln.yaml"), spec(service));
+    return new MemoryApp(dir, service, path.join(root, `${service}.cloud.json`));
+  }
+
+  get env(): NodeJS.ProcessEnv {
+    return { KILN_PROVIDER_MODULE_MEMORY: MEMORY_PROVIDER_MODULE, KILN_MEMORY_STATE_FILE: this.cloudFile };
+  }
+
+  write(name: string, content: string): Promise<void> {
+    return writeFile(path.join(this.dir, name), content);
+  }
+
+  kiln(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs?: number): Promise<CommandResult> {
+    return kilnWith(this.dir, args, { env: { ...this.env, ...env }, ...(timeoutMs ? { timeoutMs } : {}) });
+  }
+
+  cloud(): Promise<MemoryCloud> {
+    return readMemoryCloud(this.cloudFile);
+  }
+
+  state(): Promise<StateDocument | undefined> {
+    return readTargetState(this.dir, this.service);
+  }
+}
+
+// ---- the state file (only the fields the tests read) ----
+
+export interface StateJournalEntry {
+  seq: number;
+  phase: "intent" | "outcome";
+  step: string;
+  op: string;
+}
+
+export interface StateRollout {
+  id: string;
+  status: "running" | "succeeded" | "failed" | "aborted";
+  kind: string;
+  fromRelease?: number;
+  toRelease: number;
+  journal: StateJournalEntry[];
+  error?: { code: string; message: string };
+  restoredRelease?: number;
+}
+
+export interface StateRelease {
+  number: number;
+  status: "pending" | "succeeded" | "failed";
+  fingerprint: string;
+  configHash: string;
+  count: number;
+  image: { id: string; digest: string; names: string[]; fingerprint: string };
+  rollbackOf?: number;
+  error?: { code: string; message: string };
+}
+
+export interface StateDocument {
+  target: { service: string; environment: string };
+  releases: StateRelease[];
+  rollouts: StateRollout[];
+  currentRelease?: number;
+  lease?: { holder: { user: string; host: string; pid: number; command: string; since: string }; token: number; expiresAt: string; ttlMs: number };
+}
+
+export interface LockDocument {
+  type: "lock";
+  target: string;
+  lock: null | { holder: { pid: number }; token: number; stale: boolean };
 }

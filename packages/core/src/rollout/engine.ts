@@ -321,7 +321,11 @@ async function probeRound(input: GateInput, health: ResolvedHealth, states: Iter
         if (countFailures) state.failures += 1;
       }
       state.instance = current;
-      const result = await probeInstance(input.provider, current, health, ctx);
+      // A container being restarted has no endpoints yet: say so, rather than "port not published".
+      const result: ProbeResult =
+        current.state === "pending" && state.successes === 0 && current.restartCount > 0
+          ? { ok: false, reason: `it is restarting (${current.restartCount} restart${current.restartCount === 1 ? "" : "s"}): the app exits after starting` }
+          : await probeInstance(input.provider, current, health, ctx);
       if (result.ok) {
         state.successes += 1;
         state.failures = 0;
