@@ -27,7 +27,7 @@ export type {
   ProviderContext,
   ProviderProgress,
 } from "./provider.js";
-export type { HealthCapability, ProbeResult, ProviderLimits, TrafficCapability } from "./provider.js";
+export type { HealthCapability, ProbeResult, ProviderLimits, TrafficCapability, TrafficOptions } from "./provider.js";
 export type { EventBase, EventHandler, EventInstance, KilnEvent, KilnEventInput, KilnEventType, RolloutKind } from "./events.js";
 export type { RecoveredReleaseOutcome } from "./events.js";
 export { waitFor, sleep } from "./wait.js";

@@ -262,6 +262,12 @@ export function createKiln(options: KilnOptions): Kiln {
     const emit = emitterFor(resolved.target, spec.onEvent);
     const ctx = contextFor(spec.signal, emit);
     const provider = await getProvider(resolved.provider);
+    if (resolved.traffic.proxy && !provider.traffic) {
+      throw new KilnError(
+        "CAPABILITY_MISSING",
+        `The ${provider.name} provider cannot run a front proxy (it has no traffic capability), so traffic.proxy cannot be used with it; remove traffic.proxy to reach instances at their own addresses.`,
+      );
+    }
     await provider.ping(ctx);
     const fingerprint = await fingerprintBuild({
       contextDir: resolved.build.contextDir,
@@ -728,6 +734,7 @@ export function createKiln(options: KilnOptions): Kiln {
                   instance: resolved.instance,
                   health: resolved.health,
                   rollout: resolved.rollout,
+                  traffic: resolved.traffic,
                   configHash: plan.configHash,
                   status: "pending",
                 }
@@ -1005,7 +1012,15 @@ function describeDrift(release: ReleaseRecord | undefined, instances: readonly I
 }
 
 function launchable(release: ReleaseRecord): LaunchableRelease {
-  return { number: release.number, image: release.image, count: release.count, instance: release.instance, health: release.health, rollout: release.rollout };
+  return {
+    number: release.number,
+    image: release.image,
+    count: release.count,
+    instance: release.instance,
+    health: release.health,
+    rollout: release.rollout,
+    ...(release.traffic ? { traffic: release.traffic } : {}),
+  };
 }
 
 function isLoadedSpec(spec: LoadedSpec | SpecInput): spec is LoadedSpec {

@@ -15,7 +15,8 @@ const resolved: ResolvedTarget = {
   count: 2,
   instance: { ports: [{ name: "http", port: 8080, protocol: "tcp" }], env: { A: "1" }, labels: {}, stopGracePeriodMs: 1000 },
   health: { intervalMs: 100, timeoutMs: 100, healthyThreshold: 1, unhealthyThreshold: 1, startPeriodMs: 0, stabilityWindowMs: 0, deadlineMs: 1000, deadlineArithmetic: "health.deadlineMs" },
-  rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true },
+  rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true, order: "start-first" },
+  traffic: {},
 };
 
 function instance(id: string, release: number, state: Instance["state"] = "running"): Instance {
@@ -111,6 +112,12 @@ describe("strategies in plans", () => {
     expect(() =>
       planDeploy({ resolved: withRollout({ strategy: "blue-green" }), fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running, limits: { maxInstancesPerTarget: 3 } }),
     ).toThrow(expect.objectContaining({ code: "PLAN_INVALID", message: expect.stringMatching(/4 instances at once, but the provider allows 3/) as string }) as Error);
+  });
+
+  it("says a stop-first rollout of one instance has downtime", () => {
+    const one = { ...withRollout({ maxSurge: 0, maxUnavailable: 1, order: "stop-first" }), count: 1 };
+    const plan = planDeploy({ resolved: one, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: [instance("a", 1)] });
+    expect(formatPlan(plan)).toMatch(/this rollout has DOWNTIME/);
   });
 
   it("shows the health gate's deadline arithmetic", () => {

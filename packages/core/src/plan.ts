@@ -104,6 +104,12 @@ export function planDeploy(input: PlanInput): DeployPlan {
     changes.push(`${what}: ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`);
     for (const step of rollout.steps) changes.push(`  ${step}`);
     changes.push(`  health gate: ${describeHealth(resolved.health)}`);
+    const proxy = resolved.traffic.proxy;
+    changes.push(
+      proxy
+        ? `  traffic: front proxy at ${proxy.host}:${proxy.port} → port ${proxy.portName}; new instances join after their gate, old ones are drained before they stop`
+        : "  traffic: clients reach each instance at its own address (no proxy)",
+    );
   }
   return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };
 }
@@ -139,7 +145,7 @@ export function planReplacement(options: {
   }
   const oldAlive = retire.filter(running).length;
   const stopped = retire.length - oldAlive;
-  const strategy = options.rollout ?? { strategy: "rolling" as const, maxSurge: options.maxSurge, maxUnavailable: options.maxUnavailable, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true };
+  const strategy = options.rollout ?? { strategy: "rolling" as const, maxSurge: options.maxSurge, maxUnavailable: options.maxUnavailable, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, steps: [], autoRollback: true, order: "start-first" as const };
   const batches =
     strategy.strategy === "rolling" ? planRollingBatches({ count, maxSurge: strategy.maxSurge, maxUnavailable: strategy.maxUnavailable, oldAlive, keep: keep.length }) : [];
   const { steps, peakInstances } = describeStrategy(strategy, { count, oldAlive, keep: keep.length, batches });
@@ -188,7 +194,12 @@ function describeStrategy(rollout: ResolvedRollout, state: { count: number; oldA
         const pause = batch.launch && rollout.pauseBetweenBatchesMs > 0 && healthy < count ? `, hold ${rollout.pauseBetweenBatchesMs} ms` : "";
         return `batch ${index + 1}: ${parts.join(", then ")}${pause}`;
       });
-      steps.unshift(`rolling: maxSurge ${rollout.maxSurge}, maxUnavailable ${rollout.maxUnavailable} (never fewer than ${count - rollout.maxUnavailable} healthy, never more than ${count + rollout.maxSurge} running)`);
+      steps.unshift(
+        `rolling${rollout.order === "stop-first" ? " stop-first" : ""}: maxSurge ${rollout.maxSurge}, maxUnavailable ${rollout.maxUnavailable} (never fewer than ${count - rollout.maxUnavailable} healthy, never more than ${count + rollout.maxSurge} running)`,
+      );
+      if (count - rollout.maxUnavailable <= 0 && oldAlive > 0) {
+        steps.push(`this rollout has DOWNTIME: every old instance stops before a new one serves (stop-first with ${count} instance${count === 1 ? "" : "s"}); a front proxy (traffic.proxy) avoids it`);
+      }
       return { steps, peakInstances: peak };
     }
     case "blue-green": {

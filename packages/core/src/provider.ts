@@ -1,5 +1,5 @@
 import type { Logger } from "./logger.js";
-import type { ResolvedCheck } from "./spec/resolve.js";
+import type { ResolvedCheck, ResolvedProxy } from "./spec/resolve.js";
 import type { Target } from "./target.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
@@ -69,6 +69,8 @@ export interface PortConfig {
   /** The port inside the instance. */
   readonly port: number;
   readonly protocol: "tcp" | "udp";
+  /** A fixed host port to publish it on (one instance at a time can hold it). */
+  readonly hostPort?: number;
 }
 
 /** How each instance of a release runs: the provider-neutral part of a release. */
@@ -86,6 +88,12 @@ export interface InstanceConfig {
   readonly cpus?: number;
   /** How long an instance may take to stop after SIGTERM before it is killed, in milliseconds. */
   readonly stopGracePeriodMs: number;
+  /**
+   * Whether ports are published where Kiln runs (Docker: on 127.0.0.1, a random host port unless
+   * `hostPort` is set). False behind a front proxy: instances are then reached on the provider's
+   * own network (endpoints hold those addresses). @defaultValue true
+   */
+  readonly publishPorts?: boolean;
 }
 
 /** What `instances.launch` is asked to start. */
@@ -223,13 +231,23 @@ export interface HealthCapability {
  * one deregister of the old set.
  */
 export interface TrafficCapability {
-  /** Starts sending requests to these instances. Registering one already registered is a no-op. */
-  register(instances: readonly Instance[], ctx: ProviderContext): Promise<void>;
+  /**
+   * Starts sending the target's requests to these instances (creating the router, e.g. the front
+   * proxy, if it does not exist yet). Registering one already registered is a no-op.
+   */
+  register(instances: readonly Instance[], options: TrafficOptions, ctx: ProviderContext): Promise<void>;
   /**
    * Stops sending new requests to these instances and waits until their in-flight requests end,
    * at most `drainMs` milliseconds. Deregistering one not registered is a no-op.
    */
-  deregister(instances: readonly Instance[], options: { drainMs: number }, ctx: ProviderContext): Promise<void>;
+  deregister(instances: readonly Instance[], options: TrafficOptions & { readonly drainMs: number }, ctx: ProviderContext): Promise<void>;
+}
+
+/** Which target's router a traffic call is about, and how it is set up. */
+export interface TrafficOptions {
+  readonly target: Target;
+  /** The front proxy's settings from the release. */
+  readonly proxy: ResolvedProxy;
 }
 
 /** Limits a provider declares; plans that would exceed them are refused before anything starts. */

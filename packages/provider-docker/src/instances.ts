@@ -82,6 +82,14 @@ function baseInstance(labels: Record<string, string>): Pick<Instance, "target" |
   };
 }
 
+/**
+ * The container's address on its (first) Docker network, for ports it does not publish (behind a
+ * front proxy): reachable from the engine's host, where Kiln runs next to a local engine.
+ */
+function networkAddress(networks: Record<string, { IPAddress?: string }> | undefined): string | undefined {
+  return Object.values(networks ?? {}).find((network) => network.IPAddress)?.IPAddress || undefined;
+}
+
 /** An {@link Instance} from `GET /containers/{id}/json` data. */
 export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpointHost: string): Instance {
   const labels = info.Config?.Labels ?? {};
@@ -90,6 +98,7 @@ export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpoi
   for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
     const published = (bindings[`${port.port}/${port.protocol}`] ?? []).find((binding) => binding.HostPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: Number(published.HostPort) };
+    else if (networkAddress(info.NetworkSettings?.Networks)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks)!, port: port.port };
   }
   return {
     id: info.Id,
@@ -113,6 +122,7 @@ export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: st
   for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
     const published = (info.Ports ?? []).find((entry) => entry.PrivatePort === port.port && entry.Type === port.protocol && entry.PublicPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: published.PublicPort };
+    else if (networkAddress(info.NetworkSettings?.Networks)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks)!, port: port.port };
   }
   return {
     id: info.Id,
@@ -145,7 +155,8 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
   for (const port of config.ports) {
     const key = `${port.port}/${port.protocol}`;
     exposed[key] = {};
-    bindings[key] = [{ HostIp: options.publishHost, HostPort: "" }];
+    // A pinned host port when the spec asks for one; otherwise a random one on publishHost.
+    if (config.publishPorts !== false) bindings[key] = [{ HostIp: options.publishHost, HostPort: port.hostPort === undefined ? "" : String(port.hostPort) }];
   }
   return {
     name,

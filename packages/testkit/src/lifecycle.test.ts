@@ -249,6 +249,15 @@ describe("rollback", () => {
   });
 });
 
+describe("capabilities", () => {
+  it("refuses traffic.proxy on a provider that cannot route traffic, before building anything", async () => {
+    const { kiln, provider } = setup();
+    const proxied = { ...spec(), traffic: { proxy: { port: 18080 } } };
+    await expect(kiln.deploy({ spec: proxied, baseDir: dir })).rejects.toMatchObject({ code: "CAPABILITY_MISSING" });
+    expect(provider.calls.build).toBe(0);
+  });
+});
+
 describe("spec errors", () => {
   it("reject an invalid spec object before touching the provider", async () => {
     const { kiln, provider } = setup();

@@ -204,9 +204,11 @@ describe("traffic", () => {
     return { kiln, calls, registered, events, fewest: () => fewestRegisteredAfterFirst };
   }
 
+  const proxied = (input: SpecInput): SpecInput => ({ ...input, traffic: { proxy: { port: 18080 } } });
+
   it("rolling: registers each batch once healthy and drains old instances before they stop", async () => {
     const { kiln, calls, registered, fewest } = withTraffic();
-    const rolling = spec(3, { strategy: "rolling" });
+    const rolling = proxied(spec(3, { strategy: "rolling" }));
     await kiln.deploy({ spec: rolling, baseDir: dir });
     expect(registered.size).toBe(3);
     calls.length = 0;
@@ -219,7 +221,7 @@ describe("traffic", () => {
 
   it("blue-green: one switch of the whole set, and a failure during the bake gives the old set its traffic back", async () => {
     const { kiln, calls, registered, events } = withTraffic({ behavior: (request) => (request.release === 3 ? { exitAfterMs: 700 } : {}) });
-    const blueGreen = spec(2, { strategy: "blue-green", bakeTimeMs: 3000 });
+    const blueGreen = proxied(spec(2, { strategy: "blue-green", bakeTimeMs: 3000 }));
     await kiln.deploy({ spec: blueGreen, baseDir: dir });
     await nextVersion("v2");
     calls.length = 0;

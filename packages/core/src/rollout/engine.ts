@@ -4,7 +4,7 @@ import type { EventInstance, KilnEventInput, RolloutKind } from "../events.js";
 import { probeHttp, probeTcp } from "../health.js";
 import type { Logger } from "../logger.js";
 import type { ImageRef, Instance, InstanceConfig, ProbeResult, Provider, ProviderContext } from "../provider.js";
-import type { ResolvedHealth, ResolvedRollout } from "../spec/resolve.js";
+import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 import { sleep } from "../wait.js";
 import { nextRollingBatch } from "./batches.js";
@@ -17,6 +17,7 @@ export interface LaunchableRelease {
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
   readonly rollout: ResolvedRollout;
+  readonly traffic?: ResolvedTraffic;
 }
 
 /** Input of {@link applyRollout}. */
@@ -116,6 +117,8 @@ class RolloutRun {
 
   async execute(): Promise<void> {
     if (this.stopped.length > 0) await retireInstances(this.input, this.stopped, this.ctx);
+    // Instances that stay (a repair) must be in the router: it may have been recreated since.
+    await shiftTraffic(this.input, this.healthy, [], this.ctx);
     switch (this.release.rollout.strategy) {
       case "rolling":
         return this.rolling();
@@ -214,9 +217,12 @@ class RolloutRun {
  */
 async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance[], toRemove: readonly Instance[], ctx: ProviderContext): Promise<void> {
   const traffic = input.provider.traffic;
-  if (!traffic || (toAdd.length === 0 && toRemove.length === 0)) return;
-  if (toAdd.length > 0) await traffic.register(toAdd, ctx);
-  if (toRemove.length > 0) await traffic.deregister(toRemove, { drainMs: gracePeriodOf(input, toRemove) }, ctx);
+  // The new release's proxy settings, or the previous one's when the new release dropped its proxy.
+  const proxy = input.release.traffic?.proxy ?? input.previous?.traffic?.proxy;
+  if (!traffic || !proxy || (toAdd.length === 0 && toRemove.length === 0)) return;
+  const options = { target: input.target, proxy };
+  if (toAdd.length > 0) await traffic.register(toAdd, options, ctx);
+  if (toRemove.length > 0) await traffic.deregister(toRemove, { ...options, drainMs: gracePeriodOf(input, toRemove) }, ctx);
   input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: toAdd.map(describe), deregistered: toRemove.map(describe) });
 }
 
@@ -232,7 +238,7 @@ async function retireInstances(input: RolloutInput, instances: readonly Instance
   if (instances.length === 0) return;
   for (const instance of instances) input.emit({ type: "instance.retiring", rolloutId: input.rolloutId, instance: describe(instance) });
   // Stopped ones too: a router may still list an instance that crashed.
-  if (input.provider.traffic) await shiftTraffic(input, [], instances, ctx);
+  await shiftTraffic(input, [], instances, ctx);
   const gracePeriodMs = gracePeriodOf(input, instances);
   await input.provider.instances.terminate(instances, { gracePeriodMs }, ctx);
   for (const instance of instances) input.emit({ type: "instance.retired", rolloutId: input.rolloutId, instance: describe(instance) });

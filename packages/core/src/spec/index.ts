@@ -12,6 +12,8 @@ export {
   portSchema,
   resourcesSchema,
   healthSchema,
+  proxySchema,
+  trafficSchema,
   tcpCheckSchema,
   commandCheckSchema,
   canaryStepSchema,
@@ -26,5 +28,5 @@ export type { SpecIssue, SpecValidation, ValidatedSpec } from "./validate.js";
 export { parseSpec, loadSpec, specFromObject, OBJECT_SPEC_FILE } from "./load.js";
 export type { LoadedSpec, ParseSpecOptions } from "./load.js";
 export { resolveTarget, parseMemory, defaultHealthDeadlineMs } from "./resolve.js";
-export type { ResolvedTarget, ResolvedHealth, ResolvedHttpCheck } from "./resolve.js";
+export type { ResolvedTarget, ResolvedHealth, ResolvedHttpCheck, ResolvedCheck, ResolvedTcpCheck, ResolvedCommandCheck, ResolvedRollout, ResolvedCanaryStep, ResolvedProxy, ResolvedTraffic } from "./resolve.js";
 export { specJsonSchema, SPEC_SCHEMA_ID } from "./json-schema.js";

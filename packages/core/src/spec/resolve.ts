@@ -60,6 +60,24 @@ export interface ResolvedCanaryStep {
   readonly holdMs: number;
 }
 
+/** A front proxy's settings, resolved. */
+export interface ResolvedProxy {
+  /** The host address the proxy's port is published on. */
+  readonly host: string;
+  /** The host port where the service is reached. */
+  readonly port: number;
+  /** The instance port (by name) that receives traffic. */
+  readonly portName: string;
+  /** Retries of a request that failed to connect, on another instance. */
+  readonly retries: number;
+}
+
+/** How requests reach a target's instances. */
+export interface ResolvedTraffic {
+  /** A front proxy Kiln runs and drives; without one, clients reach instances directly. */
+  readonly proxy?: ResolvedProxy;
+}
+
 /** The rollout settings of a target, percentages resolved to counts. */
 export interface ResolvedRollout {
   readonly strategy: "rolling" | "blue-green" | "canary";
@@ -72,6 +90,8 @@ export interface ResolvedRollout {
   /** Canary steps, ending with one of `count` instances. Empty for other strategies. */
   readonly steps: readonly ResolvedCanaryStep[];
   readonly autoRollback: boolean;
+  /** `stop-first`: old instances stop before new ones start (downtime when count − maxUnavailable is 0). */
+  readonly order: "start-first" | "stop-first";
 }
 
 /** Everything Kiln needs to deploy one target, with paths absolute and units in bytes and milliseconds. */
@@ -89,6 +109,7 @@ export interface ResolvedTarget {
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
   readonly rollout: ResolvedRollout;
+  readonly traffic: ResolvedTraffic;
 }
 
 /**
@@ -172,12 +193,26 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       ...(spec.instances.resources.memory !== undefined ? { memoryBytes: parseMemory(spec.instances.resources.memory) } : {}),
       ...(spec.instances.resources.cpus !== undefined ? { cpus: spec.instances.resources.cpus } : {}),
       stopGracePeriodMs: spec.instances.stopGracePeriodMs,
+      // Behind a proxy, instances publish no host ports: the proxy reaches them on Kiln's network.
+      publishPorts: spec.traffic.proxy === undefined,
     },
     health: { ...(check ? { check } : {}), ...timing, deadlineMs: deadline.totalMs, deadlineArithmetic: deadline.arithmetic },
+    traffic: spec.traffic.proxy
+      ? {
+          proxy: {
+            host: spec.traffic.proxy.host,
+            port: spec.traffic.proxy.port,
+            portName: spec.traffic.proxy.targetPort ?? ports.find((port) => port.protocol === "tcp")!.name,
+            retries: spec.traffic.proxy.retries,
+          },
+        }
+      : {},
     rollout: {
       strategy: rollout.strategy,
-      maxSurge: resolveSurge(rollout.maxSurge, count),
-      maxUnavailable: resolveUnavailable(rollout.maxUnavailable, count),
+      // stop-first: never more than count; at least one may be missing, or nothing could move.
+      maxSurge: rollout.order === "stop-first" ? 0 : resolveSurge(rollout.maxSurge, count),
+      maxUnavailable: rollout.order === "stop-first" ? Math.max(1, resolveUnavailable(rollout.maxUnavailable, count)) : resolveUnavailable(rollout.maxUnavailable, count),
+      order: rollout.order,
       pauseBetweenBatchesMs: rollout.pauseBetweenBatchesMs,
       bakeTimeMs: rollout.bakeTimeMs,
       steps,

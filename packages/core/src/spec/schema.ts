@@ -47,6 +47,13 @@ export const portSchema = z
     name: z.string().regex(/^[a-z][a-z0-9-]{0,14}$/, "a port name: lowercase letters, digits and dashes, at most 15 characters").describe("Name that health checks refer to."),
     port: z.number().int().min(1).max(65535).describe("Port number inside the instance."),
     protocol: z.enum(["tcp", "udp"]).default("tcp").describe("Transport protocol of the port."),
+    hostPort: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe("Pin this port to a fixed port on the host (Docker). Only one instance can hold it, so replacing it means downtime: it needs `rollout.order: stop-first`, and a front proxy (`traffic.proxy`) is the way to avoid it."),
   })
   .describe("A port an instance listens on.");
 
@@ -159,6 +166,10 @@ export const rolloutSchema = z
     pauseBetweenBatchesMs: milliseconds("Rolling: a pause after each batch, health checks still gating").default(0),
     bakeTimeMs: milliseconds("Blue-green: how long the old set is kept after the switch, so a rollback is instant").default(0),
     steps: z.array(canaryStepSchema).min(1).optional().describe("Canary: the steps, each a size and a hold; a last step of 100% is implied."),
+    order: z
+      .enum(["start-first", "stop-first"])
+      .default("start-first")
+      .describe("`start-first`: new instances are healthy before old ones stop (no downtime). `stop-first`: old instances stop before new ones start (rolling only; needed when instances pin a host port; has downtime when count is 1)."),
     autoRollback: z
       .boolean()
       .default(true)
@@ -167,6 +178,23 @@ export const rolloutSchema = z
   .describe("How a release replaces the previous one.");
 
 const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service (`docker`).");
+
+/** A front proxy Kiln runs and drives: the service's one stable address. */
+export const proxySchema = z
+  .strictObject({
+    port: z.number().int().min(1).max(65535).describe("The host port where the service is reached (the proxy publishes it)."),
+    host: z.string().min(1).default("127.0.0.1").describe("The host address the proxy's port is published on."),
+    targetPort: z.string().optional().describe("The name of the instance port that receives traffic; by default the first tcp port."),
+    retries: z.number().int().min(0).max(10).default(2).describe("How many times the proxy retries a request that failed to connect, on another instance."),
+  })
+  .describe("A front proxy (Docker: HAProxy in a container on a network Kiln creates). New instances get traffic only after their health gate; old ones are drained before they stop; the proxy keeps serving when Kiln exits.");
+
+/** How requests reach the instances. */
+export const trafficSchema = z
+  .strictObject({
+    proxy: proxySchema.optional(),
+  })
+  .describe("How requests reach the instances. Without a proxy, clients reach each instance at its own address.");
 
 /** What an environment may override: every section, each key optional; objects merge, arrays replace. */
 export const environmentSchema = z
@@ -179,6 +207,7 @@ export const environmentSchema = z
       .extend({ http: httpCheckSchema.partial().optional(), tcp: tcpCheckSchema.partial().optional(), command: commandCheckSchema.partial().optional() })
       .optional(),
     rollout: rolloutSchema.partial().optional(),
+    traffic: z.strictObject({ proxy: proxySchema.partial().optional() }).optional(),
   })
   .describe("Overrides for one environment, merged over the top-level settings.");
 
@@ -192,6 +221,7 @@ export const specSchema = z
     instances: instancesSchema.prefault({}),
     health: healthSchema.prefault({}),
     rollout: rolloutSchema.prefault({}),
+    traffic: trafficSchema.prefault({}),
     environments: z
       .record(z.string().regex(NAME_PATTERN, `an environment name: ${nameText}`), environmentSchema)
       .default({})

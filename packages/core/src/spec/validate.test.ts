@@ -18,7 +18,8 @@ describe("validateSpec", () => {
       image: { dockerfile: { context: ".", file: "Dockerfile", args: {} } },
       instances: { count: 1, ports: [], env: {}, labels: {}, resources: {}, stopGracePeriodMs: 10_000 },
       health: { intervalMs: 1000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3, startPeriodMs: 0, stabilityWindowMs: 0 },
-      rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, autoRollback: true },
+      rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, autoRollback: true, order: "start-first" },
+      traffic: {},
       environments: {},
     });
     expect(result.value.environments).toEqual({});
@@ -182,5 +183,29 @@ describe("rollout strategies and health gates", () => {
   it("allows one health check kind and checks its port name", () => {
     expect(issuesOf(validateSpec({ service: "web", health: { http: { port: 80 }, tcp: { port: 80 } } }))).toEqual([expect.objectContaining({ path: ["health"], message: "give one health check, not http and tcp" })]);
     expect(issuesOf(validateSpec({ service: "web", health: { tcp: { port: "db" } } }))).toEqual([expect.objectContaining({ path: ["health", "tcp", "port"], kind: "reference" })]);
+  });
+});
+
+describe("traffic and pinned host ports", () => {
+  const ports = [{ name: "http", port: 8080, hostPort: 80 }];
+  it("allows a pinned host port only with one instance and stop-first, and never behind a proxy", () => {
+    expect(issuesOf(validateSpec({ service: "web", instances: { ports } }))).toEqual([
+      expect.objectContaining({ path: ["instances", "ports", 0, "hostPort"], message: expect.stringContaining("rollout.order: stop-first") }),
+    ]);
+    expect(validateSpec({ service: "web", instances: { ports }, rollout: { order: "stop-first" } }).ok).toBe(true);
+    expect(issuesOf(validateSpec({ service: "web", instances: { count: 2, ports }, rollout: { order: "stop-first" } }))).toEqual([
+      expect.objectContaining({ message: expect.stringContaining("held by one instance only") }),
+    ]);
+    expect(issuesOf(validateSpec({ service: "web", instances: { ports }, traffic: { proxy: { port: 8080 } } }))).toEqual([
+      expect.objectContaining({ message: expect.stringContaining("behind traffic.proxy") }),
+    ]);
+  });
+
+  it("refuses stop-first on other strategies, and a proxy without a tcp port or with an unknown target port", () => {
+    expect(issuesOf(validateSpec({ service: "web", rollout: { strategy: "blue-green", order: "stop-first" } }))).toEqual([expect.objectContaining({ path: ["rollout", "order"] })]);
+    expect(issuesOf(validateSpec({ service: "web", traffic: { proxy: { port: 8080 } } }))).toEqual([expect.objectContaining({ path: ["traffic", "proxy"] })]);
+    expect(issuesOf(validateSpec({ service: "web", instances: { ports: [{ name: "http", port: 8080 }] }, traffic: { proxy: { port: 8080, targetPort: "admin" } } }))).toEqual([
+      expect.objectContaining({ path: ["traffic", "proxy", "targetPort"], kind: "reference" }),
+    ]);
   });
 });

@@ -154,7 +154,38 @@ function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] 
   }
   const { rollout } = spec;
   const count = spec.instances.count;
-  if (rollout.strategy === "rolling" && resolveSurge(rollout.maxSurge, count) === 0 && resolveUnavailable(rollout.maxUnavailable, count) === 0) {
+  const proxy = spec.traffic.proxy;
+  spec.instances.ports.forEach((port, index) => {
+    if (port.hostPort === undefined) return;
+    const path = [...prefix, "instances", "ports", index, "hostPort"];
+    if (proxy) {
+      issues.push({ path, kind: "invalid-value", message: "behind traffic.proxy, instances publish no host ports (the proxy does); remove hostPort" });
+    } else if (count > 1) {
+      issues.push({ path, kind: "invalid-value", message: `host port ${port.hostPort} can be held by one instance only, and count is ${count}; use traffic.proxy to run several behind one address` });
+    } else if (rollout.order !== "stop-first") {
+      issues.push({
+        path,
+        kind: "invalid-value",
+        message: `a pinned host port cannot be held by the old and the new instance at once: set rollout.order: stop-first (the rollout then has downtime), or use traffic.proxy for a zero-downtime address`,
+      });
+    }
+  });
+  if (rollout.order === "stop-first" && rollout.strategy !== "rolling") {
+    issues.push({ path: [...prefix, "rollout", "order"], kind: "invalid-value", message: `stop-first applies to the rolling strategy; ${rollout.strategy} always starts the new instances first` });
+  }
+  if (proxy) {
+    const tcpPorts = spec.instances.ports.filter((port) => port.protocol === "tcp");
+    if (tcpPorts.length === 0) {
+      issues.push({ path: [...prefix, "traffic", "proxy"], kind: "invalid-value", message: "a proxy sends traffic to an instance port: declare one in instances.ports" });
+    } else if (proxy.targetPort !== undefined && !tcpPorts.some((port) => port.name === proxy.targetPort)) {
+      issues.push({
+        path: [...prefix, "traffic", "proxy", "targetPort"],
+        kind: "reference",
+        message: `"${proxy.targetPort}" is not a tcp port name from instances.ports (${tcpPorts.map((port) => `"${port.name}"`).join(", ")})`,
+      });
+    }
+  }
+  if (rollout.strategy === "rolling" && rollout.order !== "stop-first" && resolveSurge(rollout.maxSurge, count) === 0 && resolveUnavailable(rollout.maxUnavailable, count) === 0) {
     issues.push({
       path: [...prefix, "rollout"],
       kind: "invalid-value",

@@ -2,7 +2,7 @@ import type { ErrorCode } from "../errors.js";
 import type { RolloutKind } from "../events.js";
 import type { Logger } from "../logger.js";
 import type { ImageRef, InstanceConfig } from "../provider.js";
-import type { ResolvedHealth, ResolvedRollout } from "../spec/resolve.js";
+import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 
 /** Where a release stands. `pending` while its rollout runs. */
@@ -29,6 +29,8 @@ export interface ReleaseRecord {
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
   readonly rollout: ResolvedRollout;
+  /** How requests reach the release's instances (absent in records written before traffic existed). */
+  readonly traffic?: ResolvedTraffic;
   /**
    * A hash of the fingerprint, the count and the instance configuration: equal hashes mean the
    * same instances would run. Health and rollout settings are not part of it: changing only them
