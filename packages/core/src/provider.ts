@@ -1,5 +1,5 @@
 import type { Logger } from "./logger.js";
-import type { ResolvedCheck, ResolvedProxy } from "./spec/resolve.js";
+import type { ResolvedCheck, ResolvedHealth, ResolvedProxy } from "./spec/resolve.js";
 import type { Target } from "./target.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
@@ -248,6 +248,8 @@ export interface TrafficOptions {
   readonly target: Target;
   /** The front proxy's settings from the release. */
   readonly proxy: ResolvedProxy;
+  /** The release's health settings, so a router can run the same check actively (HAProxy httpchk). */
+  readonly health?: ResolvedHealth;
 }
 
 /** Limits a provider declares; plans that would exceed them are refused before anything starts. */

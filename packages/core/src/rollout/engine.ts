@@ -220,7 +220,7 @@ async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance[], toR
   // The new release's proxy settings, or the previous one's when the new release dropped its proxy.
   const proxy = input.release.traffic?.proxy ?? input.previous?.traffic?.proxy;
   if (!traffic || !proxy || (toAdd.length === 0 && toRemove.length === 0)) return;
-  const options = { target: input.target, proxy };
+  const options = { target: input.target, proxy, health: input.release.health };
   if (toAdd.length > 0) await traffic.register(toAdd, options, ctx);
   if (toRemove.length > 0) await traffic.deregister(toRemove, { ...options, drainMs: gracePeriodOf(input, toRemove) }, ctx);
   input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: toAdd.map(describe), deregistered: toRemove.map(describe) });
