@@ -86,6 +86,32 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       }
     };
 
+  /**
+   * The shape every rollout command shares: --wait-for-lock, Ctrl-C as cancellation, the live
+   * view, and closing providers. `run` performs the rollout and returns what to print once the
+   * live view is done.
+   */
+  const rolloutAction = (
+    name: string,
+    run: (kiln: Kiln, spec: LoadedSpec, options: CommonOptions & Record<string, unknown>, extra: { waitForLockMs?: number; signal: AbortSignal }, output: Output, ...args: string[]) => Promise<() => void>,
+  ) =>
+    action(async (options, output, ...args) => {
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
+      const { kiln, spec, renderer } = await open(options, output, name);
+      return withCancellation(output, async (signal) => {
+        try {
+          const report = await run(kiln, spec, options, { ...wait, signal }, output, ...args);
+          renderer.done();
+          report();
+          return EXIT_CODES.success;
+        } finally {
+          renderer.done();
+          await kiln.close();
+        }
+      });
+    });
+
   common(program.command("init").description("write a starter kiln.yaml (and .dockerignore) in the folder"), false)
     .option("--service <name>", "the service name (default: the folder's name)")
     .option("--force", "overwrite an existing kiln.yaml", false)
@@ -169,49 +195,27 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       .addHelpText("after", "\nA rollout left unfinished by a process that died (kill -9, a crash) is recovered first: its\nrelease is resumed when the spec still asks for it, and leftovers are retired once the new\ninstances are healthy. See kiln rollout --help."),
   )
     .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
-    .action(action(async (options, output) => {
-      const wait = lockWait(options, output);
-      if (typeof wait === "number") return wait;
-      const { kiln, spec, renderer } = await open(options, output, "deploy");
-      return withCancellation(output, async (signal) => {
-        try {
-          const result = await kiln.deploy({ spec, ...env(options), ...wait, signal });
-          renderer.done();
-          printResult(result, output);
-          return EXIT_CODES.success;
-        } finally {
-          renderer.done();
-          await kiln.close();
-        }
-      });
-    }));
+    .action(
+      rolloutAction("deploy", async (kiln, spec, options, extra, output) => {
+        const result = await kiln.deploy({ spec, ...env(options), ...extra });
+        return () => printResult(result, output);
+      }),
+    );
 
   common(program.command("rollback").description("roll back to the previous good release, or to RELEASE, reusing its image (no rebuild)"))
     .argument("[release]", "the release number to roll back to")
     .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
-    .action(action(async (options, output, releaseText) => {
-      const wait = lockWait(options, output);
-      if (typeof wait === "number") return wait;
-      let release: number | undefined;
-      if (releaseText !== undefined) {
-        release = Number(releaseText.replace(/^[rv#]/i, ""));
-        if (!Number.isInteger(release) || release < 1) {
-          return badInput(output, `"${releaseText}" is not a release number; see kiln history for the numbers.`);
+    .action(
+      rolloutAction("rollback", async (kiln, spec, options, extra, output, releaseText) => {
+        const release = releaseText === undefined ? undefined : Number(releaseText.replace(/^[rv#]/i, ""));
+        if (release !== undefined && (!Number.isInteger(release) || release < 1)) {
+          const { KilnError } = await import("@kilnjs/core");
+          throw new KilnError("INVALID_ARGUMENT", `"${releaseText}" is not a release number; see kiln history for the numbers.`);
         }
-      }
-      const { kiln, spec, renderer } = await open(options, output, "rollback");
-      return withCancellation(output, async (signal) => {
-        try {
-          const result = await kiln.rollback({ spec, ...env(options), ...wait, signal, ...(release ? { release } : {}) });
-          renderer.done();
-          printResult(result, output);
-          return EXIT_CODES.success;
-        } finally {
-          renderer.done();
-          await kiln.close();
-        }
-      });
-    }));
+        const result = await kiln.rollback({ spec, ...env(options), ...extra, ...(release ? { release } : {}) });
+        return () => printResult(result, output);
+      }),
+    );
 
   common(program.command("status").description("the current release, its instances, their addresses, and any drift"))
     .action(action(async (options, output) => {
@@ -348,22 +352,12 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       .addHelpText("after", "\nInstances it launched that pass the health check are kept; the others, and the old release's,\nare retired once the new ones are healthy. Nothing to resume is not an error."),
   )
     .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
-    .action(action(async (options, output) => {
-      const wait = lockWait(options, output);
-      if (typeof wait === "number") return wait;
-      const { kiln, spec, renderer } = await open(options, output, "rollout resume");
-      return withCancellation(output, async (signal) => {
-        try {
-          const result = await kiln.resumeRollout({ spec, ...env(options), ...wait, signal });
-          renderer.done();
-          printRecovery(result, "resumed", targetText(spec, options), output);
-          return EXIT_CODES.success;
-        } finally {
-          renderer.done();
-          await kiln.close();
-        }
-      });
-    }));
+    .action(
+      rolloutAction("rollout resume", async (kiln, spec, options, extra, output) => {
+        const result = await kiln.resumeRollout({ spec, ...env(options), ...extra });
+        return () => printRecovery(result, "resumed", targetText(spec, options), output);
+      }),
+    );
 
   common(
     rollout
@@ -372,22 +366,12 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       .addHelpText("after", "\nThe current release keeps its instances, missing ones are relaunched, every other instance is\nretired once they are healthy. With no current release, the target's instances are removed."),
   )
     .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
-    .action(action(async (options, output) => {
-      const wait = lockWait(options, output);
-      if (typeof wait === "number") return wait;
-      const { kiln, spec, renderer } = await open(options, output, "rollout abort");
-      return withCancellation(output, async (signal) => {
-        try {
-          const result = await kiln.abortRollout({ spec, ...env(options), ...wait, signal });
-          renderer.done();
-          printRecovery(result, "aborted", targetText(spec, options), output);
-          return EXIT_CODES.success;
-        } finally {
-          renderer.done();
-          await kiln.close();
-        }
-      });
-    }));
+    .action(
+      rolloutAction("rollout abort", async (kiln, spec, options, extra, output) => {
+        const result = await kiln.abortRollout({ spec, ...env(options), ...extra });
+        return () => printRecovery(result, "aborted", targetText(spec, options), output);
+      }),
+    );
 
   try {
     await program.parseAsync(argv, { from: "user" });
