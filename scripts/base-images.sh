@@ -6,6 +6,8 @@
 #   kiln-local/node:20          the host's own `node` binary, the shared libraries `ldd` lists (at
 #                               their own paths, with the dynamic loader), busybox for `sh`, /tmp,
 #                               /etc/passwd with root and node (uid 1000); CMD ["node"]
+#   kiln-local/haproxy:2.6      the front proxy image, made by scripts/proxy-image.sh from Debian's
+#                               haproxy binary (see that script and docs/traffic.md)
 #
 # Usage:
 #   eval "$(bash scripts/docker-engine.sh start | tail -1)"
@@ -19,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
     -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
       exit 0
       ;;
     *)
@@ -169,3 +171,9 @@ EOF
 
 build_busybox
 build_node
+# The front proxy's image (the Docker provider's traffic capability), from Debian's haproxy.
+if ((FORCE == 1)); then
+  bash "$(dirname "${BASH_SOURCE[0]}")/proxy-image.sh" --force
+else
+  bash "$(dirname "${BASH_SOURCE[0]}")/proxy-image.sh"
+fi

@@ -35,7 +35,7 @@ export type { WaitOptions, WaitOutcome } from "./wait.js";
 export { probeHttp } from "./health.js";
 export * from "./spec/index.js";
 export * from "./fingerprint/index.js";
-export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber } from "./plan.js";
+export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber, effectiveLimits, describeHealth } from "./plan.js";
 export type { DeployPlan, ImagePlan, PlanInput, RolloutPlan } from "./plan.js";
 export { nextRollingBatch, planRollingBatches } from "./rollout/batches.js";
 export type { RollingBatch, RollingCounts } from "./rollout/batches.js";

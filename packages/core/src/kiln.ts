@@ -6,7 +6,7 @@ import { fingerprintBuild, type FingerprintResult } from "./fingerprint/index.js
 import { journaled } from "./journal/journaled.js";
 import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
-import { currentRelease, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
+import { currentRelease, effectiveLimits, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
 import type { ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
 import { applyRollout, describe, newRolloutId, waitUntilHealthy, type LaunchableRelease } from "./rollout/engine.js";
 import { OBJECT_SPEC_FILE, specFromObject, type LoadedSpec } from "./spec/load.js";
@@ -449,7 +449,7 @@ export function createKiln(options: KilnOptions): Kiln {
         maxSurge: release.rollout.maxSurge,
         maxUnavailable: release.rollout.maxUnavailable,
         rollout: release.rollout,
-        ...(provider.limits ? { limits: provider.limits } : {}),
+        limits: effectiveLimits(provider.limits, release.traffic),
       }) as Extract<RolloutPlan, { action: "replace" }>;
     const first = plan(instances);
     if (first.keep.length === 0) return first;
@@ -815,7 +815,7 @@ export function createKiln(options: KilnOptions): Kiln {
           maxSurge: release.rollout.maxSurge,
           maxUnavailable: release.rollout.maxUnavailable,
           rollout: release.rollout,
-          ...(provider.limits ? { limits: provider.limits } : {}),
+          limits: effectiveLimits(provider.limits, release.traffic),
         });
         if (replacement.action === "none") throw new KilnError("INTERNAL", "A rollback planned no replacement.");
         await settleInterrupted(session, interrupted, undefined, replacement, "a rollback was asked for instead");
@@ -906,7 +906,7 @@ export function createKiln(options: KilnOptions): Kiln {
           maxSurge: current.rollout.maxSurge,
           maxUnavailable: current.rollout.maxUnavailable,
           rollout: current.rollout,
-          ...(provider.limits ? { limits: provider.limits } : {}),
+          limits: effectiveLimits(provider.limits, current.traffic),
         });
         await settleInterrupted(session, interrupted, undefined, replacement.action === "replace" ? replacement : undefined, "it was aborted");
         if (replacement.action === "none") {

@@ -114,6 +114,16 @@ describe("strategies in plans", () => {
     ).toThrow(expect.objectContaining({ code: "PLAN_INVALID", message: expect.stringMatching(/4 instances at once, but the provider allows 3/) as string }) as Error);
   });
 
+  it("applies the proxy's slot limit only to targets behind a proxy", () => {
+    const limits = { maxInstancesBehindProxy: 3 };
+    const blueGreen = withRollout({ strategy: "blue-green" });
+    expect(() => planDeploy({ resolved: blueGreen, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running, limits })).not.toThrow();
+    const proxied = { ...blueGreen, traffic: { proxy: { host: "127.0.0.1", port: 8080, portName: "http", retries: 2 } } };
+    expect(() => planDeploy({ resolved: proxied, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: running, limits })).toThrow(
+      expect.objectContaining({ code: "PLAN_INVALID" }) as Error,
+    );
+  });
+
   it("says a stop-first rollout of one instance has downtime", () => {
     const one = { ...withRollout({ maxSurge: 0, maxUnavailable: 1, order: "stop-first" }), count: 1 };
     const plan = planDeploy({ resolved: one, fingerprint, existingImage: image, state: stateWith({ number: 1 }), instances: [instance("a", 1)] });

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { KilnError } from "./errors.js";
 import type { ImageRef, Instance, InstanceConfig, ProviderLimits } from "./provider.js";
 import { planRollingBatches, type RollingBatch } from "./rollout/batches.js";
-import type { ResolvedHealth, ResolvedRollout, ResolvedTarget } from "./spec/resolve.js";
+import type { ResolvedHealth, ResolvedRollout, ResolvedTarget, ResolvedTraffic } from "./spec/resolve.js";
 import type { ReleaseRecord, TargetState } from "./state/types.js";
 import { formatTarget, type Target } from "./target.js";
 
@@ -94,7 +94,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     maxSurge: resolved.rollout.maxSurge,
     maxUnavailable: resolved.rollout.maxUnavailable,
     rollout: resolved.rollout,
-    ...(input.limits ? { limits: input.limits } : {}),
+    limits: effectiveLimits(input.limits, resolved.traffic),
   });
   const changes: string[] = [];
   changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (${resolved.target.service} has no image with this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
@@ -175,6 +175,15 @@ export function planReplacement(options: {
     steps,
     peakInstances,
   };
+}
+
+/**
+ * The limits that apply to one target: the provider's per-target limit, and behind a front proxy
+ * the proxy's own (its slots), whichever is lower.
+ */
+export function effectiveLimits(limits: ProviderLimits | undefined, traffic: ResolvedTraffic | undefined): ProviderLimits {
+  const candidates = [limits?.maxInstancesPerTarget, traffic?.proxy ? limits?.maxInstancesBehindProxy : undefined].filter((value): value is number => value !== undefined);
+  return candidates.length > 0 ? { maxInstancesPerTarget: Math.min(...candidates) } : {};
 }
 
 /** A strategy's phases in words, and the most instances that run at once. Pure. */

@@ -256,6 +256,8 @@ export interface TrafficOptions {
 export interface ProviderLimits {
   /** The most instances one target may run at once (a quota, a host's capacity). */
   readonly maxInstancesPerTarget?: number;
+  /** The most instances one target may run at once behind the provider's front proxy (its slots). */
+  readonly maxInstancesBehindProxy?: number;
 }
 
 /**

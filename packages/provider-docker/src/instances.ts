@@ -15,6 +15,8 @@ import {
 } from "@kilnjs/core";
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
 import type { ResolvedOptions } from "./options.js";
+import { targetNetworkName } from "./proxy/config.js";
+import { createNetworkEnsurer, type NetworkEnsurer } from "./proxy/network.js";
 
 /**
  * Labels the Docker provider adds beside core's {@link LABELS}.
@@ -24,6 +26,10 @@ import type { ResolvedOptions } from "./options.js";
 export const DOCKER_LABELS = {
   launchKey: "dev.kiln.launch-key",
   ports: "dev.kiln.ports",
+  /** What a Kiln container that is not an instance is for: `proxy` on a target's front proxy. */
+  role: "dev.kiln.role",
+  /** On a front proxy: the `host:port` it publishes, so a changed address is noticed. */
+  proxyAddress: "dev.kiln.proxy-address",
 } as const;
 
 /** Maps Docker's container status to an {@link InstanceState}. */
@@ -86,8 +92,12 @@ function baseInstance(labels: Record<string, string>): Pick<Instance, "target" |
  * The container's address on its (first) Docker network, for ports it does not publish (behind a
  * front proxy): reachable from the engine's host, where Kiln runs next to a local engine.
  */
-function networkAddress(networks: Record<string, { IPAddress?: string }> | undefined): string | undefined {
-  return Object.values(networks ?? {}).find((network) => network.IPAddress)?.IPAddress || undefined;
+function networkAddress(networks: Record<string, { IPAddress?: string }> | undefined, labels: Record<string, string>): string | undefined {
+  // Behind a front proxy, the address on the target's network (the one the proxy uses) comes first.
+  const service = labels[LABELS.service];
+  const environment = labels[LABELS.environment];
+  const preferred = service && environment ? networks?.[targetNetworkName({ service, environment })]?.IPAddress : undefined;
+  return preferred || Object.values(networks ?? {}).find((network) => network.IPAddress)?.IPAddress || undefined;
 }
 
 /** An {@link Instance} from `GET /containers/{id}/json` data. */
@@ -98,7 +108,7 @@ export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpoi
   for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
     const published = (bindings[`${port.port}/${port.protocol}`] ?? []).find((binding) => binding.HostPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: Number(published.HostPort) };
-    else if (networkAddress(info.NetworkSettings?.Networks)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks)!, port: port.port };
+    else if (networkAddress(info.NetworkSettings?.Networks, labels)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks, labels)!, port: port.port };
   }
   return {
     id: info.Id,
@@ -122,7 +132,7 @@ export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: st
   for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
     const published = (info.Ports ?? []).find((entry) => entry.PrivatePort === port.port && entry.Type === port.protocol && entry.PublicPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: published.PublicPort };
-    else if (networkAddress(info.NetworkSettings?.Networks)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks)!, port: port.port };
+    else if (networkAddress(info.NetworkSettings?.Networks, labels)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks, labels)!, port: port.port };
   }
   return {
     id: info.Id,
@@ -171,7 +181,13 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
       ...(config.cpus === undefined ? {} : { NanoCpus: Math.round(config.cpus * 1e9) }),
       RestartPolicy: { Name: "unless-stopped" },
       PortBindings: bindings,
-      ...(options.network === undefined ? {} : { NetworkMode: options.network }),
+      // Behind a front proxy (ports not published) the container joins the target's network, where
+      // the proxy reaches it; the configured network, if any, is connected as well after creation.
+      ...(config.publishPorts === false
+        ? { NetworkMode: targetNetworkName(request.target) }
+        : options.network === undefined
+          ? {}
+          : { NetworkMode: options.network }),
     },
   };
 }
@@ -181,7 +197,7 @@ function byName(a: Instance, b: Instance): number {
 }
 
 /** Instance operations against one engine. */
-export function createInstanceOperations(client: EngineClient, options: ResolvedOptions): InstanceOperations {
+export function createInstanceOperations(client: EngineClient, options: ResolvedOptions, ensureTargetNetwork: NetworkEnsurer = createNetworkEnsurer()): InstanceOperations {
   const address = client.address;
   let network: Promise<void> | undefined;
 
@@ -214,6 +230,9 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
     const name = containerName(request);
     const container = await docker.createContainer({ ...containerCreateOptions(request, options, name), abortSignal: ctx.signal });
     try {
+      if (request.config.publishPorts === false && options.network !== undefined && options.network !== targetNetworkName(request.target)) {
+        await docker.getNetwork(options.network).connect({ Container: container.id });
+      }
       await container.start({ abortSignal: ctx.signal });
     } catch (error) {
       await container.remove({ force: true }).catch((cleanup: unknown) => {
@@ -247,6 +266,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       const docker = await client.get();
       let existing: Dockerode.ContainerInfo[];
       try {
+        if (request.config.publishPorts === false) await ensureTargetNetwork(docker, request.target, ctx);
         await ensureNetwork(docker, ctx);
         existing = (
           await docker.listContainers({
@@ -284,7 +304,8 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       ];
       try {
         const containers = await docker.listContainers({ all: true, filters: { label }, abortSignal: ctx.signal });
-        const live = containers.filter((info) => info.State !== "removing");
+        // The target's front proxy carries its labels too, but is not an instance.
+        const live = containers.filter((info) => info.State !== "removing" && info.Labels?.[DOCKER_LABELS.role] === undefined);
         // Restart counts are not in the list data: inspect containers that are not running (the
         // few worth a second look), and running ones only when the caller asks for exact counts
         // (the rollout engine, while it gates); otherwise running ones report 0.

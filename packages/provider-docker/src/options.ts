@@ -21,7 +21,21 @@ export interface DockerProviderOptions {
    * @defaultValue none: containers use the engine's default bridge network
    */
   readonly network?: string;
+  /**
+   * The front proxy's image (HAProxy 2.6 or later, laid out like the official image: `haproxy` on
+   * `PATH`, configuration in /usr/local/etc/haproxy), for the traffic capability. The provider never
+   * pulls it. When neither this option nor `KILN_DOCKER_PROXY_IMAGE` is set and the official image
+   * is not on the engine, `kiln-local/haproxy:2.6` (made by scripts/proxy-image.sh on machines with
+   * no registry) is used when it is there.
+   * @defaultValue the `KILN_DOCKER_PROXY_IMAGE` environment variable when set, else `haproxy:2.6`
+   */
+  readonly proxyImage?: string;
 }
+
+/** The official HAProxy image the front proxy runs by default. */
+export const DEFAULT_PROXY_IMAGE = "haproxy:2.6";
+/** The proxy image scripts/proxy-image.sh builds from Debian's haproxy where no registry can be reached. */
+export const LOCAL_PROXY_IMAGE = "kiln-local/haproxy:2.6";
 
 /** Where the engine listens, in the form docker-modem takes. */
 export type EngineAddress =
@@ -64,6 +78,10 @@ export interface ResolvedOptions {
   /** The host written into endpoints (`publishHost`, or 127.0.0.1 for a wildcard address). */
   readonly endpointHost: string;
   readonly network: string | undefined;
+  /** The front proxy's image. */
+  readonly proxyImage: string;
+  /** Whether the option or the environment named the image (else {@link LOCAL_PROXY_IMAGE} may stand in). */
+  readonly proxyImageExplicit: boolean;
 }
 
 /**
@@ -79,5 +97,16 @@ export function resolveOptions(options: DockerProviderOptions | undefined, env: 
     throw new KilnError("INVALID_ARGUMENT", `network "${network}" is not a valid Docker network name.`);
   }
   const endpointHost = publishHost === "0.0.0.0" ? "127.0.0.1" : publishHost === "::" ? "::1" : publishHost;
-  return { address: parseDockerHost(host), publishHost, endpointHost, network };
+  const namedImage = options?.proxyImage ?? (env.KILN_DOCKER_PROXY_IMAGE ? env.KILN_DOCKER_PROXY_IMAGE : undefined);
+  if (namedImage !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.\-/:@]*$/.test(namedImage.trim())) {
+    throw new KilnError("INVALID_ARGUMENT", `proxyImage "${namedImage}" is not a valid image reference.`);
+  }
+  return {
+    address: parseDockerHost(host),
+    publishHost,
+    endpointHost,
+    network,
+    proxyImage: namedImage?.trim() ?? DEFAULT_PROXY_IMAGE,
+    proxyImageExplicit: namedImage !== undefined,
+  };
 }

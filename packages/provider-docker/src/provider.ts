@@ -3,6 +3,9 @@ import { EngineClient, engineError, isConnectionError, unavailableError } from "
 import { createImageOperations } from "./images.js";
 import { createInstanceOperations } from "./instances.js";
 import { resolveOptions, type DockerProviderOptions } from "./options.js";
+import { createNetworkEnsurer } from "./proxy/network.js";
+import { PROXY_SLOTS } from "./proxy/config.js";
+import { createTrafficCapability } from "./proxy/traffic.js";
 
 /** The Docker provider's name, equal to its package suffix. */
 export const PROVIDER_NAME = "docker";
@@ -16,6 +19,11 @@ const PING_TIMEOUT_MS = 5_000;
  *
  * Creating a provider does no I/O and does not load dockerode; the first call that needs the engine
  * does. The provider never pulls images: a base image must already be on the engine.
+ *
+ * Its `traffic` capability runs a front proxy per target (HAProxy in the container
+ * `kiln-proxy-<service>-<environment>` on the network `kiln-<service>-<environment>`, publishing the
+ * spec's `traffic.proxy` address) and moves instances in and out of it through HAProxy's runtime
+ * API; see docs/traffic.md.
  *
  * @param options - see {@link DockerProviderOptions}; every field is optional
  * @returns a {@link Provider} named {@link PROVIDER_NAME}
@@ -38,10 +46,14 @@ const PING_TIMEOUT_MS = 5_000;
 export const createDockerProvider = defineProvider((options?: DockerProviderOptions): Provider => {
   const resolved = resolveOptions(options);
   const client = new EngineClient(resolved.address);
+  const networks = createNetworkEnsurer();
   return {
     name: PROVIDER_NAME,
     images: createImageOperations(client),
-    instances: createInstanceOperations(client, resolved),
+    instances: createInstanceOperations(client, resolved, networks),
+    traffic: createTrafficCapability(client, resolved, networks),
+    // The proxy's server slots: a plan that would need more behind it is refused before it starts.
+    limits: { maxInstancesBehindProxy: PROXY_SLOTS },
     async ping(ctx) {
       throwIfAborted(ctx.signal);
       const docker = await client.get();
