@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { get } from "node:http";
+import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -644,4 +645,88 @@ export interface LockDocument {
   type: "lock";
   target: string;
   lock: null | { holder: { pid: number }; token: number; stale: boolean };
+}
+
+// ---- the front proxy and traffic through it (zero-downtime tests, proxy bench) ----
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it; it is released at once). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no free port"))));
+    });
+  });
+}
+
+/** The spec's `traffic:` block with a front proxy on `port` (127.0.0.1), appended to a kiln.yaml. */
+export function withProxy(spec: string, port: number, extra = ""): string {
+  return `${spec.replace(/\n*$/, "\n")}\ntraffic:\n  proxy: { port: ${port}${extra ? `, ${extra}` : ""} }\n`;
+}
+
+/** Runs `cmd` inside a running container (docker exec) and returns its exit code and output (stdout + stderr). */
+export async function execIn(docker: Docker, id: string, cmd: string[], timeoutMs = 10_000): Promise<{ exitCode: number; output: string }> {
+  const exec = await docker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: true });
+  const stream = await exec.start({ hijack: true, stdin: false, Tty: true });
+  const output = await new Promise<string>((resolve, reject) => {
+    let text = "";
+    const timer = setTimeout(() => {
+      stream.destroy();
+      reject(new Error(`docker exec ${cmd.join(" ")} in ${id.slice(0, 12)}: no end within ${timeoutMs} ms`));
+    }, timeoutMs);
+    stream.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+    stream.on("end", () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    stream.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+  const inspected = await exec.inspect();
+  return { exitCode: inspected.ExitCode ?? -1, output };
+}
+
+/** What hello-web's `GET /stats` says. */
+export interface HelloWebStats {
+  requests: number;
+  servedAfterStop: number;
+  stopRequestedAt: number | null;
+  instance: string;
+  version: string;
+}
+
+/** Reads hello-web's /stats from inside its container (docker exec of node: no network address needed). */
+export async function helloWebStats(docker: Docker, id: string): Promise<HelloWebStats> {
+  const script = "fetch('http://127.0.0.1:8080/stats').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(String(e)); process.exit(1); })";
+  const { exitCode, output } = await execIn(docker, id, ["node", "-e", script]);
+  if (exitCode !== 0) throw new Error(`/stats of ${id.slice(0, 12)}: exit ${exitCode}: ${output}`);
+  return JSON.parse(output) as HelloWebStats;
+}
+
+/** The host ports a container publishes (bound or asked for), as `container-port -> host:port` texts; empty when none. */
+export function publishedPorts(inspected: Docker.ContainerInspectInfo): string[] {
+  const found: string[] = [];
+  for (const [containerPort, bindings] of Object.entries(inspected.NetworkSettings?.Ports ?? {})) {
+    for (const binding of bindings ?? []) if (binding?.HostPort) found.push(`${containerPort} -> ${binding.HostIp || "*"}:${binding.HostPort}`);
+  }
+  const asked = (inspected.HostConfig?.PortBindings ?? {}) as Record<string, Array<{ HostIp?: string; HostPort?: string }> | null>;
+  for (const [containerPort, bindings] of Object.entries(asked)) {
+    for (const binding of bindings ?? []) {
+      if (binding.HostPort) found.push(`${containerPort} -> ${binding.HostIp || "*"}:${binding.HostPort} (asked)`);
+    }
+  }
+  if (inspected.HostConfig?.PublishAllPorts) found.push("PublishAllPorts");
+  return found;
+}
+
+/** Running or stopped containers that publish host port `port` (the front proxy of a test's spec). */
+export async function containersPublishing(docker: Docker, port: number): Promise<Docker.ContainerInfo[]> {
+  const all = await docker.listContainers({ all: true });
+  return all.filter((info) => info.Ports.some((p) => p.PublicPort === port));
 }

@@ -67,6 +67,8 @@ describe("renderConfig", () => {
     expect(text).toContain("retries 2");
     expect(text).toContain("option redispatch 1");
     expect(text).toContain("retry-on conn-failure empty-response");
+    // A reload (new settings) must not reset clients' idle keep-alive connections.
+    expect(text).toContain("option idle-close-on-response");
     expect(text).toContain("http-request disable-l7-retry unless kiln_idempotent");
     expect(text).toContain("option httpchk GET /healthz");
     expect(text).toContain("http-check expect rstatus ^(2..|3..)$");

@@ -139,6 +139,9 @@ export function renderConfig(target: Target, settings: ProxySettings, slots: rea
     "    mode http",
     "    log global",
     "    option dontlognull",
+    // On a reload (new settings), the old process keeps idle client connections until their next
+    // response instead of closing them under the client (which saw ECONNRESET on reuse).
+    "    option idle-close-on-response",
     "    timeout connect 5s",
     "    timeout client 60s",
     "    timeout server 60s",
