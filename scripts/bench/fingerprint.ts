@@ -15,6 +15,7 @@ import { mkdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fingerprintBuild, shortFingerprint, type FingerprintResult } from "../../packages/core/src/fingerprint/index.js";
+import { seededRandom } from "../../packages/testkit/src/faults.js";
 
 export const CONTEXT_DIR = path.join(os.tmpdir(), "kiln-bench-context");
 const MARKER_FILE = path.join(CONTEXT_DIR, ".kiln-bench-marker.json");
@@ -27,16 +28,10 @@ const FIXED_MTIME = new Date("2024-01-01T00:00:00Z");
 const IMAGE_TAG = "kiln-bench/fingerprint:latest";
 const MB = 1024 * 1024;
 
-/** mulberry32: a small, fast, seeded PRNG; the same seed gives the same context everywhere. */
+/** testkit's seeded PRNG (mulberry32) as 32-bit integers: the same seed gives the same context everywhere. */
 function createRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const next = seededRandom(seed);
+  return () => next() * 4294967296;
 }
 
 /** A size drawn from a mix: many small files, some medium, a few large; ~10 KB on average. */

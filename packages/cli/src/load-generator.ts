@@ -15,6 +15,7 @@
  * Traffic goes only where the caller points it (the tests use 127.0.0.1).
  */
 import { Agent, request as httpRequest } from "node:http";
+import { seededRandom as random } from "@kilnjs/testkit";
 
 /** No run sends for longer than this, whatever `durationMs` says. */
 export const MAX_DURATION_MS = 90_000;
@@ -140,18 +141,6 @@ function percentilesOf(latencies: number[]): Percentiles {
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     maxMs: latencies.length === 0 ? Number.NaN : latencies[latencies.length - 1]!,
-  };
-}
-
-/** A small deterministic random source (mulberry32). */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
