@@ -228,6 +228,8 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
         }
         const c = createColors(output.color);
         const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${status.release.image.id.slice(0, 19)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
+        const proxy = status.release?.traffic?.proxy;
+        if (proxy) lines.push(`address: http://${proxy.host}:${proxy.port} (front proxy → port ${proxy.portName}; the addresses below are the instances' own)`);
         if (status.activeRollout) {
           const active = status.activeRollout;
           const by = `${active.holder.user}@${active.holder.host}, pid ${active.holder.pid}`;

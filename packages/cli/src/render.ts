@@ -155,7 +155,16 @@ export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): st
         event.fromRelease === event.toRelease
           ? `repairing release ${event.toRelease} (its instances differ from it)`
           : `${event.kind === "rollback" ? "rolling back to" : "rolling out"} release ${event.toRelease}${event.fromRelease ? ` over release ${event.fromRelease}` : ""}`;
-      return `${c.cyan("•")} ${what}: ${event.count} instance${event.count === 1 ? "" : "s"}, surge ${event.maxSurge}, unavailable ${event.maxUnavailable}`;
+      const shape = event.strategy === "rolling" ? `rolling, surge ${event.maxSurge}, unavailable ${event.maxUnavailable}` : event.strategy;
+      return `${c.cyan("•")} ${what}: ${event.count} instance${event.count === 1 ? "" : "s"}, ${shape}`;
+    }
+    case "rollout.holding": {
+      const why = {
+        bake: `blue-green: the new set serves; baking ${seconds(event.durationMs)} with the old set kept for an instant rollback`,
+        "canary-step": `canary: ${event.healthy} of ${event.count} on the new release; holding ${seconds(event.durationMs)} with health checks running`,
+        pause: `pausing ${seconds(event.durationMs)} after a batch (${event.healthy} of ${event.count} new), health checks running`,
+      }[event.reason];
+      return `  ${c.cyan("…")} ${why}`;
     }
     case "rollout.skipped":
       return `${c.green("✓")} ${event.target} is up to date (release ${event.release}): nothing built, nothing launched, nothing retired`;

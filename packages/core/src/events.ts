@@ -29,7 +29,19 @@ export type KilnEvent = EventBase &
     | { type: "image.build.log"; message: string }
     | { type: "image.built"; fingerprint: string; imageId: string; durationMs: number }
     | { type: "release.created"; release: number; fingerprint: string; imageId: string; rollbackOf?: number }
-    | { type: "rollout.started"; rolloutId: string; kind: RolloutKind; fromRelease: number | undefined; toRelease: number; count: number; maxSurge: number; maxUnavailable: number }
+    | {
+        type: "rollout.started";
+        rolloutId: string;
+        kind: RolloutKind;
+        strategy: "rolling" | "blue-green" | "canary";
+        fromRelease: number | undefined;
+        toRelease: number;
+        count: number;
+        maxSurge: number;
+        maxUnavailable: number;
+      }
+    /** The rollout holds with its health checks running: a blue-green bake, a canary step's hold, a pause between batches. */
+    | { type: "rollout.holding"; rolloutId: string; reason: "bake" | "canary-step" | "pause"; durationMs: number; healthy: number; count: number }
     | { type: "rollout.skipped"; reason: string; release: number }
     | { type: "instance.launched"; rolloutId: string; instance: EventInstance }
     | { type: "instance.healthy"; rolloutId: string; instance: EventInstance; durationMs: number }

@@ -541,6 +541,7 @@ export function createKiln(options: KilnOptions): Kiln {
       type: "rollout.started",
       rolloutId,
       kind: rollout.kind,
+      strategy: release.rollout.strategy,
       fromRelease: args.previous?.number,
       toRelease: release.number,
       count: release.count,

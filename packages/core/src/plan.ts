@@ -103,6 +103,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
     changes.push(`${what}: ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`);
     for (const step of rollout.steps) changes.push(`  ${step}`);
+    changes.push(`  at most ${rollout.peakInstances} instance${rollout.peakInstances === 1 ? "" : "s"} run at once`);
     changes.push(`  health gate: ${describeHealth(resolved.health)}`);
     const proxy = resolved.traffic.proxy;
     changes.push(

@@ -161,7 +161,7 @@ describe("health gates", () => {
 
 describe("traffic", () => {
   /** The memory provider plus a traffic capability that records every call and checks its order. */
-  function withTraffic(options: MemoryProviderOptions = {}) {
+  function withTraffic(options: MemoryProviderOptions = {}, drainMs = 0) {
     const { provider, kiln: _unused, events } = setup(options);
     const registered = new Set<string>();
     const calls: string[] = [];
@@ -180,6 +180,8 @@ describe("traffic", () => {
         },
         async deregister(instances: readonly Instance[]) {
           for (const instance of instances) registered.delete(instance.id);
+          // A router's drain takes time (in-flight requests finish): the window a cancellation can land in.
+          if (drainMs > 0) await new Promise((resolve) => setTimeout(resolve, drainMs));
           fewestRegisteredAfterFirst = Math.min(fewestRegisteredAfterFirst, registered.size);
           calls.push(`deregister ${instances.length}`);
         },
@@ -201,8 +203,9 @@ describe("traffic", () => {
         events.push(event);
       },
     });
-    return { kiln, calls, registered, events, fewest: () => fewestRegisteredAfterFirst };
+    return { kiln, calls, registered, events, fewest: () => fewestRegisteredAfterFirst, provider };
   }
+  const withTrafficAndProvider = (options: MemoryProviderOptions = {}) => withTraffic(options, 300);
 
   const proxied = (input: SpecInput): SpecInput => ({ ...input, traffic: { proxy: { port: 18080 } } });
 
@@ -217,6 +220,24 @@ describe("traffic", () => {
     expect(calls).toEqual(["register 1", "deregister 1", "register 1", "deregister 1", "register 1", "deregister 1"]);
     expect(fewest()).toBeGreaterThanOrEqual(3);
     expect(registered.size).toBe(3);
+  });
+
+  it("a cancellation between drain and stop gives the drained old instance its traffic back", async () => {
+    const { kiln, registered, events, provider } = withTrafficAndProvider();
+    const rolling = proxied(spec(3, { strategy: "rolling" }));
+    await kiln.deploy({ spec: rolling, baseDir: dir });
+    const v1 = [...registered].sort();
+    await nextVersion("v2");
+    const controller = new AbortController();
+    events.length = 0;
+    const deploying = kiln.deploy({ spec: rolling, baseDir: dir, signal: controller.signal });
+    await expect.poll(() => events.some((e) => e.type === "instance.retiring"), { timeout: 5000, interval: 5 }).toBe(true);
+    controller.abort();
+    await expect(deploying).rejects.toMatchObject({ code: "ABORTED" });
+    // Every v1 instance still running is routed again, including the one that was being drained.
+    const running = [...provider.live.values()].filter((i) => i.release === 1).map((i) => i.id).sort();
+    expect(running).toEqual(v1);
+    expect([...registered].sort()).toEqual(v1);
   });
 
   it("blue-green: one switch of the whole set, and a failure during the bake gives the old set its traffic back", async () => {

@@ -122,6 +122,25 @@ describe("journaled", () => {
     expect(await journalOf()).toEqual([]);
   });
 
+  it("journals traffic changes and refuses them once the lease is lost", async () => {
+    const calls: string[] = [];
+    const routed: Provider = {
+      ...fakeProvider(calls),
+      traffic: {
+        register: async (instances) => void calls.push(`register ${instances.length}`),
+        deregister: async (instances) => void calls.push(`deregister ${instances.length}`),
+      },
+    };
+    const provider = journaled(routed, { store, target, rolloutId: "r1", token, crashAt: undefined });
+    const [started] = await provider.instances.launch(launchRequest(1), ctx);
+    const trafficOptions = { target, proxy: { host: "127.0.0.1", port: 8080, portName: "http", retries: 2 } };
+    await provider.traffic!.register([started!], trafficOptions, ctx);
+    expect((await journalOf()).map((entry) => `${entry.phase}:${entry.step}`)).toEqual(["intent:launch:1", "outcome:launch:1", "intent:register:1", "outcome:register:1"]);
+    await store.forceRelease(target);
+    await expect(provider.traffic!.deregister([started!], { ...trafficOptions, drainMs: 0 }, ctx)).rejects.toMatchObject({ code: "LOCK_LOST" });
+    expect(calls).toEqual(["launch 1", "register 1"]);
+  });
+
   it("dies right after the named entry is written (KILN_TEST_CRASH_AT)", async () => {
     for (const [crashAt, expectedCalls, entries] of [
       ["intent:launch:2", ["launch 1"], 3],

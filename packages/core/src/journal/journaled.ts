@@ -1,7 +1,7 @@
 import { KilnError, toKilnError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
-import type { Provider } from "../provider.js";
+import type { Provider, TrafficCapability } from "../provider.js";
 import type { JournalEntry, JournalOp, RecordedError, RolloutRecord, StateStore } from "../state/types.js";
 import type { Target } from "../target.js";
 
@@ -55,16 +55,22 @@ export interface JournalOptions {
   readonly kill?: () => void;
 }
 
-type Verb = "build" | "launch" | "terminate";
+type Verb = "build" | "launch" | "terminate" | "register" | "deregister";
 
-const OPS: Record<Verb, JournalOp> = { build: "images.build", launch: "instances.launch", terminate: "instances.terminate" };
+const OPS: Record<Verb, JournalOp> = {
+  build: "images.build",
+  launch: "instances.launch",
+  terminate: "instances.terminate",
+  register: "traffic.register",
+  deregister: "traffic.deregister",
+};
 
 /**
  * Parses a crash point, `<phase>:<verb>:<n>` (`intent:launch:2`).
  * @throws KilnError INVALID_ARGUMENT when it is not of that form
  */
 export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; step: string } {
-  const match = /^(intent|outcome):((?:build|launch|terminate):[1-9]\d*)$/.exec(text.trim());
+  const match = /^(intent|outcome):((?:build|launch|terminate|register|deregister):[1-9]\d*)$/.exec(text.trim());
   if (!match) {
     throw new KilnError(
       "INVALID_ARGUMENT",
@@ -83,8 +89,9 @@ export function journalCrashPoints(rollout: Pick<RolloutRecord, "journal">): str
 }
 
 /**
- * Wraps a provider so that every `images.build`, `instances.launch` and `instances.terminate` is
- * journaled on the rollout's record: an intent before the call, an outcome after it. Other members
+ * Wraps a provider so that every `images.build`, `instances.launch`, `instances.terminate` and
+ * traffic `register`/`deregister` is journaled on the rollout's record: an intent before the call,
+ * an outcome after it. So a process that lost its lease can change neither instances nor routing. Other members
  * (find, list, health, capabilities core does not journal) pass through unchanged. The rollout
  * engine gets the wrapped provider and never knows.
  *
@@ -106,7 +113,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
     }
   }
   const kill = options.kill ?? (() => process.kill(process.pid, "SIGKILL"));
-  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0 };
+  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0 };
 
   async function write(entry: Omit<JournalEntry, "seq" | "time">): Promise<void> {
     await options.store.update(
@@ -181,7 +188,17 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
           () => undefined,
         ),
     },
+    ...(provider.traffic ? { traffic: journaledTraffic(provider.traffic) } : {}),
     ping: provider.ping.bind(provider),
     ...(provider.close ? { close: provider.close.bind(provider) } : {}),
   };
+
+  function journaledTraffic(traffic: TrafficCapability): TrafficCapability {
+    return {
+      register: (instances, trafficOptions, ctx) =>
+        step("register", { instanceIds: instances.map((instance) => instance.id) }, () => traffic.register(instances, trafficOptions, ctx), () => undefined),
+      deregister: (instances, trafficOptions, ctx) =>
+        step("deregister", { instanceIds: instances.map((instance) => instance.id) }, () => traffic.deregister(instances, trafficOptions, ctx), () => undefined),
+    };
+  }
 }

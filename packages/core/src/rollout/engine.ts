@@ -139,7 +139,7 @@ class RolloutRun {
       await this.retireOld(batch.retire);
       if (batch.launch > 0) {
         await this.launchAndGate(batch.launch);
-        if (rollout.pauseBetweenBatchesMs > 0 && this.healthy.length < count) await this.hold(rollout.pauseBetweenBatchesMs);
+        if (rollout.pauseBetweenBatchesMs > 0 && this.healthy.length < count) await this.hold(rollout.pauseBetweenBatchesMs, "pause");
       }
     }
   }
@@ -149,7 +149,7 @@ class RolloutRun {
     if (missing > 0) await this.launchAndGate(missing);
     // The switch: the new set takes the traffic, the old set is drained but kept for the bake time.
     await shiftTraffic(this.input, this.healthy, this.old, this.ctx);
-    if (this.old.length > 0 && this.release.rollout.bakeTimeMs > 0) await this.hold(this.release.rollout.bakeTimeMs);
+    if (this.old.length > 0 && this.release.rollout.bakeTimeMs > 0) await this.hold(this.release.rollout.bakeTimeMs, "bake");
     await this.retireOld(this.old.length);
   }
 
@@ -162,7 +162,7 @@ class RolloutRun {
         const surplus = this.old.length + this.healthy.length - this.release.count;
         await this.retireOld(Math.min(this.old.length, Math.max(surplus, 0)));
       }
-      if (step.holdMs > 0 && this.healthy.length < this.release.count) await this.hold(step.holdMs);
+      if (step.holdMs > 0 && this.healthy.length < this.release.count) await this.hold(step.holdMs, "canary-step");
     }
     await this.retireOld(this.old.length);
   }
@@ -206,7 +206,8 @@ class RolloutRun {
   }
 
   /** Keeps the checks running on the new instances for `durationMs`; a failure ends the rollout. */
-  private hold(durationMs: number): Promise<void> {
+  private hold(durationMs: number, reason: "bake" | "canary-step" | "pause"): Promise<void> {
+    this.input.emit({ type: "rollout.holding", rolloutId: this.input.rolloutId, reason, durationMs, healthy: this.healthy.length, count: this.release.count });
     return watchHealth(this.input, this.release, this.healthy, durationMs, this.ctx);
   }
 }
@@ -262,13 +263,14 @@ async function undo(input: RolloutInput, launched: readonly Instance[], oldStill
   const previous = input.previous;
   if (!previous) return undefined;
   try {
-    // A blue-green switch had drained the old set, which never stopped: give it the traffic back.
-    await shiftTraffic(input, oldStillServing, [], ctx);
-    // Count what of the previous release really runs (old instances never retired, and in a
-    // repair the kept ones too), rather than trusting the rollout's own bookkeeping.
+    // Count what of the previous release really runs (old instances never retired, one caught
+    // mid-drain by the cancellation, and in a repair the kept ones), rather than trusting the
+    // rollout's own bookkeeping; all of it gets the traffic back (a blue-green switch or a drain
+    // had taken it away).
     const running = (await input.provider.instances.list({ target: input.target, release: previous.number }, ctx)).filter(
       (instance) => instance.rolloutId !== input.rolloutId && isRunning(instance),
     );
+    await shiftTraffic(input, running, [], ctx);
     const missing = previous.count - Math.max(running.length, oldStillServing.length);
     if (missing <= 0) return previous.number;
     const restored = await input.provider.instances.launch(

@@ -168,6 +168,17 @@ describe("rollout strategies and health gates", () => {
     ]);
   });
 
+  it("fits the same canary steps to smaller environments, and lets an environment switch canary off", () => {
+    const canary = { strategy: "canary" as const, steps: [{ instances: 1 }, { instances: "50%" }] };
+    const result = validateSpec({
+      service: "web",
+      instances: { count: 4 },
+      rollout: canary,
+      environments: { staging: { instances: { count: 1 } }, dev: { rollout: { strategy: "rolling" } } },
+    });
+    expect(result.ok).toBe(true);
+  });
+
   it("refuses a deadline shorter than the settings need, showing the arithmetic", () => {
     const issues = issuesOf(
       validateSpec({ service: "web", health: { tcp: { port: 80 }, startPeriodMs: 10_000, intervalMs: 1000, timeoutMs: 500, healthyThreshold: 3, stabilityWindowMs: 2000, deadlineMs: 12_000 } }),

@@ -196,20 +196,24 @@ function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] 
     if (!rollout.steps) {
       issues.push({ path: [...prefix, "rollout", "steps"], kind: "invalid-value", message: 'a canary rollout needs steps, e.g. [{ instances: 1, holdMs: 60000 }, { instances: "50%" }]' });
     } else {
+      // Steps at or above count are dropped (the last step, 100%, is implied), so the same steps
+      // serve environments of different sizes; below count, each must be larger than the last.
       let previous = 0;
       rollout.steps.forEach((step, index) => {
         const size = resolveStepSize(step.instances, count);
-        if (size <= previous || size > count) {
+        if (size >= count) return;
+        if (size <= previous) {
           issues.push({
             path: [...prefix, "rollout", "steps", index, "instances"],
             kind: "invalid-value",
-            message: `step ${index + 1} comes to ${size} of ${count} instances; each step must be larger than the one before (${previous}) and at most ${count}`,
+            message: `step ${index + 1} comes to ${size} of ${count} instances; each step must be larger than the one before (${previous})`,
           });
         }
         previous = Math.max(previous, size);
       });
     }
-  } else if (rollout.steps) {
+  } else if (rollout.steps && prefix.length === 0) {
+    // In an environment, steps inherited from a canary top level are simply unused.
     issues.push({ path: [...prefix, "rollout", "steps"], kind: "invalid-value", message: `steps apply to the canary strategy only; this rollout is ${rollout.strategy}` });
   }
   if (spec.health.deadlineMs !== undefined) {
