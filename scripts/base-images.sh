@@ -16,76 +16,25 @@
 # Uses DOCKER_HOST from the environment. Idempotent: an image that exists is skipped.
 set -euo pipefail
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    --force) FORCE=1 ;;
-    -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
-      exit 0
-      ;;
-    *)
-      printf 'base-images: unknown argument %s (usage: %s [--force])\n' "$arg" "$0" >&2
-      exit 2
-      ;;
-  esac
-done
+SCRIPT_NAME=base-images
+HELP_LINES=2,16
+# shellcheck source=lib/images.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/images.sh"
+parse_force_flag "$@"
 
 BUSYBOX_IMAGE="kiln-local/busybox:latest"
 NODE_IMAGE="kiln-local/node:20"
 PATH_IN_IMAGE="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-log() { printf 'base-images: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-command -v docker >/dev/null 2>&1 || die "the docker CLI is missing; run: bash scripts/docker-engine.sh start (it installs docker.io)"
-if ! timeout 15 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}; run: eval \"\$(bash scripts/docker-engine.sh start | tail -1)\""
-fi
+require_engine
 
 # A static busybox: from Debian's busybox-static (installed here when missing and we are root).
-find_static_busybox() {
-  local candidate
-  for candidate in /bin/busybox /usr/bin/busybox; do
-    if [[ -x "$candidate" ]] && ! ldd "$candidate" >/dev/null 2>&1; then
-      printf '%s\n' "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
-BUSYBOX="$(find_static_busybox || true)"
-if [[ -z "$BUSYBOX" ]]; then
-  [[ "$(id -u)" == 0 ]] || die "no static busybox found; install Debian's busybox-static (apt-get install busybox-static)"
-  log "installing busybox-static with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends busybox-static >&2
-  BUSYBOX="$(find_static_busybox)" || die "busybox-static is installed but no static busybox was found"
-fi
+ensure_static_busybox
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kiln-base-images.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 exists() { docker image inspect "$1" >/dev/null 2>&1; }
-
-# Lays out a minimal root filesystem with busybox and its applets in folder $1.
-make_busybox_root() {
-  local root="$1" applet dir
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,proc,sys,dev}
-  chmod 1777 "$root/tmp"
-  cp "$BUSYBOX" "$root/bin/busybox"
-  chmod 755 "$root/bin/busybox"
-  # --list-full gives each applet's usual place (bin/sh, usr/bin/wget, sbin/ifconfig...).
-  while IFS= read -r applet; do
-    [[ -n "$applet" && "$applet" != "bin/busybox" ]] || continue
-    dir="$(dirname "$applet")"
-    mkdir -p "$root/$dir"
-    [[ -e "$root/$applet" || -L "$root/$applet" ]] || ln -s /bin/busybox "$root/$applet"
-  done < <("$BUSYBOX" --list-full)
-  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
-  printf 'root:x:0:\n' >"$root/etc/group"
-}
 
 # Imports folder $1 as image $2 with the given `--change` instructions.
 import_root() {
@@ -119,13 +68,6 @@ build_busybox() {
   log "built $BUSYBOX_IMAGE"
 }
 
-# Copies file $1 into folder $2 at the same absolute path, following symlinks.
-copy_at_path() {
-  local file="$1" root="$2"
-  mkdir -p "$root$(dirname "$file")"
-  cp -L "$file" "$root$file"
-}
-
 build_node() {
   if ((FORCE == 0)) && exists "$NODE_IMAGE"; then
     log "$NODE_IMAGE exists; skipped (use --force to rebuild)"
@@ -143,15 +85,7 @@ build_node() {
   mkdir -p "$root/usr/local/bin" "$root/home/node"
   cp "$node_bin" "$root/usr/local/bin/node"
   chmod 755 "$root/usr/local/bin/node"
-  # Every library ldd names (`libx.so => /path (0x...)`) plus the loader (`/lib64/ld-linux... (0x...)`).
-  local lib count=0
-  while IFS= read -r lib; do
-    [[ -n "$lib" ]] || continue
-    copy_at_path "$lib" "$root"
-    count=$((count + 1))
-  done < <(ldd "$node_bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
-  ((count > 0)) || die "ldd listed no libraries for $node_bin"
-  log "copied $count shared libraries"
+  copy_shared_libraries "$node_bin" "$root"
   cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 node:x:1000:1000:node:/home/node:/bin/sh

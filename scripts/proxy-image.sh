@@ -17,48 +17,21 @@
 # Uses DOCKER_HOST from the environment. Idempotent: when the image exists it is skipped.
 set -euo pipefail
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    --force) FORCE=1 ;;
-    -h | --help)
-      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
-      exit 0
-      ;;
-    *)
-      printf 'proxy-image: unknown argument %s (usage: %s [--force])\n' "$arg" "$0" >&2
-      exit 2
-      ;;
-  esac
-done
+SCRIPT_NAME=proxy-image
+HELP_LINES=2,17
+# shellcheck source=lib/images.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/images.sh"
+parse_force_flag "$@"
 
 IMAGE="${KILN_LOCAL_PROXY_IMAGE:-kiln-local/haproxy:2.6}"
 PATH_IN_IMAGE="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-log() { printf 'proxy-image: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-command -v docker >/dev/null 2>&1 || die "the docker CLI is missing; run: bash scripts/docker-engine.sh start (it installs docker.io)"
-if ! timeout 15 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}; run: eval \"\$(bash scripts/docker-engine.sh start | tail -1)\""
-fi
+require_engine
 
 if ((FORCE == 0)) && docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "$IMAGE exists; skipped (use --force to rebuild)"
   exit 0
 fi
-
-# Installs Debian packages $@ when we are root; otherwise says what to install.
-apt_install() {
-  [[ "$(id -u)" == 0 ]] || die "missing $*; install them as root (apt-get install $*)"
-  command -v apt-get >/dev/null 2>&1 || die "missing $* and apt-get is not available to install them"
-  log "installing $* with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$@" >&2 || {
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "$@" >&2
-  }
-}
 
 # Debian's postinst may start a system haproxy on port 80 where an init system runs; we only want
 # the binary, so that service is stopped again when this script installed the package.
@@ -78,52 +51,22 @@ VERSION="$("$HAPROXY_BIN" -v 2>/dev/null | sed -n 's/^HAProxy version \([0-9][0-
 [[ -n "$VERSION" ]] || die "$HAPROXY_BIN -v printed no version"
 [[ "$VERSION" == 2.6.* ]] || log "warning: the host's haproxy is $VERSION, not 2.6.x; $IMAGE will hold $VERSION"
 
-find_static_busybox() {
-  local candidate
-  for candidate in /bin/busybox /usr/bin/busybox; do
-    if [[ -x "$candidate" ]] && ! ldd "$candidate" >/dev/null 2>&1; then
-      printf '%s\n' "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
-BUSYBOX="$(find_static_busybox || true)"
-if [[ -z "$BUSYBOX" ]]; then
-  apt_install busybox-static
-  BUSYBOX="$(find_static_busybox)" || die "busybox-static is installed but no static busybox was found"
-fi
+ensure_static_busybox
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kiln-proxy-image.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 ROOT="$WORK/root"
 
 log "building $IMAGE from $HAPROXY_BIN (HAProxy $VERSION)"
-mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,usr/local/sbin,etc,tmp,root,proc,sys,dev,run/haproxy,var/lib/haproxy,usr/local/etc/haproxy}
-chmod 1777 "$ROOT/tmp"
-cp "$BUSYBOX" "$ROOT/bin/busybox"
-chmod 755 "$ROOT/bin/busybox"
-while IFS= read -r applet; do
-  [[ -n "$applet" && "$applet" != "bin/busybox" ]] || continue
-  mkdir -p "$ROOT/$(dirname "$applet")"
-  [[ -e "$ROOT/$applet" || -L "$ROOT/$applet" ]] || ln -s /bin/busybox "$ROOT/$applet"
-done < <("$BUSYBOX" --list-full)
+make_busybox_root "$ROOT"
+mkdir -p "$ROOT"/{usr/local/sbin,run/haproxy,var/lib/haproxy,usr/local/etc/haproxy}
 
 cp "$HAPROXY_BIN" "$ROOT/usr/sbin/haproxy"
 chmod 755 "$ROOT/usr/sbin/haproxy"
 # Where the official image has it, too.
 ln -sf /usr/sbin/haproxy "$ROOT/usr/local/sbin/haproxy"
 
-# Every library ldd names (`libx.so => /path (0x...)`) plus the loader (`/lib64/ld-linux... (0x...)`).
-count=0
-while IFS= read -r lib; do
-  [[ -n "$lib" ]] || continue
-  mkdir -p "$ROOT$(dirname "$lib")"
-  cp -L "$lib" "$ROOT$lib"
-  count=$((count + 1))
-done < <(ldd "$HAPROXY_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
-((count > 0)) || die "ldd listed no libraries for $HAPROXY_BIN"
-log "copied $count shared libraries"
+copy_shared_libraries "$HAPROXY_BIN" "$ROOT"
 
 cat >"$ROOT/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh

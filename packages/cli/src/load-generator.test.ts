@@ -113,8 +113,9 @@ describe("load generator", () => {
     expect(Object.keys(resets.overall.failures)).toEqual(["ECONNRESET"]);
 
     const port = target.port();
-    target.server.close();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const closed = new Promise((resolve) => target.server.close(resolve));
+    target.server.closeAllConnections(); // idle keep-alive sockets would hold close() open
+    await closed;
     const refused = await startLoad({ host: "127.0.0.1", port, ratePerSecond: 50, durationMs: 200, slowShare: 0 }).done;
     expect(refused.overall.failed).toBe(10);
     expect(refused.overall.failures).toEqual({ ECONNREFUSED: 10 });

@@ -12,7 +12,6 @@ import {
   createKiln,
   isKilnError,
   journalCrashPoints,
-  sleep,
   silentLogger,
   waitFor,
   type KilnEvent,
@@ -416,7 +415,7 @@ describe("locks", () => {
     await waitFor(async () => ({ done: stuck.reached(), value: true }), { timeoutMs: 10_000, minDelayMs: 10, maxDelayMs: 20, description: "the first deploy to hold the lock" });
     const events: KilnEvent[] = [];
     const waiting = kilnWith(provider, events).deploy({ spec: spec(), baseDir: dir, waitForLockMs: 10_000 });
-    await sleep(300);
+    await waitFor(async () => ({ done: events.some((e) => e.type === "lock.waiting"), value: true }), { timeoutMs: 10_000, minDelayMs: 10, maxDelayMs: 20, description: "the second deploy to wait for the lock" });
     expect(events.find((e) => e.type === "lock.waiting")).toMatchObject({ holder: expect.stringContaining(`pid ${process.pid}`) as string, timeoutMs: 10_000 });
     expect(events.some((e) => e.type === "rollout.started")).toBe(false);
     // The holder fails (and undoes, releasing the lock); the waiting deploy then runs.
@@ -493,8 +492,10 @@ describe("cancellation", () => {
       .catch((error: unknown) => error);
     await waitFor(async () => ({ done: stuck.reached(), value: true }), { timeoutMs: 10_000, minDelayMs: 10, maxDelayMs: 20, description: "the first deploy to hold the lock" });
     const controller = new AbortController();
-    const waiting = kilnWith(provider).deploy({ spec: spec(), baseDir: dir, waitForLockMs: 60_000, signal: controller.signal });
-    await sleep(100);
+    const events: KilnEvent[] = [];
+    const waiting = kilnWith(provider, events).deploy({ spec: spec(), baseDir: dir, waitForLockMs: 60_000, signal: controller.signal });
+    // Cancel once it is really waiting for the lock, not before it got there.
+    await waitFor(async () => ({ done: events.some((e) => e.type === "lock.waiting"), value: true }), { timeoutMs: 10_000, minDelayMs: 10, maxDelayMs: 20, description: "the deploy to wait for the lock" });
     controller.abort();
     await expect(waiting).rejects.toMatchObject({ code: "ABORTED" });
     stuck.fail(new Error("gone"));

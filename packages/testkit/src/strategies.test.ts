@@ -162,7 +162,7 @@ describe("health gates", () => {
 describe("traffic", () => {
   /** The memory provider plus a traffic capability that records every call and checks its order. */
   function withTraffic(options: MemoryProviderOptions = {}, drainMs = 0) {
-    const { provider, kiln: _unused, events } = setup(options);
+    const { provider, events } = setup(options);
     const registered = new Set<string>();
     const calls: string[] = [];
     let fewestRegisteredAfterFirst = Number.POSITIVE_INFINITY;
@@ -205,7 +205,6 @@ describe("traffic", () => {
     });
     return { kiln, calls, registered, events, fewest: () => fewestRegisteredAfterFirst, provider };
   }
-  const withTrafficAndProvider = (options: MemoryProviderOptions = {}) => withTraffic(options, 300);
 
   const proxied = (input: SpecInput): SpecInput => ({ ...input, traffic: { proxy: { port: 18080 } } });
 
@@ -223,7 +222,7 @@ describe("traffic", () => {
   });
 
   it("a cancellation between drain and stop gives the drained old instance its traffic back", async () => {
-    const { kiln, registered, events, provider } = withTrafficAndProvider();
+    const { kiln, registered, events, provider } = withTraffic({}, 300);
     const rolling = proxied(spec(3, { strategy: "rolling" }));
     await kiln.deploy({ spec: rolling, baseDir: dir });
     const v1 = [...registered].sort();
