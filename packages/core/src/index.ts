@@ -22,6 +22,10 @@ export type {
   InstanceSelector,
   InstanceState,
   LaunchRequest,
+  MachineFileStep,
+  MachineRecipe,
+  MachineStep,
+  AwsInstanceSettings,
   PortConfig,
   Provider,
   ProviderContext,
@@ -32,7 +36,7 @@ export type { EventBase, EventHandler, EventInstance, KilnEvent, KilnEventInput,
 export type { RecoveredReleaseOutcome } from "./events.js";
 export { waitFor, sleep } from "./wait.js";
 export type { WaitOptions, WaitOutcome } from "./wait.js";
-export { probeHttp } from "./health.js";
+export { probeHttp, probeTcp } from "./health.js";
 export * from "./spec/index.js";
 export * from "./fingerprint/index.js";
 export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber, effectiveLimits, describeHealth } from "./plan.js";

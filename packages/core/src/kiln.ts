@@ -2,12 +2,12 @@ import os from "node:os";
 import path from "node:path";
 import { KilnError, isAbortError, isKilnError, toKilnError } from "./errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
-import { fingerprintBuild, type FingerprintResult } from "./fingerprint/index.js";
+import { fingerprintBuild, fingerprintMachine, type FingerprintResult, type MachineFingerprintResult } from "./fingerprint/index.js";
 import { journaled } from "./journal/journaled.js";
 import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { currentRelease, effectiveLimits, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
-import type { ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
+import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
 import { applyRollout, describe, newRolloutId, waitUntilHealthy, type LaunchableRelease } from "./rollout/engine.js";
 import { OBJECT_SPEC_FILE, specFromObject, type LoadedSpec } from "./spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "./spec/resolve.js";
@@ -268,8 +268,26 @@ export function createKiln(options: KilnOptions): Kiln {
         `The ${provider.name} provider cannot run a front proxy (it has no traffic capability), so traffic.proxy cannot be used with it; remove traffic.proxy to reach instances at their own addresses.`,
       );
     }
+    if (resolved.traffic.loadBalancer && !provider.traffic) {
+      throw new KilnError(
+        "CAPABILITY_MISSING",
+        `The ${provider.name} provider cannot register instances with a load balancer (it has no traffic capability); remove traffic.loadBalancer.`,
+      );
+    }
+    const format = provider.imageFormat ?? "dockerfile";
+    if (format === "machine" && !resolved.machine) {
+      throw new KilnError(
+        "CAPABILITY_MISSING",
+        `The ${provider.name} provider bakes machine images and the spec has no image.machine; add image.machine (provision steps and base.${provider.name}), see docs/reference/kiln-yaml.md.`,
+      );
+    }
     await provider.ping(ctx);
-    const fingerprint = await fingerprintBuild({
+    const fingerprint = format === "machine" ? await fingerprintMachine({
+      steps: resolved.machine!.provision,
+      base: resolved.machine!.base,
+      exclude: file === OBJECT_SPEC_FILE ? [dataDir] : [dataDir, file],
+      ...(spec.signal ? { signal: spec.signal } : {}),
+    }) : await fingerprintBuild({
       contextDir: resolved.build.contextDir,
       dockerfilePath: resolved.build.dockerfilePath,
       args: resolved.build.args,
@@ -298,24 +316,38 @@ export function createKiln(options: KilnOptions): Kiln {
     return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
   }
 
-  async function buildImage(resolved: ResolvedTarget, fingerprint: FingerprintResult, provider: Provider, ctx: ProviderContext, emit: Emit): Promise<ImageRef> {
+  async function buildImage(
+    resolved: ResolvedTarget,
+    fingerprint: FingerprintResult | MachineFingerprintResult,
+    provider: Provider,
+    ctx: ProviderContext,
+    emit: Emit,
+    rollout?: { readonly id: string; readonly release: number },
+  ): Promise<ImageRef> {
     emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
     const startedAt = Date.now();
-    const image = await provider.images.build(
-      {
-        target: resolved.target,
-        fingerprint: fingerprint.fingerprint,
-        dockerfile: {
-          kind: "dockerfile",
-          contextDir: resolved.build.contextDir,
-          dockerfilePath: resolved.build.dockerfilePath,
-          files: fingerprint.files,
-          args: resolved.build.args,
-          ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
-        },
-      },
-      ctx,
-    );
+    const recipe: ImageRecipe =
+      "steps" in fingerprint
+        ? {
+            target: resolved.target,
+            fingerprint: fingerprint.fingerprint,
+            machine: { kind: "machine", steps: fingerprint.steps, base: resolved.machine!.base, builder: resolved.machine!.builder, timeoutMs: resolved.machine!.timeoutMs },
+            ...(rollout ? { rolloutId: rollout.id, release: rollout.release } : {}),
+          }
+        : {
+            target: resolved.target,
+            fingerprint: fingerprint.fingerprint,
+            dockerfile: {
+              kind: "dockerfile",
+              contextDir: resolved.build.contextDir,
+              dockerfilePath: resolved.build.dockerfilePath,
+              files: fingerprint.files,
+              args: resolved.build.args,
+              ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
+            },
+            ...(rollout ? { rolloutId: rollout.id, release: rollout.release } : {}),
+          };
+    const image = await provider.images.build(recipe, ctx);
     emit({ type: "image.built", fingerprint: fingerprint.fingerprint, imageId: image.id, durationMs: Date.now() - startedAt });
     return image;
   }
@@ -719,7 +751,7 @@ export function createKiln(options: KilnOptions): Kiln {
             image = plan.image.image;
             emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: image.id });
           } else {
-            image = await buildImage(resolved, fingerprint, journal, ctx, emit);
+            image = await buildImage(resolved, fingerprint, journal, ctx, emit, { id: rollout.id, release: rolloutPlan.toRelease });
           }
           release =
             resumed ??

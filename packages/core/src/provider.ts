@@ -1,5 +1,5 @@
 import type { Logger } from "./logger.js";
-import type { ResolvedCheck, ResolvedHealth, ResolvedProxy } from "./spec/resolve.js";
+import type { ResolvedCheck, ResolvedHealth, ResolvedLoadBalancer, ResolvedMachine, ResolvedProxy } from "./spec/resolve.js";
 import type { Target } from "./target.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
@@ -38,12 +38,55 @@ export interface DockerfileRecipe {
   readonly stage?: string;
 }
 
+/** A file step of a machine recipe: what to copy into the image. */
+export interface MachineFileStep {
+  readonly kind: "file";
+  /** Absolute path of the file or folder copied. */
+  readonly from: string;
+  /** Absolute path inside the image: the folder's contents land in it; a file lands at it. */
+  readonly to: string;
+  /** Whether `from` is a folder. */
+  readonly directory: boolean;
+  /**
+   * The files copied, as sorted POSIX paths relative to `from` (`""` when `from` is one file);
+   * exactly what the fingerprint covered.
+   */
+  readonly files: readonly string[];
+}
+
+/** One provisioning step of a machine recipe, in order. */
+export type MachineStep =
+  | MachineFileStep
+  /** Run a script file (absolute path) with `sh`, as root. */
+  | { readonly kind: "shell"; readonly script: string }
+  /** Run one command line with `sh -c`, as root. */
+  | { readonly kind: "run"; readonly command: string };
+
+/** How to bake a machine image (AMI): a base image, steps run once in a builder VM, a deadline. */
+export interface MachineRecipe {
+  readonly kind: "machine";
+  readonly steps: readonly MachineStep[];
+  /** The base image per VM provider (the spec's `image.machine.base`). */
+  readonly base: ResolvedMachine["base"];
+  /** The builder VM per VM provider (the spec's `image.machine.builder`). */
+  readonly builder: ResolvedMachine["builder"];
+  /** How long the whole bake may take (milliseconds); past it the bake fails with `TIMEOUT` and cleans up. */
+  readonly timeoutMs: number;
+}
+
 /** Everything a provider needs to build one image. */
 export interface ImageRecipe {
   readonly target: Target;
   /** The fingerprint of every input; the provider labels the image with it. */
   readonly fingerprint: string;
-  readonly dockerfile: DockerfileRecipe;
+  /** Present for providers whose {@link Provider.imageFormat} is `dockerfile` (the default). */
+  readonly dockerfile?: DockerfileRecipe;
+  /** Present for providers whose {@link Provider.imageFormat} is `machine`. */
+  readonly machine?: MachineRecipe;
+  /** The rollout the build belongs to, when a deploy builds (`kiln build` alone has none); for tags on what the build creates. */
+  readonly rolloutId?: string;
+  /** The release the image is built for, when a deploy builds; for tags (an image may serve later releases too). */
+  readonly release?: number;
 }
 
 /** An image a provider built or found. */
@@ -94,6 +137,32 @@ export interface InstanceConfig {
    * own network (endpoints hold those addresses). @defaultValue true
    */
   readonly publishPorts?: boolean;
+  /** AWS: how each EC2 instance is launched (the spec's `instances.aws`); other providers ignore it. */
+  readonly aws?: AwsInstanceSettings;
+}
+
+/** AWS: how each EC2 instance is launched, from the spec's `instances.aws`. */
+export interface AwsInstanceSettings {
+  readonly instanceType: string;
+  /** Subnets taken in turn; empty for the default VPC's. */
+  readonly subnetIds: readonly string[];
+  readonly securityGroupIds: readonly string[];
+  /** An instance profile name or ARN. */
+  readonly iamInstanceProfile?: string;
+  readonly keyName?: string;
+  /** User data run at boot (at most 16 KB). */
+  readonly userData?: string;
+  readonly blockDevices: ReadonlyArray<{
+    readonly deviceName: string;
+    /** GiB. */
+    readonly volumeSizeGiB?: number;
+    readonly volumeType?: string;
+    readonly encrypted?: boolean;
+    readonly deleteOnTermination: boolean;
+  }>;
+  readonly launchTemplate?: { readonly id?: string; readonly name?: string; readonly version: string };
+  /** Which address endpoints use. */
+  readonly address: "private" | "public";
 }
 
 /** What `instances.launch` is asked to start. */
@@ -217,10 +286,15 @@ export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly
 /** A provider-native health check; core probes the instance's endpoint itself when a provider has none. */
 export interface HealthCapability {
   /**
-   * Probes one instance once. Never throws for an unhealthy instance: it returns `ok: false`.
+   * Probes one instance once: the platform's own view of its health (EC2 status checks), then the
+   * spec's check when there is one. The rollout engine calls it for every instance of a probe
+   * round at the same time, so a provider can answer a whole round with one API call. Never
+   * throws for an unhealthy instance: it returns `ok: false`.
+   * @param check - the spec's health check; undefined when the spec has none (then a running
+   *   instance that the platform finds healthy is healthy)
    * @param timeoutMs - how long the probe may take (milliseconds)
    */
-  probe(instance: Instance, check: ResolvedCheck, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
+  probe(instance: Instance, check: ResolvedCheck | undefined, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
 }
 
 /**
@@ -246,8 +320,10 @@ export interface TrafficCapability {
 /** Which target's router a traffic call is about, and how it is set up. */
 export interface TrafficOptions {
   readonly target: Target;
-  /** The front proxy's settings from the release. */
-  readonly proxy: ResolvedProxy;
+  /** The front proxy's settings from the release (Docker). */
+  readonly proxy?: ResolvedProxy;
+  /** The cloud load balancer's settings from the release (AWS target group). */
+  readonly loadBalancer?: ResolvedLoadBalancer;
   /** The release's health settings, so a router can run the same check actively (HAProxy httpchk). */
   readonly health?: ResolvedHealth;
 }
@@ -267,6 +343,12 @@ export interface ProviderLimits {
 export interface Provider {
   /** The provider's name, equal to its package suffix (`docker` for `@kilnjs/provider-docker`). */
   readonly name: string;
+  /**
+   * Which recipe the provider builds images from: `dockerfile` (containers) or `machine` (VMs: a
+   * base image and provisioning steps, the spec's `image.machine`). Core fingerprints that recipe.
+   * @defaultValue `"dockerfile"`
+   */
+  readonly imageFormat?: "dockerfile" | "machine";
   readonly images: ImageOperations;
   readonly instances: InstanceOperations;
   /** Optional: shifts and drains traffic; see {@link TrafficCapability}. */

@@ -1,7 +1,21 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { KilnError, type ImageRecipe } from "@kilnjs/core";
+import { KilnError, type DockerfileRecipe, type ImageRecipe } from "@kilnjs/core";
+
+/** A recipe that has its Dockerfile part (see {@link dockerfileRecipe}). */
+export type DockerImageRecipe = ImageRecipe & { readonly dockerfile: DockerfileRecipe };
+
+/**
+ * The recipe, checked to carry a Dockerfile (the Docker provider builds nothing else).
+ * @throws KilnError CAPABILITY_MISSING for a machine-image recipe
+ */
+export function dockerfileRecipe(recipe: ImageRecipe): DockerImageRecipe {
+  if (!recipe.dockerfile) {
+    throw new KilnError("CAPABILITY_MISSING", "The docker provider builds container images from a Dockerfile, and this recipe has none (it is a machine image recipe); use a VM provider such as aws for image.machine.");
+  }
+  return recipe as DockerImageRecipe;
+}
 
 /** A build context ready to stream to the engine. */
 export interface BuildContext {
@@ -27,7 +41,7 @@ function isInside(parent: string, child: string): boolean {
 }
 
 /** The recipe's file list, checked: relative POSIX paths that stay inside the context. */
-function checkedFiles(recipe: ImageRecipe): string[] {
+function checkedFiles(recipe: DockerImageRecipe): string[] {
   const files: string[] = [];
   for (const file of recipe.dockerfile.files) {
     const normal = path.posix.normalize(file);
@@ -49,7 +63,7 @@ function checkedFiles(recipe: ImageRecipe): string[] {
  * @throws KilnError BUILD_CONTEXT_INVALID when a listed path escapes the context or the Dockerfile
  *   cannot be read; INVALID_ARGUMENT for a malformed fingerprint
  */
-export async function packBuildContext(recipe: ImageRecipe): Promise<BuildContext> {
+export async function packBuildContext(recipe: DockerImageRecipe): Promise<BuildContext> {
   const { contextDir, dockerfilePath } = recipe.dockerfile;
   if (!path.isAbsolute(contextDir) || !path.isAbsolute(dockerfilePath)) {
     throw new KilnError("BUILD_CONTEXT_INVALID", `The build context (${contextDir}) and the Dockerfile (${dockerfilePath}) must be absolute paths.`);

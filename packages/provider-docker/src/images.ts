@@ -9,7 +9,7 @@ import {
   type ImageRef,
   type ProviderContext,
 } from "@kilnjs/core";
-import { packBuildContext, shortFingerprint } from "./build-context.js";
+import { dockerfileRecipe, packBuildContext, shortFingerprint } from "./build-context.js";
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
 
 /** One JSON message of the engine's build stream. */
@@ -111,7 +111,8 @@ export function createImageOperations(client: EngineClient): ImageOperations {
   }
 
   return {
-    async build(recipe, ctx) {
+    async build(input, ctx) {
+      const recipe = dockerfileRecipe(input);
       throwIfAborted(ctx.signal);
       const tag = imageTag(recipe);
       const docker = await client.get();

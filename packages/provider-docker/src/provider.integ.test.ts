@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   LABELS,
   silentLogger,
+  type DockerfileRecipe,
   type ImageRecipe,
   type ImageRef,
   type Instance,
@@ -69,7 +70,7 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
   const networks = new Set<string>();
   let workDir: string;
   let contextDir: string;
-  let recipe: ImageRecipe;
+  let recipe: ImageRecipe & { dockerfile: DockerfileRecipe };
   let image: ImageRef;
   let instances: Instance[];
 

@@ -353,7 +353,7 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
         const after = await enter("build", recipe.target.service, ctx.signal);
         const failure = options.failBuild?.(recipe);
         if (failure) throw new KilnError("BUILD_FAILED", `The build failed: ${failure}`);
-        ctx.emit({ type: "image.build.log", message: `building ${recipe.dockerfile.files.length} files` });
+        ctx.emit({ type: "image.build.log", message: `building ${recipe.dockerfile?.files.length ?? recipe.machine?.steps.length ?? 0} ${recipe.dockerfile ? "files" : "steps"}` });
         const id = `sha256:${randomBytes(32).toString("hex")}`;
         const image: ImageRef = {
           id,

@@ -7,3 +7,5 @@ export { fingerprintBuild, shortFingerprint, FINGERPRINT_MAX_OPEN_FILES } from "
 export type { FingerprintOptions, FingerprintResult } from "./fingerprint.js";
 export { RACY_MARGIN_MS } from "./stat-cache.js";
 export { resolveBaseImages } from "./dockerfile.js";
+export { fingerprintMachine } from "./machine.js";
+export type { MachineFingerprintOptions, MachineFingerprintResult } from "./machine.js";

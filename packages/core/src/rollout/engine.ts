@@ -218,10 +218,12 @@ class RolloutRun {
  */
 async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance[], toRemove: readonly Instance[], ctx: ProviderContext): Promise<void> {
   const traffic = input.provider.traffic;
-  // The new release's proxy settings, or the previous one's when the new release dropped its proxy.
+  // The new release's router (front proxy or load balancer), or the previous one's when the new
+  // release dropped it.
   const proxy = input.release.traffic?.proxy ?? input.previous?.traffic?.proxy;
-  if (!traffic || !proxy || (toAdd.length === 0 && toRemove.length === 0)) return;
-  const options = { target: input.target, proxy, health: input.release.health };
+  const loadBalancer = input.release.traffic?.loadBalancer ?? input.previous?.traffic?.loadBalancer;
+  if (!traffic || (!proxy && !loadBalancer) || (toAdd.length === 0 && toRemove.length === 0)) return;
+  const options = { target: input.target, ...(proxy ? { proxy } : {}), ...(loadBalancer ? { loadBalancer } : {}), health: input.release.health };
   if (toAdd.length > 0) await traffic.register(toAdd, options, ctx);
   if (toRemove.length > 0) await traffic.deregister(toRemove, { ...options, drainMs: gracePeriodOf(input, toRemove) }, ctx);
   input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: toAdd.map(describe), deregistered: toRemove.map(describe) });
@@ -420,8 +422,9 @@ export async function watchHealth(input: GateInput, release: Pick<LaunchableRele
 
 function probeInstance(provider: Provider, instance: Instance, health: ResolvedHealth, ctx: ProviderContext): Promise<ProbeResult> {
   const check = health.check;
-  if (!check) return Promise.resolve(instance.state === "running" ? { ok: true } : { ok: false, reason: `it is ${instance.state}` });
+  // A provider-native check (EC2 status checks) applies with or without the spec's own check.
   if (provider.health) return provider.health.probe(instance, check, health.timeoutMs, ctx);
+  if (!check) return Promise.resolve(instance.state === "running" ? { ok: true } : { ok: false, reason: `it is ${instance.state}` });
   if (check.kind === "command") {
     if (!provider.instances.exec) {
       throw new KilnError("CAPABILITY_MISSING", `The ${provider.name} provider cannot run commands in instances, so a command health check cannot be used with it; use an http or tcp check.`);

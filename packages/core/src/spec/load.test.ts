@@ -20,6 +20,12 @@ image:
   dockerfile:
     context: app
     args: { NODE_ENV: production }
+  machine:
+    provision:
+      - file: { from: app/dist, to: /opt/app }
+      - run: systemctl enable app
+    base:
+      aws: { name: "debian-12-amd64-*", owners: ["136693071363"] }
 instances:
   <<: *defaults
   count: 3

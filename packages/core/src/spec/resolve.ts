@@ -1,7 +1,7 @@
 import path from "node:path";
 import { closest, distance } from "fastest-levenshtein";
 import { KilnError } from "../errors.js";
-import type { InstanceConfig } from "../provider.js";
+import type { AwsInstanceSettings, InstanceConfig } from "../provider.js";
 import { DEFAULT_ENVIRONMENT, type Target } from "../target.js";
 import { MEMORY_PATTERN, type Spec } from "./schema.js";
 import type { ValidatedSpec } from "./validate.js";
@@ -72,10 +72,57 @@ export interface ResolvedProxy {
   readonly retries: number;
 }
 
+/** A cloud load balancer the instances are registered with. */
+export interface ResolvedLoadBalancer {
+  /** AWS: an ELBv2 target group (type `instance`). */
+  readonly aws?: {
+    readonly targetGroupArn: string;
+    /** The instance port (by name) targets are registered on. */
+    readonly portName: string;
+  };
+}
+
 /** How requests reach a target's instances. */
 export interface ResolvedTraffic {
   /** A front proxy Kiln runs and drives; without one, clients reach instances directly. */
   readonly proxy?: ResolvedProxy;
+  /** A load balancer of the cloud's own (ELBv2 target group). */
+  readonly loadBalancer?: ResolvedLoadBalancer;
+}
+
+/** One provisioning step of a machine image, with paths absolute. */
+export type ResolvedProvisionStep =
+  /** Copy a file, or a folder's contents, into the image. */
+  | { readonly kind: "file"; readonly from: string; readonly to: string }
+  /** Run a script file with `sh`. */
+  | { readonly kind: "shell"; readonly script: string }
+  /** Run one command line with `sh -c`. */
+  | { readonly kind: "run"; readonly command: string };
+
+/** AWS: the base AMI, by id or by name pattern and owners (newest wins). */
+export interface ResolvedAwsBaseImage {
+  readonly id?: string;
+  readonly name?: string;
+  readonly owners?: readonly string[];
+}
+
+/** AWS: the builder instance of a bake. */
+export interface ResolvedAwsBuilder {
+  readonly instanceType: string;
+  readonly subnetId?: string;
+  readonly securityGroupIds: readonly string[];
+  readonly iamInstanceProfile?: string;
+  /** The AMI name template, with `{service}` and `{fingerprint}`. */
+  readonly amiName: string;
+}
+
+/** How a machine image (AMI) is baked. */
+export interface ResolvedMachine {
+  readonly provision: readonly ResolvedProvisionStep[];
+  readonly base: { readonly aws?: ResolvedAwsBaseImage };
+  readonly builder: { readonly aws: ResolvedAwsBuilder };
+  /** How long a bake may take in all (milliseconds). */
+  readonly timeoutMs: number;
 }
 
 /** The rollout settings of a target, percentages resolved to counts. */
@@ -105,6 +152,8 @@ export interface ResolvedTarget {
     readonly args: Readonly<Record<string, string>>;
     readonly stage?: string;
   };
+  /** How the machine image is baked, when the spec has `image.machine` (VM providers). */
+  readonly machine?: ResolvedMachine;
   readonly count: number;
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
@@ -184,6 +233,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       args: { ...spec.image.dockerfile.args },
       ...(spec.image.dockerfile.target ? { stage: spec.image.dockerfile.target } : {}),
     },
+    ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, baseDir) } : {}),
     count,
     instance: {
       ports,
@@ -195,18 +245,31 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       stopGracePeriodMs: spec.instances.stopGracePeriodMs,
       // Behind a proxy, instances publish no host ports: the proxy reaches them on Kiln's network.
       publishPorts: spec.traffic.proxy === undefined,
+      ...(spec.instances.aws ? { aws: resolveAwsInstances(spec.instances.aws) } : {}),
     },
     health: { ...(check ? { check } : {}), ...timing, deadlineMs: deadline.totalMs, deadlineArithmetic: deadline.arithmetic },
-    traffic: spec.traffic.proxy
-      ? {
-          proxy: {
-            host: spec.traffic.proxy.host,
-            port: spec.traffic.proxy.port,
-            portName: spec.traffic.proxy.targetPort ?? ports.find((port) => port.protocol === "tcp")!.name,
-            retries: spec.traffic.proxy.retries,
-          },
-        }
-      : {},
+    traffic: {
+      ...(spec.traffic.proxy
+        ? {
+            proxy: {
+              host: spec.traffic.proxy.host,
+              port: spec.traffic.proxy.port,
+              portName: spec.traffic.proxy.targetPort ?? ports.find((port) => port.protocol === "tcp")!.name,
+              retries: spec.traffic.proxy.retries,
+            },
+          }
+        : {}),
+      ...(spec.traffic.loadBalancer?.aws
+        ? {
+            loadBalancer: {
+              aws: {
+                targetGroupArn: spec.traffic.loadBalancer.aws.targetGroupArn,
+                portName: spec.traffic.loadBalancer.aws.port ?? ports.find((port) => port.protocol === "tcp")!.name,
+              },
+            },
+          }
+        : {}),
+    },
     rollout: {
       strategy: rollout.strategy,
       // stop-first: never more than count; at least one may be missing, or nothing could move.
@@ -218,6 +281,59 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       steps,
       autoRollback: rollout.autoRollback,
     },
+  };
+}
+
+function resolveMachine(machine: NonNullable<Spec["image"]["machine"]>, baseDir: string): ResolvedMachine {
+  const base = machine.base.aws;
+  const builder = machine.builder.aws;
+  return {
+    provision: machine.provision.map((step): ResolvedProvisionStep => {
+      if (step.file) return { kind: "file", from: path.resolve(baseDir, step.file.from), to: step.file.to };
+      if (step.shell !== undefined) return { kind: "shell", script: path.resolve(baseDir, step.shell) };
+      return { kind: "run", command: step.run! };
+    }),
+    base: base
+      ? { aws: { ...(base.id !== undefined ? { id: base.id } : {}), ...(base.name !== undefined ? { name: base.name } : {}), ...(base.owners ? { owners: [...base.owners] } : {}) } }
+      : {},
+    builder: {
+      aws: {
+        instanceType: builder.instanceType,
+        ...(builder.subnetId !== undefined ? { subnetId: builder.subnetId } : {}),
+        securityGroupIds: [...builder.securityGroupIds],
+        ...(builder.iamInstanceProfile !== undefined ? { iamInstanceProfile: builder.iamInstanceProfile } : {}),
+        amiName: builder.amiName,
+      },
+    },
+    timeoutMs: machine.timeoutMs,
+  };
+}
+
+function resolveAwsInstances(aws: NonNullable<Spec["instances"]["aws"]>): AwsInstanceSettings {
+  return {
+    instanceType: aws.instanceType,
+    subnetIds: [...aws.subnetIds],
+    securityGroupIds: [...aws.securityGroupIds],
+    ...(aws.iamInstanceProfile !== undefined ? { iamInstanceProfile: aws.iamInstanceProfile } : {}),
+    ...(aws.keyName !== undefined ? { keyName: aws.keyName } : {}),
+    ...(aws.userData !== undefined ? { userData: aws.userData } : {}),
+    blockDevices: aws.blockDevices.map((device) => ({
+      deviceName: device.deviceName,
+      ...(device.volumeSizeGiB !== undefined ? { volumeSizeGiB: device.volumeSizeGiB } : {}),
+      ...(device.volumeType !== undefined ? { volumeType: device.volumeType } : {}),
+      ...(device.encrypted !== undefined ? { encrypted: device.encrypted } : {}),
+      deleteOnTermination: device.deleteOnTermination,
+    })),
+    ...(aws.launchTemplate
+      ? {
+          launchTemplate: {
+            ...(aws.launchTemplate.id !== undefined ? { id: aws.launchTemplate.id } : {}),
+            ...(aws.launchTemplate.name !== undefined ? { name: aws.launchTemplate.name } : {}),
+            version: aws.launchTemplate.version,
+          },
+        }
+      : {}),
+    address: aws.address,
   };
 }
 

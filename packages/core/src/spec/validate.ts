@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { KilnError } from "../errors.js";
+import { LABELS } from "../target.js";
 import { specSchema, environmentSchema, type Spec } from "./schema.js";
 import { minimumHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable } from "./arithmetic.js";
 
@@ -216,6 +217,10 @@ function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] 
     // In an environment, steps inherited from a canary top level are simply unused.
     issues.push({ path: [...prefix, "rollout", "steps"], kind: "invalid-value", message: `steps apply to the canary strategy only; this rollout is ${rollout.strategy}` });
   }
+  issues.push(...checkMachine(spec, prefix), ...checkAws(spec, prefix));
+  if (spec.traffic.proxy && spec.traffic.loadBalancer) {
+    issues.push({ path: [...prefix, "traffic"], kind: "invalid-value", message: "give traffic.proxy (a front proxy Kiln runs) or traffic.loadBalancer (the cloud's), not both" });
+  }
   if (spec.health.deadlineMs !== undefined) {
     const need = minimumHealthDeadline(spec.health);
     if (spec.health.deadlineMs < need.totalMs) {
@@ -223,6 +228,148 @@ function checkConsistency(spec: Spec, prefix: (string | number)[]): SpecIssue[] 
         path: [...prefix, "health", "deadlineMs"],
         kind: "invalid-value",
         message: `${spec.health.deadlineMs} ms is shorter than these settings need: ${need.arithmetic} = ${need.totalMs} ms; raise deadlineMs or lower those settings`,
+      });
+    }
+  }
+  return issues;
+}
+
+/** Providers that run virtual machines and so bake machine images (`image.machine`), not Dockerfiles. */
+export const MACHINE_IMAGE_PROVIDERS: ReadonlySet<string> = new Set(["aws"]);
+
+function checkMachine(spec: Spec, prefix: (string | number)[]): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const machine = spec.image.machine;
+  if (!machine) {
+    if (MACHINE_IMAGE_PROVIDERS.has(spec.provider)) {
+      issues.push({
+        path: [...prefix, "image", "machine"],
+        kind: "invalid-value",
+        message: `required: the ${spec.provider} provider runs virtual machines and bakes machine images; add image.machine with provision steps and base.${spec.provider}`,
+      });
+    }
+    return issues;
+  }
+  machine.provision.forEach((step, index) => {
+    const kinds = (["file", "shell", "run"] as const).filter((kind) => step[kind] !== undefined);
+    if (kinds.length !== 1) {
+      issues.push({
+        path: [...prefix, "image", "machine", "provision", index],
+        kind: "invalid-value",
+        message: kinds.length === 0 ? "a step needs one of file, shell and run" : `a step does one thing: give one of ${kinds.join(" and ")}, as separate steps`,
+      });
+    }
+  });
+  const base = machine.base.aws;
+  const basePath = [...prefix, "image", "machine", "base", "aws"];
+  if (base) {
+    if (base.id !== undefined && base.name !== undefined) {
+      issues.push({ path: basePath, kind: "invalid-value", message: "give the base AMI's id or a name pattern, not both" });
+    } else if (base.id === undefined && base.name === undefined) {
+      issues.push({ path: basePath, kind: "invalid-value", message: 'give the base AMI\'s id (ami-…) or a name pattern with owners, e.g. { name: "debian-12-amd64-*", owners: ["136693071363"] }' });
+    } else if (base.name !== undefined && base.owners === undefined) {
+      issues.push({ path: [...basePath, "owners"], kind: "invalid-value", message: 'required with name: the accounts that may own the base AMI (e.g. ["136693071363"] for Debian, or "self"), so a stranger\'s AMI never matches' });
+    }
+  } else if (spec.provider === "aws") {
+    issues.push({ path: basePath, kind: "invalid-value", message: 'required: the base AMI for the aws provider, e.g. { id: ami-0123456789abcdef0 } or { name: "debian-12-amd64-*", owners: ["136693071363"] }' });
+  }
+  if (spec.provider === "aws") {
+    const name = machine.builder.aws.amiName.replace("{service}", spec.service).replace("{fingerprint}", "0123456789ab");
+    const problem = amiNameProblem(name);
+    if (problem) issues.push({ path: [...prefix, "image", "machine", "builder", "aws", "amiName"], kind: "invalid-value", message: problem });
+  }
+  return issues;
+}
+
+/**
+ * Why a name is not a valid AMI name, or undefined when it is: 3 to 128 characters, letters,
+ * digits, spaces and `( ) [ ] . / - ' @ _` (EC2 API reference, CreateImage, parameter Name).
+ */
+export function amiNameProblem(name: string): string | undefined {
+  if (name.length < 3 || name.length > 128) return `an AMI name is 3 to 128 characters (EC2 CreateImage); "${name}" has ${name.length}`;
+  const bad = [...name].find((char) => !/[A-Za-z0-9 ()[\].\/\-'@_]/.test(char));
+  if (bad !== undefined) return `an AMI name may hold letters, digits, spaces and ( ) [ ] . / - ' @ _ only (EC2 CreateImage); "${bad}" is not allowed`;
+  return undefined;
+}
+
+/**
+ * The AWS tag rules, from "Tag restrictions" in the Amazon EC2 User Guide
+ * (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
+ */
+export const AWS_TAG_RULES = {
+  /** Tags per resource, Kiln's own included. */
+  maxTags: 50,
+  /** Characters in a key (UTF-8 characters). */
+  maxKeyLength: 128,
+  /** Characters in a value (UTF-8 characters). */
+  maxValueLength: 256,
+  /** Keys reserved for AWS, compared without regard to case. */
+  reservedPrefix: "aws:",
+} as const;
+
+/**
+ * How many tags Kiln itself puts on an EC2 instance or volume: its {@link LABELS}, `Name`, and the
+ * aws provider's bookkeeping tags (the launch step's idempotency key, the ports, the address kind).
+ */
+export const AWS_KILN_TAG_COUNT = Object.keys(LABELS).length + 4;
+
+/**
+ * Problems of tags against {@link AWS_TAG_RULES}, each with the tag's key; `kilnTags` is how many
+ * tags Kiln adds itself, counted against the 50.
+ */
+export function awsTagProblems(tags: Readonly<Record<string, string>>, kilnTags: number): Array<{ key?: string; message: string }> {
+  const problems: Array<{ key?: string; message: string }> = [];
+  const entries = Object.entries(tags);
+  if (entries.length + kilnTags > AWS_TAG_RULES.maxTags) {
+    problems.push({
+      message: `AWS allows ${AWS_TAG_RULES.maxTags} tags per resource and Kiln adds ${kilnTags} of its own, so at most ${AWS_TAG_RULES.maxTags - kilnTags} labels fit; there are ${entries.length} (EC2 User Guide, tag restrictions)`,
+    });
+  }
+  for (const [key, value] of entries) {
+    if (key.toLowerCase().startsWith(AWS_TAG_RULES.reservedPrefix)) problems.push({ key, message: `tag keys starting with "aws:" are reserved for AWS (EC2 User Guide, tag restrictions)` });
+    if ([...key].length > AWS_TAG_RULES.maxKeyLength) problems.push({ key, message: `a tag key is at most ${AWS_TAG_RULES.maxKeyLength} characters; this one has ${[...key].length} (EC2 User Guide, tag restrictions)` });
+    if ([...value].length > AWS_TAG_RULES.maxValueLength) {
+      problems.push({ key, message: `a tag value is at most ${AWS_TAG_RULES.maxValueLength} characters; this one has ${[...value].length} (EC2 User Guide, tag restrictions)` });
+    }
+  }
+  return problems;
+}
+
+/** The most bytes of user data EC2 accepts (before base64), from the RunInstances API reference. */
+export const AWS_USER_DATA_MAX_BYTES = 16 * 1024;
+
+function checkAws(spec: Spec, prefix: (string | number)[]): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const aws = spec.instances.aws;
+  if (spec.provider === "aws") {
+    for (const problem of awsTagProblems(spec.instances.labels, AWS_KILN_TAG_COUNT)) {
+      issues.push({ path: [...prefix, "instances", "labels", ...(problem.key !== undefined ? [problem.key] : [])], kind: "invalid-value", message: problem.message });
+    }
+    if (spec.traffic.proxy) {
+      issues.push({ path: [...prefix, "traffic", "proxy"], kind: "invalid-value", message: "the aws provider runs no front proxy; use traffic.loadBalancer.aws (an ELBv2 target group)" });
+    }
+  } else if (spec.traffic.loadBalancer?.aws) {
+    issues.push({ path: [...prefix, "traffic", "loadBalancer", "aws"], kind: "invalid-value", message: `an AWS target group needs the aws provider; this target uses ${spec.provider}` });
+  }
+  if (aws) {
+    if (aws.userData !== undefined && Buffer.byteLength(aws.userData) > AWS_USER_DATA_MAX_BYTES) {
+      issues.push({ path: [...prefix, "instances", "aws", "userData"], kind: "invalid-value", message: `user data is at most ${AWS_USER_DATA_MAX_BYTES} bytes (EC2 RunInstances); this has ${Buffer.byteLength(aws.userData)}` });
+    }
+    const template = aws.launchTemplate;
+    if (template && (template.id === undefined) === (template.name === undefined)) {
+      issues.push({ path: [...prefix, "instances", "aws", "launchTemplate"], kind: "invalid-value", message: "give the launch template's id or its name (one of them)" });
+    }
+  }
+  const targetGroup = spec.traffic.loadBalancer?.aws;
+  if (targetGroup) {
+    const tcpPorts = spec.instances.ports.filter((port) => port.protocol === "tcp");
+    if (tcpPorts.length === 0) {
+      issues.push({ path: [...prefix, "traffic", "loadBalancer", "aws"], kind: "invalid-value", message: "a target group sends traffic to an instance port: declare one in instances.ports" });
+    } else if (targetGroup.port !== undefined && !tcpPorts.some((port) => port.name === targetGroup.port)) {
+      issues.push({
+        path: [...prefix, "traffic", "loadBalancer", "aws", "port"],
+        kind: "reference",
+        message: `"${targetGroup.port}" is not a tcp port name from instances.ports (${tcpPorts.map((port) => `"${port.name}"`).join(", ")})`,
       });
     }
   }

@@ -38,7 +38,7 @@ import { readFileFromTar, tarOneFile } from "./tar.js";
 export const PROXY_ROLE = "proxy";
 
 /** What the engine passes; `health` drives the proxy's active check (a TCP check without it). */
-type Options = TrafficOptions;
+type Options = TrafficOptions & { readonly proxy: NonNullable<TrafficOptions["proxy"]> };
 
 /** A running proxy Kiln can drive. */
 interface LiveProxy {
@@ -426,10 +426,13 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
 
   const wrap =
     <A extends unknown[]>(what: string, run: (instances: readonly Instance[], opts: Options & { readonly drainMs?: number }, ctx: ProviderContext, ...rest: A) => Promise<void>) =>
-    (instances: readonly Instance[], opts: Options & { readonly drainMs?: number }, ctx: ProviderContext, ...rest: A) =>
+    (instances: readonly Instance[], opts: TrafficOptions & { readonly drainMs?: number }, ctx: ProviderContext, ...rest: A) =>
       serialize(opts.target, async () => {
+        if (!opts.proxy) {
+          throw new KilnError("CAPABILITY_MISSING", `The docker provider routes traffic through its front proxy only; give traffic.proxy for ${opts.target.service}@${opts.target.environment} (traffic.loadBalancer is for cloud providers).`);
+        }
         try {
-          await run(instances, opts, ctx, ...rest);
+          await run(instances, opts as Options & { readonly drainMs?: number }, ctx, ...rest);
         } catch (error) {
           throw engineError(error, address, "ROLLOUT_FAILED", `${what} ${opts.target.service}@${opts.target.environment} on the front proxy failed`);
         }

@@ -1,0 +1,78 @@
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { ResolvedProvisionStep } from "../spec/resolve.js";
+import { fingerprintMachine } from "./machine.js";
+
+describe("fingerprintMachine", () => {
+  let dir: string;
+  let steps: ResolvedProvisionStep[];
+  const base = { aws: { name: "debian-12-*", owners: ["136693071363"] } };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "kiln-machine-"));
+    await mkdir(path.join(dir, "dist", "lib"), { recursive: true });
+    await writeFile(path.join(dir, "dist", "server.js"), "console.log('v1')\n");
+    await writeFile(path.join(dir, "dist", "lib", "util.js"), "export {}\n");
+    await writeFile(path.join(dir, "install.sh"), "apt-get install -y nodejs\n");
+    steps = [
+      { kind: "file", from: path.join(dir, "dist"), to: "/opt/app" },
+      { kind: "shell", script: path.join(dir, "install.sh") },
+      { kind: "run", command: "systemctl enable app" },
+    ];
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it("lists each file step's files and gives the same fingerprint for the same inputs", async () => {
+    const first = await fingerprintMachine({ steps, base });
+    expect(first.fingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(first.steps[0]).toEqual({ kind: "file", from: path.join(dir, "dist"), to: "/opt/app", directory: true, files: ["lib/util.js", "server.js"] });
+    expect(first.fileCount).toBe(3);
+    expect(first.baseImages).toEqual(["aws: debian-12-* owned by 136693071363"]);
+    expect((await fingerprintMachine({ steps, base: { aws: { owners: ["136693071363"], name: "debian-12-*" } } })).fingerprint).toBe(first.fingerprint);
+  });
+
+  it("changes with a file's content, its executable bit, a script, a command, the destination and the base", async () => {
+    const before = (await fingerprintMachine({ steps, base })).fingerprint;
+    const seen = new Set([before]);
+    const expectNew = async (label: string, run: () => Promise<unknown>, options = { steps, base }) => {
+      await run();
+      const after = (await fingerprintMachine(options)).fingerprint;
+      expect(seen.has(after), label).toBe(false);
+      seen.add(after);
+    };
+    await expectNew("content", () => writeFile(path.join(dir, "dist", "server.js"), "console.log('v2')\n"));
+    await expectNew("mode", () => chmod(path.join(dir, "dist", "server.js"), 0o755));
+    await expectNew("script", () => writeFile(path.join(dir, "install.sh"), "apt-get install -y nodejs curl\n"));
+    const moved: ResolvedProvisionStep[] = [{ ...steps[0]!, to: "/srv/app" } as ResolvedProvisionStep, steps[1]!, steps[2]!];
+    await expectNew("destination", async () => undefined, { steps: moved, base });
+    await expectNew("command", async () => undefined, { steps: [...steps.slice(0, 2), { kind: "run", command: "true" }], base });
+    await expectNew("base", async () => undefined, { steps, base: { aws: { id: "ami-0123456789abcdef0" } } as never });
+  });
+
+  it("does not depend on where the spec's folder lies on this machine", async () => {
+    const other = await mkdtemp(path.join(tmpdir(), "kiln-machine-other-"));
+    try {
+      await mkdir(path.join(other, "dist", "lib"), { recursive: true });
+      await writeFile(path.join(other, "dist", "server.js"), "console.log('v1')\n");
+      await writeFile(path.join(other, "dist", "lib", "util.js"), "export {}\n");
+      await writeFile(path.join(other, "install.sh"), "apt-get install -y nodejs\n");
+      const moved = steps.map((step) =>
+        step.kind === "file" ? { ...step, from: path.join(other, "dist") } : step.kind === "shell" ? { ...step, script: path.join(other, "install.sh") } : step,
+      );
+      expect((await fingerprintMachine({ steps: moved, base })).fingerprint).toBe((await fingerprintMachine({ steps, base })).fingerprint);
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps excluded paths out and reports a missing source as BUILD_CONTEXT_INVALID with the step", async () => {
+    const withExcluded = await fingerprintMachine({ steps, base, exclude: [path.join(dir, "dist", "lib")] });
+    expect(withExcluded.steps[0]).toMatchObject({ files: ["server.js"] });
+    await expect(fingerprintMachine({ steps: [{ kind: "shell", script: path.join(dir, "missing.sh") }], base })).rejects.toMatchObject({
+      code: "BUILD_CONTEXT_INVALID",
+      message: expect.stringContaining("image.machine.provision[0]") as unknown,
+    });
+  });
+});

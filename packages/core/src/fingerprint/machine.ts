@@ -1,0 +1,183 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { KilnError } from "../errors.js";
+import type { MachineStep } from "../provider.js";
+import type { ResolvedMachine, ResolvedProvisionStep } from "../spec/resolve.js";
+import type { FingerprintResult } from "./fingerprint.js";
+
+/** First line of the hashed manifest; change it whenever what is hashed, or how, changes. */
+const MANIFEST_HEADER = "kiln-machine-fingerprint/v1";
+
+/** What {@link fingerprintMachine} hashes. */
+export interface MachineFingerprintOptions {
+  /** The provisioning steps, with absolute paths (`ResolvedMachine.provision`). */
+  readonly steps: readonly ResolvedProvisionStep[];
+  /** The base image per provider, as the spec wrote it (`ResolvedMachine.base`). */
+  readonly base: ResolvedMachine["base"];
+  /**
+   * Absolute paths never copied into the image, whatever a `file` step says: Kiln passes its data
+   * folder (`.kiln`) and the spec file. @defaultValue none
+   */
+  readonly exclude?: readonly string[];
+  /** Cancels the walk; the call then throws `ABORTED`. */
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link fingerprintMachine} found: a {@link FingerprintResult} plus the steps with their file lists. */
+export interface MachineFingerprintResult extends FingerprintResult {
+  /** The steps as the provider receives them: `file` steps carry exactly the files the fingerprint covered. */
+  readonly steps: MachineStep[];
+}
+
+/**
+ * Fingerprints a machine-image recipe: the base image as written, and each provisioning step in
+ * order: a `file` step by every file under its source (path, executable bit, SHA-256 of the
+ * content; symlinks by their target text) and its destination, a `shell` step by the script's
+ * content, a `run` step by its command. Equal recipes give equal fingerprints on any machine; the
+ * paths of the spec's folder on this machine are not part of it.
+ *
+ * A base given by name pattern is fingerprinted as written, not as the AMI it finds today: pin an
+ * id to rebake when the base changes.
+ *
+ * @throws KilnError `BUILD_CONTEXT_INVALID` when a step's file or folder is missing or unreadable;
+ *   `ABORTED` when `signal` aborts.
+ */
+export async function fingerprintMachine(options: MachineFingerprintOptions): Promise<MachineFingerprintResult> {
+  const startedAt = performance.now();
+  const excluded = (options.exclude ?? []).map((item) => path.resolve(item));
+  const manifest = createHash("sha256");
+  const line = (value: unknown): void => {
+    manifest.update(`${JSON.stringify(value)}\n`);
+  };
+  manifest.update(`${MANIFEST_HEADER}\n`);
+  line(["base", canonical(options.base)]);
+  const steps: MachineStep[] = [];
+  const allFiles: string[] = [];
+  let totalBytes = 0;
+  for (const [index, step] of options.steps.entries()) {
+    throwIfAborted(options.signal);
+    if (step.kind === "run") {
+      line(["run", step.command]);
+      steps.push({ kind: "run", command: step.command });
+    } else if (step.kind === "shell") {
+      const stats = await statOrThrow(step.script, index);
+      if (!stats.isFile()) throw notReadable(step.script, index, "is not a file");
+      line(["shell", await hashFile(step.script, index)]);
+      totalBytes += stats.size;
+      allFiles.push(step.script);
+      steps.push({ kind: "shell", script: step.script });
+    } else {
+      const stats = await statOrThrow(step.from, index);
+      const directory = stats.isDirectory();
+      const files = directory ? await walk(step.from, excluded, index, options.signal) : [""];
+      const hashed: unknown[] = [];
+      for (const relPath of files) {
+        throwIfAborted(options.signal);
+        const absPath = relPath === "" ? step.from : path.join(step.from, ...relPath.split("/"));
+        const fileStats = relPath === "" ? stats : await statOrThrow(absPath, index);
+        if (fileStats.isSymbolicLink()) {
+          hashed.push(["symlink", relPath, await readlink(absPath)]);
+        } else {
+          totalBytes += fileStats.size;
+          hashed.push(["file", relPath, fileStats.mode & 0o111 ? "x" : "-", await hashFile(absPath, index)]);
+        }
+        allFiles.push(absPath);
+      }
+      line(["file", step.to, directory, hashed]);
+      steps.push({ kind: "file", from: step.from, to: step.to, directory, files });
+    }
+  }
+  return {
+    fingerprint: `sha256:${manifest.digest("hex")}`,
+    files: allFiles,
+    baseImages: describeBase(options.base),
+    fileCount: allFiles.length,
+    totalBytes,
+    bytesHashed: totalBytes,
+    cacheHits: 0,
+    durationMs: performance.now() - startedAt,
+    steps,
+  };
+}
+
+/** The base images, one line per provider (`aws: ami-0123…`, `aws: debian-12-* owned by 136693071363`). */
+function describeBase(base: ResolvedMachine["base"]): string[] {
+  const aws = base.aws;
+  if (!aws) return [];
+  return [aws.id !== undefined ? `aws: ${aws.id}` : `aws: ${aws.name ?? "?"} owned by ${(aws.owners ?? []).join(", ")}`];
+}
+
+/** Sorted-key JSON value, so the order keys were written in does not change the fingerprint. */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
+    );
+  }
+  return value;
+}
+
+/** Regular files and symlinks under `root`, as sorted POSIX paths relative to it. */
+async function walk(root: string, excluded: readonly string[], index: number, signal: AbortSignal | undefined): Promise<string[]> {
+  const found: string[] = [];
+  const visit = async (relDir: string): Promise<void> => {
+    throwIfAborted(signal);
+    const absDir = relDir === "" ? root : path.join(root, ...relDir.split("/"));
+    let entries;
+    try {
+      entries = await readdir(absDir, { withFileTypes: true });
+    } catch (error) {
+      throw notReadable(absDir, index, errorText(error), error);
+    }
+    for (const entry of entries) {
+      const relPath = relDir === "" ? entry.name : `${relDir}/${entry.name}`;
+      const absPath = path.join(absDir, entry.name);
+      if (excluded.some((item) => absPath === item || absPath.startsWith(`${item}${path.sep}`))) continue;
+      if (entry.isDirectory()) await visit(relPath);
+      else if (entry.isFile() || entry.isSymbolicLink()) found.push(relPath);
+    }
+  };
+  await visit("");
+  return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+async function statOrThrow(file: string, index: number) {
+  try {
+    return await lstat(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw notReadable(file, index, code === "ENOENT" ? "does not exist" : errorText(error), error);
+  }
+}
+
+async function hashFile(file: string, index: number): Promise<string> {
+  const hash = createHash("sha256");
+  try {
+    await pipeline(createReadStream(file), hash);
+  } catch (error) {
+    throw notReadable(file, index, errorText(error), error);
+  }
+  return hash.digest("hex");
+}
+
+function notReadable(file: string, index: number, why: string, cause?: unknown): KilnError {
+  return new KilnError(
+    "BUILD_CONTEXT_INVALID",
+    `image.machine.provision[${index}]: ${file} ${why}; fix the step's path (relative to the spec file's folder) and try again.`,
+    { ...(cause !== undefined ? { cause } : {}), details: { path: file, step: index } },
+  );
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `cannot be read (${error.message})` : "cannot be read";
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new KilnError("ABORTED", "The fingerprint was cancelled.", { cause: signal.reason });
+}
