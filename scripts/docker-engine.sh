@@ -24,8 +24,9 @@ OUR_HOST="unix://$SOCKET"
 DEFAULT_HOST="unix:///var/run/docker.sock"
 TIMEOUT_S="${KILN_ENGINE_TIMEOUT_S:-60}"
 
-log() { printf 'kiln-engine: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+SCRIPT_NAME=kiln-engine
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # Whether the engine at $1 (a DOCKER_HOST URL) answers.
 answers() {
@@ -51,13 +52,6 @@ find_engine() {
     fi
   done
   return 1
-}
-
-our_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s\n' "$pid"
 }
 
 ensure_packages() {
@@ -105,15 +99,6 @@ launch_dockerd() {
   return 1
 }
 
-# Waits up to $2 seconds for process $1 to exit.
-wait_gone() {
-  local pid="$1" deadline=$((SECONDS + $2))
-  while kill -0 "$pid" 2>/dev/null; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
-
 cmd_start() {
   local host
   if host="$(find_engine)"; then
@@ -152,29 +137,6 @@ cmd_env() {
   printf 'export DOCKER_HOST=%s\n' "$host"
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(our_pid)"; then
-    log "no dockerd started by this script is running (pidfile $PIDFILE)"
-    return 0
-  fi
-  log "stopping dockerd (pid $pid)"
-  kill -TERM "$pid"
-  if ! wait_gone "$pid" 60; then
-    log "dockerd did not stop within 60s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait_gone "$pid" 10 || die "dockerd (pid $pid) would not die"
-  fi
-  rm -f "$PIDFILE"
-  log "stopped"
-}
+cmd_stop() { stop_our_process dockerd 60; }
 
-case "${1:-}" in
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  env) cmd_env ;;
-  *)
-    printf 'usage: %s start|stop|env\n' "$0" >&2
-    exit 2
-    ;;
-esac
+dispatch "$@"

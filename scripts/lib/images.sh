@@ -3,9 +3,8 @@
 # setting SCRIPT_NAME (the log prefix) and HELP_LINES (the range of the caller's header to print
 # for --help, e.g. 2,16).
 
-# Logs to stderr with the script's name; die logs and exits 1.
-log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Sets FORCE=1 for --force; prints the caller's header for --help; refuses anything else.
 parse_force_flag() {
@@ -32,18 +31,6 @@ require_engine() {
   if ! timeout 15 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}; run: eval \"\$(bash scripts/docker-engine.sh start | tail -1)\""
   fi
-}
-
-# Installs Debian packages $@ when we are root; otherwise says what to install.
-apt_install() {
-  [[ "$(id -u)" == 0 ]] || die "missing $*; install them as root (apt-get install $*)"
-  command -v apt-get >/dev/null 2>&1 || die "missing $* and apt-get is not available to install them"
-  log "installing $* with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$@" >&2 || {
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "$@" >&2
-  }
 }
 
 # Prints the path of a statically linked busybox, if there is one.

@@ -27,6 +27,10 @@ export interface CliIo {
 }
 
 const HELP_FOOTER = `
+Providers (the spec's provider:): docker (containers on a Docker engine; the default) and aws (EC2
+instances from AMIs Kiln bakes from image.machine, no SSH; credentials and region from the standard
+AWS chain, AWS_ENDPOINT_URL_EC2 for an emulator such as moto). See docs/providers/aws.md.
+
 Exit codes: 0 success (also "nothing to do"), 1 rollout or build failed (what ran before keeps
 serving), 2 bad input (spec, flags; nothing changed), 3 provider unreachable, 4 target locked (or
 the lock was lost to another process), 5 state unreadable, 130 cancelled, 70 internal error.
@@ -142,7 +146,15 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       for (const environment of ["default", ...environments]) {
         const resolved = core.resolveTarget(loaded.validated, environment, loaded.baseDir);
         const prefix = environment === "default" ? [] : ["environments", environment];
-        if (!existsSync(resolved.build.contextDir)) {
+        if (core.MACHINE_IMAGE_PROVIDERS.has(resolved.provider)) {
+          // VM providers bake from image.machine: its steps' files must exist; no Dockerfile is needed.
+          resolved.machine?.provision.forEach((step, index) => {
+            const source = step.kind === "file" ? step.from : step.kind === "shell" ? step.script : undefined;
+            if (source !== undefined && !existsSync(source)) {
+              issues.push({ path: [...prefix, "image", "machine", "provision", index, step.kind], kind: "reference", file: loaded.file, message: `${source} does not exist` });
+            }
+          });
+        } else if (!existsSync(resolved.build.contextDir)) {
           issues.push({ path: [...prefix, "image", "dockerfile", "context"], kind: "reference", file: loaded.file, message: `the build context ${resolved.build.contextDir} does not exist` });
         } else if (!existsSync(resolved.build.dockerfilePath)) {
           issues.push({ path: [...prefix, "image", "dockerfile", "file"], kind: "reference", file: loaded.file, message: `the Dockerfile ${resolved.build.dockerfilePath} does not exist` });
@@ -173,7 +185,12 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       }
     }));
 
-  common(program.command("build").description("build the image unless one with the same fingerprint exists"))
+  common(
+    program
+      .command("build")
+      .description("build the image unless one with the same fingerprint exists")
+      .addHelpText("after", "\nContainer providers (docker) build image.dockerfile. VM providers (aws) bake a machine image from\nimage.machine: a builder VM runs the provision steps from its user data and powers off, then it is\nimaged and removed. See docs/providers/aws.md."),
+  )
     .action(action(async (options, output) => {
       const { kiln, spec, renderer } = await open(options, output, "build");
       try {

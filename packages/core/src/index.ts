@@ -9,7 +9,7 @@ export { silentLogger } from "./logger.js";
 export type { Logger } from "./logger.js";
 export { DEFAULT_ENVIRONMENT, LABELS, formatTarget, parseTarget } from "./target.js";
 export type { Target, LabelKey } from "./target.js";
-export { defineProvider } from "./provider.js";
+export { defineProvider, launchLabels } from "./provider.js";
 export type {
   DockerfileRecipe,
   Endpoint,

@@ -1,6 +1,6 @@
 import type { Logger } from "./logger.js";
 import type { ResolvedCheck, ResolvedHealth, ResolvedLoadBalancer, ResolvedMachine, ResolvedProxy } from "./spec/resolve.js";
-import type { Target } from "./target.js";
+import { LABELS, type LabelKey, type Target } from "./target.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
 export type ProviderProgress =
@@ -143,7 +143,8 @@ export interface InstanceConfig {
 
 /** AWS: how each EC2 instance is launched, from the spec's `instances.aws`. */
 export interface AwsInstanceSettings {
-  readonly instanceType: string;
+  /** The instance type; undefined: the launch template's, else t3.micro. */
+  readonly instanceType?: string;
   /** Subnets taken in turn; empty for the default VPC's. */
   readonly subnetIds: readonly string[];
   readonly securityGroupIds: readonly string[];
@@ -364,6 +365,22 @@ export interface Provider {
   ping(ctx: ProviderContext): Promise<void>;
   /** Releases connections; the provider is not used afterwards. */
   close?(): Promise<void>;
+}
+
+/**
+ * Kiln's own labels ({@link LABELS}) for the instances a launch starts: managed, service,
+ * environment, release, rollout and the image's fingerprint. Providers put these (mapped to their
+ * cloud's key rules where needed) beside the release's own `config.labels`.
+ */
+export function launchLabels(request: Pick<LaunchRequest, "target" | "release" | "rolloutId" | "image">): Record<LabelKey, string> {
+  return {
+    [LABELS.managed]: "true",
+    [LABELS.service]: request.target.service,
+    [LABELS.environment]: request.target.environment,
+    [LABELS.release]: String(request.release),
+    [LABELS.rollout]: request.rolloutId,
+    [LABELS.fingerprint]: request.image.fingerprint,
+  };
 }
 
 /**

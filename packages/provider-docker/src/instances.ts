@@ -4,6 +4,7 @@ import type Dockerode from "dockerode";
 import {
   KilnError,
   LABELS,
+  launchLabels,
   throwIfAborted,
   type Endpoint,
   type Instance,
@@ -151,12 +152,7 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
   const { config } = request;
   const labels: Record<string, string> = {
     ...config.labels,
-    [LABELS.managed]: "true",
-    [LABELS.service]: request.target.service,
-    [LABELS.environment]: request.target.environment,
-    [LABELS.release]: String(request.release),
-    [LABELS.rollout]: request.rolloutId,
-    [LABELS.fingerprint]: request.image.fingerprint,
+    ...launchLabels(request),
     [DOCKER_LABELS.launchKey]: request.idempotencyKey,
     [DOCKER_LABELS.ports]: formatPortsLabel(config.ports),
   };

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { link, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import {
   KilnError,
-  LABELS,
+  launchLabels,
   defineProvider,
   sleep,
   throwIfAborted,
@@ -418,12 +418,7 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
               createdAt: new Date(launchedAt).toISOString(),
               labels: {
                 ...request.config.labels,
-                [LABELS.managed]: "true",
-                [LABELS.service]: request.target.service,
-                [LABELS.environment]: request.target.environment,
-                [LABELS.release]: String(request.release),
-                [LABELS.rollout]: request.rolloutId,
-                [LABELS.fingerprint]: request.image.fingerprint,
+                ...launchLabels(request),
               },
             };
             cloud.instances.set(id, { instance, launchedAt, behavior: options.behavior?.(request) ?? {}, idempotencyKey: request.idempotencyKey });

@@ -311,7 +311,7 @@ function resolveMachine(machine: NonNullable<Spec["image"]["machine"]>, baseDir:
 
 function resolveAwsInstances(aws: NonNullable<Spec["instances"]["aws"]>): AwsInstanceSettings {
   return {
-    instanceType: aws.instanceType,
+    ...(aws.instanceType !== undefined ? { instanceType: aws.instanceType } : {}),
     subnetIds: [...aws.subnetIds],
     securityGroupIds: [...aws.securityGroupIds],
     ...(aws.iamInstanceProfile !== undefined ? { iamInstanceProfile: aws.iamInstanceProfile } : {}),

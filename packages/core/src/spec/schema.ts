@@ -151,7 +151,7 @@ export const awsBlockDeviceSchema = z
 /** AWS: how each EC2 instance is launched. */
 export const awsInstancesSchema = z
   .strictObject({
-    instanceType: z.string().min(1).default("t3.micro").describe("The EC2 instance type."),
+    instanceType: z.string().min(1).optional().describe("The EC2 instance type; by default the launch template's, else t3.micro."),
     subnetIds: z.array(z.string().min(1)).default([]).describe("Subnets to launch in, taken in turn (spread over zones); by default the default VPC's."),
     securityGroupIds: z.array(z.string().min(1)).default([]).describe("Security groups of each instance."),
     iamInstanceProfile: z.string().min(1).optional().describe("An instance profile, by name or ARN."),

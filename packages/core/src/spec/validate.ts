@@ -287,7 +287,7 @@ function checkMachine(spec: Spec, prefix: (string | number)[]): SpecIssue[] {
  */
 export function amiNameProblem(name: string): string | undefined {
   if (name.length < 3 || name.length > 128) return `an AMI name is 3 to 128 characters (EC2 CreateImage); "${name}" has ${name.length}`;
-  const bad = [...name].find((char) => !/[A-Za-z0-9 ()[\].\/\-'@_]/.test(char));
+  const bad = [...name].find((char) => !/[A-Za-z0-9 ()[\]./'@_-]/.test(char));
   if (bad !== undefined) return `an AMI name may hold letters, digits, spaces and ( ) [ ] . / - ' @ _ only (EC2 CreateImage); "${bad}" is not allowed`;
   return undefined;
 }
@@ -347,6 +347,9 @@ function checkAws(spec: Spec, prefix: (string | number)[]): SpecIssue[] {
     }
     if (spec.traffic.proxy) {
       issues.push({ path: [...prefix, "traffic", "proxy"], kind: "invalid-value", message: "the aws provider runs no front proxy; use traffic.loadBalancer.aws (an ELBv2 target group)" });
+    }
+    if (spec.health.command) {
+      issues.push({ path: [...prefix, "health", "command"], kind: "invalid-value", message: "the aws provider cannot run commands in EC2 instances; use health.http or health.tcp (EC2 status checks apply anyway)" });
     }
   } else if (spec.traffic.loadBalancer?.aws) {
     issues.push({ path: [...prefix, "traffic", "loadBalancer", "aws"], kind: "invalid-value", message: `an AWS target group needs the aws provider; this target uses ${spec.provider}` });
