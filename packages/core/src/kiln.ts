@@ -312,7 +312,15 @@ export function createKiln(options: KilnOptions): Kiln {
       store.read(resolved.target),
       provider.instances.list({ target: resolved.target }, ctx),
     ]);
-    const plan = planDeploy({ resolved, fingerprint: fingerprint.fingerprint, existingImage, state, instances, ...(provider.limits ? { limits: provider.limits } : {}) });
+    const plan = planDeploy({
+      resolved,
+      fingerprint: fingerprint.fingerprint,
+      existingImage,
+      state,
+      instances,
+      ...(provider.limits ? { limits: provider.limits } : {}),
+      ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
+    });
     return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
   }
 

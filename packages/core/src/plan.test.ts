@@ -134,6 +134,14 @@ describe("strategies in plans", () => {
     const plan = planDeploy({ resolved, fingerprint, existingImage: undefined, state: emptyTargetState(target), instances: [] });
     expect(formatPlan(plan)).toMatch(/health gate: running \(no check\), 1 time\(s\) in a row; deadline 1000 ms \(health.deadlineMs\)/);
   });
+
+  it("names the provider's own check in the health gate (EC2 status checks), before the spec's", () => {
+    const plan = planDeploy({ resolved, fingerprint, existingImage: undefined, state: emptyTargetState(target), instances: [], providerHealth: "EC2 status checks not impaired" });
+    expect(formatPlan(plan)).toMatch(/health gate: EC2 status checks not impaired, 1 time\(s\) in a row/);
+    const http = { ...resolved, health: { ...resolved.health, check: { kind: "http" as const, portName: "http", path: "/healthz", expectStatus: [200, 399] as const } } };
+    const withCheck = planDeploy({ resolved: http, fingerprint, existingImage: undefined, state: emptyTargetState(target), instances: [], providerHealth: "EC2 status checks not impaired" });
+    expect(formatPlan(withCheck)).toMatch(/health gate: EC2 status checks not impaired \+ GET \/healthz on port http answers 200-399/);
+  });
 });
 
 describe("releaseConfigHash", () => {

@@ -63,6 +63,8 @@ export interface PlanInput {
   readonly instances: readonly Instance[];
   /** The provider's limits, if it declares any. */
   readonly limits?: ProviderLimits;
+  /** What the provider's own health check looks at (`HealthCapability.description`), if it has one. */
+  readonly providerHealth?: string;
 }
 
 /**
@@ -104,7 +106,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     changes.push(`${what}: ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`);
     for (const step of rollout.steps) changes.push(`  ${step}`);
     changes.push(`  at most ${rollout.peakInstances} instance${rollout.peakInstances === 1 ? "" : "s"} run at once`);
-    changes.push(`  health gate: ${describeHealth(resolved.health)}`);
+    changes.push(`  health gate: ${describeHealth(resolved.health, input.providerHealth)}`);
     const proxy = resolved.traffic.proxy;
     changes.push(
       proxy
@@ -241,16 +243,22 @@ function describeStrategy(rollout: ResolvedRollout, state: { count: number; oldA
   }
 }
 
-/** The health gate in words, with its deadline and how it was derived. */
-export function describeHealth(health: ResolvedHealth): string {
+/**
+ * The health gate in words, with its deadline and how it was derived.
+ * @param providerHealth - what the provider's own check looks at (`EC2 status checks not impaired`), put first
+ */
+export function describeHealth(health: ResolvedHealth, providerHealth?: string): string {
   const check = health.check;
-  const what = !check
-    ? "running (no check)"
+  const own = !check
+    ? providerHealth
+      ? undefined
+      : "running (no check)"
     : check.kind === "http"
       ? `GET ${check.path} on port ${check.portName} answers ${check.expectStatus[0]}-${check.expectStatus[1]}`
       : check.kind === "tcp"
         ? `TCP port ${check.portName} accepts connections`
         : `\`${check.command.join(" ")}\` exits 0`;
+  const what = [providerHealth, own].filter((part) => part !== undefined).join(" + ");
   const stable = health.stabilityWindowMs > 0 ? `, then stable for ${health.stabilityWindowMs} ms` : "";
   return `${what}, ${health.healthyThreshold} time(s) in a row${stable}; deadline ${health.deadlineMs} ms (${health.deadlineArithmetic})`;
 }

@@ -286,6 +286,8 @@ export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly
 
 /** A provider-native health check; core probes the instance's endpoint itself when a provider has none. */
 export interface HealthCapability {
+  /** What the provider's own check looks at, for plans (`EC2 status checks not impaired`). */
+  readonly description?: string;
   /**
    * Probes one instance once: the platform's own view of its health (EC2 status checks), then the
    * spec's check when there is one. The rollout engine calls it for every instance of a probe

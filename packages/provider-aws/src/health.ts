@@ -130,6 +130,7 @@ export function createHealthCapability(clients: AwsClients): HealthCapability {
   }
 
   return {
+    description: "EC2 status checks not impaired",
     async probe(instance: Instance, check: ResolvedCheck | undefined, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult> {
       throwIfAborted(ctx.signal);
       if (check?.kind === "command") return { ok: false, reason: COMMAND_CHECK_UNSUPPORTED };
