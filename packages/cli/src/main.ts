@@ -244,7 +244,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
           return EXIT_CODES.success;
         }
         const c = createColors(output.color);
-        const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${status.release.image.id.slice(0, 19)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
+        const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${shortId(status.release.image.id)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
         const proxy = status.release?.traffic?.proxy;
         if (proxy) lines.push(`address: http://${proxy.host}:${proxy.port} (front proxy → port ${proxy.portName}; the addresses below are the instances' own)`);
         if (status.activeRollout) {
@@ -291,8 +291,8 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
               `${r.number}${r.number === history.currentRelease ? c.green(" *") : ""}`,
               r.status === "failed" ? c.red(r.status) : r.status,
               r.createdAt.replace("T", " ").slice(0, 19),
-              r.image.names[0] ?? r.image.id.slice(0, 19),
-              r.image.digest.slice(0, 19),
+              r.image.names[0] ?? shortId(r.image.id),
+              shortId(r.image.digest),
               String(r.count),
               [r.rollbackOf ? `rollback to ${r.rollbackOf}` : "", r.error ? `${r.error.code}` : ""].filter(Boolean).join("; "),
             ]),
@@ -432,6 +432,11 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
     });
     return { kiln, spec, renderer };
   }
+}
+
+/** An image id for a table: a `sha256:` digest shortened to 12 hex digits; other ids (AMI ids) whole. */
+function shortId(id: string): string {
+  return id.startsWith("sha256:") ? id.slice(0, 19) : id;
 }
 
 function env(options: CommonOptions): { environment?: string } {

@@ -151,4 +151,13 @@ describe("releaseConfigHash", () => {
     expect(a).toBe(b);
     expect(releaseConfigHash(fingerprint, 3, resolved.instance)).not.toBe(releaseConfigHash(fingerprint, 2, resolved.instance));
   });
+
+  it("changes when the traffic router is added or changed, and not for a target without one", () => {
+    const plain = releaseConfigHash(fingerprint, 2, resolved.instance);
+    expect(releaseConfigHash(fingerprint, 2, resolved.instance, {})).toBe(plain);
+    const group = (arn: string) => ({ loadBalancer: { aws: { targetGroupArn: arn, portName: "http" } } });
+    const withGroup = releaseConfigHash(fingerprint, 2, resolved.instance, group("arn:a"));
+    expect(withGroup).not.toBe(plain);
+    expect(releaseConfigHash(fingerprint, 2, resolved.instance, group("arn:b"))).not.toBe(withGroup);
+  });
 });

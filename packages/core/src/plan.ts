@@ -68,11 +68,15 @@ export interface PlanInput {
 }
 
 /**
- * The hash that decides whether a release changes: the fingerprint, the count and the
- * instance configuration (key order does not matter).
+ * The hash that decides whether a release changes: the fingerprint, the count, the instance
+ * configuration and, when there is one, the traffic router (front proxy or load balancer); key
+ * order does not matter.
  */
-export function releaseConfigHash(fingerprint: string, count: number, instance: InstanceConfig): string {
-  return `sha256:${createHash("sha256").update(stableJson({ fingerprint, count, instance })).digest("hex")}`;
+export function releaseConfigHash(fingerprint: string, count: number, instance: InstanceConfig, traffic?: ResolvedTraffic): string {
+  // Traffic (the proxy or load balancer instances join) is part of what runs: changing it makes a
+  // release. Without any, the hash is what it was before traffic counted, so no release changes.
+  const routed = traffic && (traffic.proxy || traffic.loadBalancer) ? { traffic } : {};
+  return `sha256:${createHash("sha256").update(stableJson({ fingerprint, count, instance, ...routed })).digest("hex")}`;
 }
 
 /**
@@ -81,7 +85,7 @@ export function releaseConfigHash(fingerprint: string, count: number, instance: 
  */
 export function planDeploy(input: PlanInput): DeployPlan {
   const { resolved, fingerprint, existingImage, state } = input;
-  const configHash = releaseConfigHash(fingerprint, resolved.count, resolved.instance);
+  const configHash = releaseConfigHash(fingerprint, resolved.count, resolved.instance, resolved.traffic);
   const image: ImagePlan = existingImage ? { action: "reuse", fingerprint, image: existingImage } : { action: "build", fingerprint };
   const current = currentRelease(state);
   const sameRelease = current !== undefined && current.configHash === configHash && existingImage !== undefined && existingImage.id === current.image.id;
@@ -99,7 +103,7 @@ export function planDeploy(input: PlanInput): DeployPlan {
     limits: effectiveLimits(input.limits, resolved.traffic),
   });
   const changes: string[] = [];
-  changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (${resolved.target.service} has no image with this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage?.id.slice(0, 19) ?? ""})`);
+  changes.push(image.action === "build" ? `build image ${shortHash(fingerprint)} (${resolved.target.service} has no image with this fingerprint yet)` : `reuse image ${shortHash(fingerprint)} (${existingImage ? (existingImage.id.startsWith("sha256:") ? existingImage.id.slice(0, 19) : existingImage.id) : ""})`);
   if (rollout.action === "none") changes.push(rollout.reason);
   else {
     const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
@@ -108,10 +112,13 @@ export function planDeploy(input: PlanInput): DeployPlan {
     changes.push(`  at most ${rollout.peakInstances} instance${rollout.peakInstances === 1 ? "" : "s"} run at once`);
     changes.push(`  health gate: ${describeHealth(resolved.health, input.providerHealth)}`);
     const proxy = resolved.traffic.proxy;
+    const targetGroup = resolved.traffic.loadBalancer?.aws;
     changes.push(
       proxy
         ? `  traffic: front proxy at ${proxy.host}:${proxy.port} → port ${proxy.portName}; new instances join after their gate, old ones are drained before they stop`
-        : "  traffic: clients reach each instance at its own address (no proxy)",
+        : targetGroup
+          ? `  traffic: target group ${targetGroup.targetGroupArn} → port ${targetGroup.portName}; new instances join after their gate and the group's health check, old ones are deregistered and drained before they stop`
+          : "  traffic: clients reach each instance at its own address (no proxy)",
     );
   }
   return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };

@@ -111,6 +111,20 @@ describe.skipIf(!moto)("aws provider end to end (moto)", () => {
     ]);
   });
 
+  it("a rollout into a target group that does not exist fails and leaves no instance running", async () => {
+    const service = `tg-${Date.now().toString(36)}`;
+    services.push(service);
+    await writeFile(path.join(dir, "dist", "server.js"), "console.log('tg')\n");
+    const kiln = createKiln({
+      providers: { aws: () => createAwsProvider({ endpoint, region: MOTO_REGION, credentials: { accessKeyId: "testing", secretAccessKey: "testing" }, pollIntervalMs: 50 }) },
+      dataDir: path.join(dir, `.kiln-${service}`),
+    });
+    const spec = { ...specFor(service), traffic: { loadBalancer: { aws: { targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/nope/0123456789abcdef" } } } };
+    await expect(kiln.deploy({ spec, baseDir: dir })).rejects.toMatchObject({ code: "ROLLOUT_FAILED", message: expect.stringContaining("TargetGroupNotFound") as unknown });
+    const left = (await liveInstances(client, { [LABELS.service]: service })).filter((instance) => instance.tags["dev.kiln.role"] !== "builder");
+    expect(left).toEqual([]);
+  });
+
   it("launches once when the answer to RunInstances is lost after moto made the instances (the SDK retries with the same client token)", async () => {
     const service = `token-${Date.now().toString(36)}`;
     services.push(service);

@@ -122,14 +122,14 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
       builderId = await launchBuilder(recipe, machine, baseImage.ImageId!, userData.script, bakeCtx);
       ctx.emit({ type: "image.build.log", message: `builder ${builderId} started; the steps run from its user data, then it powers itself off` });
 
-      step(ctx, 3, "wait for the builder to provision and power off");
+      step(ctx, 3, `wait for the builder ${builderId} to provision and power off (at most ${Math.round(machine.timeoutMs / 60_000)} min)`);
       const stopped = await waitStopped(builderId, bakeCtx);
       const status = await provisionStatus(stopped, bakeCtx);
       if (status.code !== 0) {
         throw new KilnError(
           "BUILD_FAILED",
           status.code === undefined
-            ? `The builder ${builderId} powered off without reporting its provisioning result (no ${RESULT_MARKER} line on its console, no ${AWS_TAGS.provisionStatus} tag); check its console output and /var/log/kiln-provision.log in the base image's boot, and that cloud-init runs user data.`
+            ? `The builder ${builderId} powered off without reporting its provisioning result (no ${RESULT_MARKER} line on its console, no ${AWS_TAGS.provisionStatus} tag): check that the base image runs user data with cloud-init, and read the console output above (kiln build --verbose).`
             : `A provisioning step failed on the builder ${builderId} (exit status ${status.code}).${status.tail ? ` Its console output ends with:\n${status.tail}` : ""}`,
           { details: { builderId, ...(status.code !== undefined ? { exitStatus: status.code } : {}) } },
         );
@@ -241,6 +241,8 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
 
   async function waitStopped(id: string, ctx: ProviderContext): Promise<Ec2Instance> {
     const { pollIntervalMs } = clients.options;
+    const startedAt = Date.now();
+    let nextReportS = 30;
     return waitFor(
       async () => {
         const instance = await describeInstance(id, ctx);
@@ -248,6 +250,11 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
         if (state === "stopped") return { done: true, value: instance! };
         if (!instance || state === "terminated" || state === "shutting-down") {
           throw new KilnError("BUILD_FAILED", `The builder ${id} went away (${state ?? "gone"}${instance?.StateReason?.Message ? `: ${instance.StateReason.Message}` : ""}) before it was imaged.`);
+        }
+        const waitedS = Math.round((Date.now() - startedAt) / 1000);
+        if (waitedS >= nextReportS) {
+          ctx.emit({ type: "image.build.log", message: `builder ${id} is ${state ?? "unknown"} after ${waitedS} s; still provisioning` });
+          nextReportS = waitedS + 30;
         }
         return { done: false, reason: `the builder is ${state ?? "unknown"}` };
       },

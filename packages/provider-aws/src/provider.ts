@@ -49,9 +49,11 @@ export const createAwsProvider = defineProvider((options?: AwsProviderOptions): 
     async ping(ctx) {
       throwIfAborted(ctx.signal);
       const { sdk, client } = await clients.ec2();
-      if (!(await client.config.region())) {
-        throw new KilnError("PROVIDER_UNAVAILABLE", "The aws provider has no region: set AWS_REGION (or a region in your AWS profile).");
-      }
+      const noRegion = new KilnError("PROVIDER_UNAVAILABLE", "The aws provider has no region: set AWS_REGION (or a region in your AWS profile).");
+      const region = await client.config.region().catch((error: unknown) => {
+        throw new KilnError(noRegion.code, noRegion.message, { cause: error });
+      });
+      if (!region) throw noRegion;
       try {
         await client.send(new sdk.DescribeAvailabilityZonesCommand({}), { abortSignal: ctx.signal });
       } catch (error) {

@@ -194,6 +194,12 @@ export function createTrafficCapability(clients: AwsClients): TrafficCapability 
           ctx.logger.info("drain limit reached; moving on", { targetGroupArn: group.targetGroupArn, limitMs, reason: messageOf(error) });
         }
       } catch (error) {
+        // No such group: nothing can be registered in it, so deregistering is done (the rollout
+        // that registered into a wrong ARN failed already and is being undone).
+        if (awsErrorCode(error) === "TargetGroupNotFound" || awsErrorCode(error) === "TargetGroupNotFoundException") {
+          ctx.logger.warn("the target group does not exist; nothing to deregister", { targetGroupArn: group.targetGroupArn });
+          return;
+        }
         throw awsError(error, "ROLLOUT_FAILED", what, endpoint(), "ELBv2");
       }
     },

@@ -236,12 +236,22 @@ function gracePeriodOf(input: RolloutInput, instances: readonly Instance[]): num
   return Math.max(0, ...instances.map(graceOf));
 }
 
-/** Drains instances from traffic (if the provider routes it), then terminates them with their releases' grace periods. */
-async function retireInstances(input: RolloutInput, instances: readonly Instance[], ctx: ProviderContext): Promise<void> {
+/**
+ * Drains instances from traffic (if the provider routes it), then terminates them with their
+ * releases' grace periods. With `cleanup` (undoing a failed rollout) a failed drain is logged and
+ * the instances are terminated anyway: an instance must never outlive the rollout that failed
+ * because its router could not be reached (a wrong target group, a missing permission).
+ */
+async function retireInstances(input: RolloutInput, instances: readonly Instance[], ctx: ProviderContext, { cleanup = false }: { cleanup?: boolean } = {}): Promise<void> {
   if (instances.length === 0) return;
   for (const instance of instances) input.emit({ type: "instance.retiring", rolloutId: input.rolloutId, instance: describe(instance) });
   // Stopped ones too: a router may still list an instance that crashed.
-  await shiftTraffic(input, [], instances, ctx);
+  try {
+    await shiftTraffic(input, [], instances, ctx);
+  } catch (error) {
+    if (!cleanup) throw error;
+    input.logger.warn("could not drain the failed rollout's instances from traffic; terminating them anyway", { rolloutId: input.rolloutId, error: String(error) });
+  }
   const gracePeriodMs = gracePeriodOf(input, instances);
   await input.provider.instances.terminate(instances, { gracePeriodMs }, ctx);
   for (const instance of instances) input.emit({ type: "instance.retired", rolloutId: input.rolloutId, instance: describe(instance) });
@@ -258,7 +268,7 @@ async function undo(input: RolloutInput, launched: readonly Instance[], oldStill
     // Everything this rollout launched, including any a crashed launch call left behind.
     const mine = await input.provider.instances.list({ target: input.target, rolloutId: input.rolloutId }, ctx);
     const byId = new Map([...launched, ...mine].map((instance) => [instance.id, instance]));
-    await retireInstances(input, [...byId.values()], ctx);
+    await retireInstances(input, [...byId.values()], ctx, { cleanup: true });
   } catch (error) {
     input.logger.error("could not remove the failed rollout's instances", { rolloutId: input.rolloutId, error: String(error) });
   }
