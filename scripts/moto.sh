@@ -113,18 +113,6 @@ moto_version() {
   timeout 60 $interp -c 'import moto; print(moto.__version__)' 2>/dev/null
 }
 
-# Prints a python3 that can make a venv (has ensurepip): Debian's first, then the one on PATH.
-venv_python() {
-  local py
-  for py in /usr/bin/python3 "$(command -v python3 2>/dev/null || true)"; do
-    if [[ -n "$py" && -x "$py" ]] && "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-      printf '%s\n' "$py"
-      return 0
-    fi
-  done
-  return 1
-}
-
 # Prints the path of a moto_server $MOTO_VERSION, installing it into $VENV when needed.
 ensure_moto() {
   local bin version py

@@ -66,3 +66,16 @@ dispatch() {
       ;;
   esac
 }
+
+# Prints a python3 (3.9 or later) that can make a virtualenv (has ensurepip and venv): Debian's
+# first, then the one on PATH. Debian's own Python is "externally managed": tools go into a venv.
+venv_python() {
+  local py
+  for py in /usr/bin/python3 "$(command -v python3 2>/dev/null || true)"; do
+    if [[ -n "$py" && -x "$py" ]] && "$py" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 9))' >/dev/null 2>&1; then
+      printf '%s\n' "$py"
+      return 0
+    fi
+  done
+  return 1
+}

@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
 import type { DeployResult, Kiln, KilnError, LeaseStatus, LoadedSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
 import { parseDuration } from "./duration.js";
+import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
 import { createRenderer, type Output } from "./render.js";
 import { INIT_DOCKERIGNORE, initSpec } from "./init-template.js";
@@ -391,6 +392,11 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
         return () => printRecovery(result, "aborted", targetText(spec, options), output);
       }),
     );
+
+  const { registerServe } = await import("./serve.js");
+  registerServe(program, (handler) =>
+    action(async (options, output) => handler(options as unknown as ServeOptions, output.stdout, output.stderr)),
+  );
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -45,7 +45,7 @@ export { nextRollingBatch, planRollingBatches } from "./rollout/batches.js";
 export type { RollingBatch, RollingCounts } from "./rollout/batches.js";
 export { createFileStateStore } from "./state/file-store.js";
 export type { FileStateStoreOptions } from "./state/file-store.js";
-export { emptyTargetState } from "./state/types.js";
+export { emptyTargetState, compactHistory, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
 export type { Holder, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState } from "./state/types.js";
 export type { JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";

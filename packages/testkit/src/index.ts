@@ -1,10 +1,11 @@
 /**
  * Kiln testkit: the in-memory provider (with fault injection and an optional state file shared
- * by processes), the provider conformance suite every provider runs, helpers that gate
- * integration tests on a real engine or on moto, the EC2 emulator (skip loudly on a laptop, fail
- * under CI), and a fault-injecting HTTP proxy for AWS query-protocol APIs.
+ * by processes), the provider conformance suite every provider runs, the state store conformance
+ * suite every `StateStore` runs, helpers that gate integration tests on a real engine, on moto
+ * (the EC2 emulator) or on PostgreSQL (skip loudly on a laptop, fail under CI), and a
+ * fault-injecting HTTP proxy for AWS query-protocol APIs.
  *
- * The conformance suite registers vitest tests, so this package imports `vitest` (a peer dependency).
+ * The conformance suites register vitest tests, so this package imports `vitest` (a peer dependency).
  * @module
  */
 export { createMemoryProvider } from "./memory-provider.js";
@@ -22,7 +23,17 @@ export type {
 } from "./faults.js";
 export { runProviderConformance } from "./conformance.js";
 export type { ProviderConformanceOptions } from "./conformance.js";
+/**
+ * The state store conformance suite: vitest tests of the whole `StateStore` contract (atomic,
+ * serialised updates; leases, fencing tokens, takeover, renewal, forced release; two store objects
+ * on one backend). Every store runs it: core's file store in this package, `@kilnjs/store-postgres`
+ * against PostgreSQL.
+ */
+export { runStateStoreConformance } from "./store-conformance.js";
+export type { StateStoreConformanceOptions } from "./store-conformance.js";
 export { dockerEngineAvailable, requireDockerEngine } from "./engines.js";
 export { DEFAULT_MOTO_ENDPOINT, motoAvailable, motoEndpoint, requireMoto, resetMoto } from "./moto.js";
+/** Gate integration tests on PostgreSQL (`KILN_PG_URL`, else `scripts/postgres.sh`'s 127.0.0.1:5433) like `requireMoto`. */
+export { DEFAULT_POSTGRES_URL, postgresAvailable, postgresUrl, requirePostgres } from "./postgres.js";
 export { PROXY_FAULT_KINDS, startFaultProxy } from "./fault-proxy.js";
 export type { FaultProxy, FaultProxyCall, FaultProxyCounts, FaultProxyOptions, FaultProxyRequest, ProxyFault, ProxyFaultKind, ProxyFaultPhase } from "./fault-proxy.js";

@@ -1,0 +1,182 @@
+// Two `kiln serve` replicas on one PostgreSQL (separate processes, the CLI as users run it), with
+// the in-memory provider kept in a state file both share: 20 deploy requests spread over both
+// replicas for 5 targets, every rollout runs exactly once; then a replica is killed with SIGKILL
+// mid-rollout and the other finishes that rollout from the journal.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "@kilnjs/core";
+import { postgresUrl, requirePostgres } from "@kilnjs/testkit";
+import { hashToken } from "./auth.js";
+
+const postgres = await requirePostgres();
+const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const KILN_BIN = path.join(REPO_ROOT, "packages/cli/dist/bin.js");
+const MEMORY_PROVIDER = path.join(REPO_ROOT, "packages/cli/test-fixtures/memory-provider.mjs");
+const TOKEN = "t-replicas";
+
+interface Replica {
+  readonly name: string;
+  readonly url: string;
+  readonly child: ChildProcess;
+  output: string;
+}
+
+describe.skipIf(!postgres)("two server replicas on one PostgreSQL", () => {
+  const schema = `kiln_replicas_${randomBytes(3).toString("hex")}`;
+  let dir: string;
+  /** Outside the spec root: a file that changes inside it would change every fingerprint. */
+  let work: string;
+  const replicas = new Map<string, Replica>();
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "kiln-replicas-"));
+    work = await mkdtemp(path.join(tmpdir(), "kiln-replicas-work-"));
+    await writeFile(path.join(dir, "Dockerfile"), "FROM scratch\n");
+    for (const name of ["a", "b"]) replicas.set(name, await startReplica(name));
+  });
+
+  afterAll(async () => {
+    for (const replica of replicas.values()) replica.child.kill("SIGKILL");
+    const client = new pg.Client({ connectionString: postgresUrl() });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await client.end();
+    await rm(dir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  async function startReplica(name: string): Promise<Replica> {
+    const child = spawn(
+      process.execPath,
+      [KILN_BIN, "serve", "--port", "0", "--postgres", postgresUrl(), "--postgres-schema", schema, "--replica-id", `replica-${name}`, "--spec-root", dir, "--data-dir", path.join(work, `kiln-${name}`), "--claim-lease", "2s", "--lock-ttl", "3s"],
+      {
+        cwd: dir,
+        env: {
+          ...process.env,
+          KILN_SERVER_TOKENS: JSON.stringify([{ name: "test", sha256: hashToken(TOKEN), scopes: ["admin"], environments: ["*"] }]),
+          KILN_PROVIDER_MODULE_MEMORY: MEMORY_PROVIDER,
+          KILN_MEMORY_STATE_FILE: path.join(work, "cloud.json"),
+          NO_COLOR: "1",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    const replica: Replica = { name, url: "", child, output: "" };
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (replica.output += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (replica.output += chunk));
+    const url = await waitFor(
+      async () => {
+        const match = /listening on (http:\/\/\S+)/.exec(replica.output);
+        if (match) return { done: true, value: match[1]! };
+        if (child.exitCode !== null) throw new Error(`replica ${name} exited ${child.exitCode}: ${replica.output}`);
+        return { done: false, reason: replica.output.slice(-300) };
+      },
+      { timeoutMs: 30_000, minDelayMs: 50, maxDelayMs: 200, description: `replica ${name} to listen` },
+    );
+    return { ...replica, url, get output() { return replica.output; } };
+  }
+
+  const call = (replica: Replica, method: string, route: string, body?: unknown) =>
+    fetch(`${replica.url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  const spec = (service: string, version: number, extra: Record<string, unknown> = {}) => ({
+    service,
+    provider: "memory",
+    instances: { count: 2, env: { VERSION: String(version) } },
+    health: { intervalMs: 100, healthyThreshold: 1 },
+    ...extra,
+  });
+  const finished = (replica: Replica, id: string, timeoutMs = 60_000) =>
+    waitFor(
+      async () => {
+        const record = (await (await call(replica, "GET", `/v1/deployments/${id}`)).json()) as { state: string; attempts: number; release?: number; claimedBy?: string };
+        return ["succeeded", "unchanged", "failed", "cancelled"].includes(record.state) ? { done: true, value: record } : { done: false, reason: record.state };
+      },
+      { timeoutMs, minDelayMs: 50, maxDelayMs: 300, description: `deployment ${id} to finish` },
+    );
+
+  it("20 deploy requests for 5 targets over both replicas: one per target is accepted at a time, and each accepted one runs exactly once", async () => {
+    const [a, b] = [replicas.get("a")!, replicas.get("b")!];
+    const services = Array.from({ length: 5 }, (_, index) => `svc${index}-${randomBytes(2).toString("hex")}`);
+    const accepted: Array<{ id: string; service: string }> = [];
+    let conflicts = 0;
+    // Two waves of ten: each target gets two requests at the same moment, one through each replica;
+    // the database lets exactly one of them in. Each wave waits for its deployments to end.
+    for (let wave = 0; wave < 2; wave++) {
+      const answers = await Promise.all(
+        services.flatMap((service) =>
+          [a, b].map(async (replica) => {
+            const answer = await call(replica, "POST", "/v1/deployments", { spec: spec(service, wave + 1) });
+            return { service, status: answer.status, body: (await answer.json()) as { id?: string; code?: string } };
+          }),
+        ),
+      );
+      for (const service of services) {
+        const mine = answers.filter((answer) => answer.service === service);
+        expect(mine.map((answer) => answer.status).sort()).toEqual([202, 409]);
+      }
+      for (const answer of answers) {
+        if (answer.status === 202) accepted.push({ id: answer.body.id!, service: answer.service });
+        else {
+          expect(answer.body.code).toBe("TARGET_LOCKED");
+          conflicts += 1;
+        }
+      }
+      await Promise.all(answers.filter((answer) => answer.status === 202).map((answer) => finished(a, answer.body.id!)));
+    }
+    expect(accepted).toHaveLength(10);
+    expect(conflicts).toBe(10);
+    // Every accepted deployment ran once (one claim, by one replica), and made exactly one rollout.
+    const records = await Promise.all(accepted.map(({ id }) => finished(b, id)));
+    expect(records.filter((record) => record.state !== "succeeded" || record.attempts !== 1)).toEqual([]);
+    for (const service of services) {
+      const history = (await (await call(a, "GET", `/v1/targets/${service}@default/history`)).json()) as { releases: Array<{ number: number }>; rollouts: Array<{ status: string }> };
+      expect(history.rollouts).toHaveLength(2);
+      expect(history.rollouts.every((rollout) => rollout.status === "succeeded")).toBe(true);
+      expect(history.releases.map((release) => release.number)).toEqual([2, 1]);
+    }
+    // Both replicas did some of the work.
+    expect(a.output).toContain("deployment started");
+    expect(b.output).toContain("deployment started");
+  });
+
+  it("kill -9 of the replica running a rollout: the other takes it over and finishes it", async () => {
+    const service = `takeover-${randomBytes(2).toString("hex")}`;
+    const [a, b] = [replicas.get("a")!, replicas.get("b")!];
+    const first = (await (await call(a, "POST", "/v1/deployments", { spec: spec(service, 1) })).json()) as { id: string };
+    await finished(a, first.id);
+    // A slow rollout: 3 instances, one at a time, a pause after each batch.
+    const slow = spec(service, 2, { instances: { count: 3, env: { VERSION: "2" } }, rollout: { maxSurge: 1, pauseBetweenBatchesMs: 1_500 } });
+    const { id } = (await (await call(b, "POST", "/v1/deployments", { spec: slow })).json()) as { id: string };
+    const running = await waitFor(
+      async () => {
+        const record = (await (await call(b, "GET", `/v1/deployments/${id}`)).json()) as { claimedBy?: string; steps?: Array<{ type: string }> };
+        const launched = record.steps?.some((step) => step.type === "instance.launched");
+        return record.claimedBy && launched ? { done: true, value: record.claimedBy } : { done: false };
+      },
+      { timeoutMs: 20_000, minDelayMs: 50, maxDelayMs: 200, description: "the slow rollout to launch its first instance" },
+    );
+    const victim = running === "replica-a" ? a : b;
+    const survivor = victim === a ? b : a;
+    victim.child.kill("SIGKILL");
+    await new Promise((resolve) => victim.child.once("exit", resolve));
+    const record = await finished(survivor, id, 90_000);
+    expect(record).toMatchObject({ state: "succeeded", release: 2 });
+    expect(record.attempts).toBe(2);
+    const status = (await (await call(survivor, "GET", `/v1/targets/${service}@default`)).json()) as { release: { number: number }; instances: Array<{ release: number; state: string }>; drift: string[] };
+    expect(status.release.number).toBe(2);
+    expect(status.instances).toHaveLength(3);
+    expect(status.instances.every((instance) => instance.release === 2 && instance.state === "running")).toBe(true);
+    expect(status.drift).toEqual([]);
+    expect(survivor.output).toContain("deployment started");
+  });
+});

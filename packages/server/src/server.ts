@@ -1,0 +1,201 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { serve, type ServerType } from "@hono/node-server";
+import { createKiln, createFileStateStore, loadSpec, specFromObject, type Kiln, type Logger, type ProviderSource, type StateStore } from "@kilnjs/core";
+import { pino } from "pino";
+import { createApp } from "./app.js";
+import { createAuthenticator, type TokenConfig } from "./auth.js";
+import { createMemoryDeploymentStore, type DeploymentStore } from "./deployments.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { startRunner, type Runner } from "./runner.js";
+
+/** Options of {@link createKilnServer}. */
+export interface KilnServerOptions {
+  /** The providers deployments may use, by name (as for `createKiln`). */
+  readonly providers: Readonly<Record<string, ProviderSource>>;
+  /** API tokens (hashed). With none, every request but health is refused: authentication is always on. */
+  readonly tokens: readonly TokenConfig[];
+  /** Where releases and rollouts are kept. @defaultValue the embedded file store under `dataDir/state` */
+  readonly store?: StateStore;
+  /** Deployments, their events and idempotent answers. @defaultValue in memory (one replica) */
+  readonly deployments?: DeploymentStore;
+  /** Kiln's working folder (state, fingerprint caches). @defaultValue `.kiln` in the current folder */
+  readonly dataDir?: string;
+  /** Registered services: name → path of its kiln.yaml (`POST /v1/deployments { service }`). @defaultValue none */
+  readonly services?: Readonly<Record<string, string>>;
+  /** The folder a posted spec's relative paths (build context) are resolved against. @defaultValue the current folder */
+  readonly specRoot?: string;
+  /** Largest request body (bytes). @defaultValue 1048576 (1 MiB) */
+  readonly maxBodyBytes?: number;
+  /** This replica's id, in claims and logs. @defaultValue `<hostname>-<pid>` */
+  readonly replicaId?: string;
+  /** How long a deployment claim lasts unless renewed (milliseconds). @defaultValue 15000 */
+  readonly claimLeaseMs?: number;
+  /** How long a state-store lock lasts unless renewed (milliseconds; `createKiln`'s `lockTtlMs`). @defaultValue 30000 */
+  readonly lockTtlMs?: number;
+  /** How many deployments this replica runs at once. @defaultValue 8 */
+  readonly concurrency?: number;
+  /** How often an idle replica looks for queued deployments (milliseconds). @defaultValue 1000 */
+  readonly pollIntervalMs?: number;
+  /** Structured JSON logs. @defaultValue pino to stdout at `info` */
+  readonly logger?: Logger;
+}
+
+/** A Kiln server: the HTTP app, the deployment runner, and their resources. */
+export interface KilnServer {
+  /** Handles one request (for tests and other servers: a fetch-style handler). */
+  fetch(request: Request): Promise<Response>;
+  /**
+   * Starts listening (HTTPS when `tls` is given); resolves with the address.
+   * @param port - 0 for any free port
+   * @param host - @defaultValue `127.0.0.1`
+   */
+  listen(port: number, host?: string, tls?: { cert: string; key: string }): Promise<{ host: string; port: number; url: string }>;
+  /** Stops listening, cancels the deployments it runs (they roll back, as on Ctrl-C), closes the stores. */
+  close(): Promise<void>;
+  readonly kiln: Kiln;
+  readonly metrics: Metrics;
+  readonly replicaId: string;
+}
+
+/** A Logger over pino: JSON lines with `level`, `time`, `msg` and the fields. */
+export function jsonLogger(destination?: NodeJS.WritableStream, level = "info"): Logger {
+  const log = pino({ level, base: { service: "kiln-server" } }, destination as never);
+  return {
+    debug: (message, fields) => log.debug(fields ?? {}, message),
+    info: (message, fields) => log.info(fields ?? {}, message),
+    warn: (message, fields) => log.warn(fields ?? {}, message),
+    error: (message, fields) => log.error(fields ?? {}, message),
+  };
+}
+
+/**
+ * Creates the Kiln HTTP server (`kiln serve`): the same core functions as the CLI under `/v1`
+ * (targets, deployments with events over SSE and NDJSON, cancel, rollback, plan, locks), an
+ * OpenAPI 3.1 document at `/v1/openapi.json`, `/v1/health`, `/v1/ready`, Prometheus `/metrics`,
+ * and a status page at `/`. Deployments are queued in the {@link DeploymentStore} and run by a
+ * runner that claims them, so several replicas on one PostgreSQL share the work and take over
+ * from one that dies. See docs/server.md.
+ *
+ * @throws KilnError INVALID_ARGUMENT for an invalid token list
+ */
+export function createKilnServer(options: KilnServerOptions): KilnServer {
+  const logger = options.logger ?? jsonLogger();
+  const dataDir = path.resolve(options.dataDir ?? path.join(process.cwd(), ".kiln"));
+  const store = options.store ?? createFileStateStore({ directory: path.join(dataDir, "state") });
+  const deployments = options.deployments ?? createMemoryDeploymentStore();
+  const replicaId = options.replicaId ?? `${os.hostname()}-${process.pid}`;
+  const lockTtlMs = options.lockTtlMs ?? 30_000;
+  const metrics = createMetrics();
+  const specRoot = path.resolve(options.specRoot ?? process.cwd());
+  const services = Object.fromEntries(Object.entries(options.services ?? {}).map(([name, file]) => [name, path.resolve(file)]));
+  const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs });
+  const authenticator = createAuthenticator(options.tokens);
+  const page = statusPage();
+  const runner: Runner = startRunner({
+    store: deployments,
+    kiln,
+    replicaId,
+    claimLeaseMs: options.claimLeaseMs ?? 15_000,
+    pollIntervalMs: options.pollIntervalMs ?? 1_000,
+    concurrency: options.concurrency ?? 8,
+    lockWaitMs: lockTtlMs + 5_000,
+    logger,
+    metrics,
+    loadSpec: async (record) => {
+      if (record.request.service !== undefined) {
+        const file = services[record.request.service];
+        if (!file) throw new Error(`The service ${record.request.service} is not registered on this replica.`);
+        return loadSpec(file);
+      }
+      return specFromObject(record.request.spec, specRoot);
+    },
+  });
+  const app = createApp({
+    kiln,
+    store,
+    deployments,
+    authenticate: (secret) => authenticator.authenticate(secret),
+    services,
+    specRoot,
+    maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
+    logger,
+    metrics,
+    wake: () => runner.wake(),
+    ready: async () => {
+      try {
+        await store.listTargets();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    page: page.html,
+    pageCsp: page.csp,
+    streamPollMs: 200,
+  });
+  let server: ServerType | undefined;
+  return {
+    kiln,
+    metrics,
+    replicaId,
+    fetch: async (request) => app.fetch(request),
+    listen(port, host = "127.0.0.1", tls) {
+      return new Promise((resolve, reject) => {
+        const scheme = tls ? "https" : "http";
+        const started = serve(
+          { fetch: app.fetch, port, hostname: host, ...(tls ? { createServer: createHttpsServer, serverOptions: { cert: tls.cert, key: tls.key } } : {}) },
+          (info) => resolve({ host, port: info.port, url: `${scheme}://${host.includes(":") ? `[${host}]` : host}:${info.port}` }),
+        );
+        started.once("error", reject);
+        server = started;
+      });
+    },
+    async close() {
+      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      await runner.stop();
+      await kiln.close();
+      await deployments.close?.();
+    },
+  };
+}
+
+/** The status page's HTML, from the package's `public/index.html` (no build step), with its Content-Security-Policy. */
+function statusPage(): { html: string; csp: string } {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const candidate of [path.join(here, "../public/index.html"), path.join(here, "../../public/index.html")]) {
+    try {
+      const html = readFileSync(candidate, "utf8");
+      return { html, csp: pageCsp(html) };
+    } catch {
+      // try the next
+    }
+  }
+  const html = "<!doctype html><title>Kiln</title><p>The status page is missing from this install.</p>";
+  return { html, csp: pageCsp(html) };
+}
+
+/**
+ * A strict policy for the page: its one inline script and style allowed by hash, requests to this
+ * server only, nothing else (no frames, forms, base or external anything).
+ */
+function pageCsp(html: string): string {
+  const hash = (pattern: RegExp) => {
+    const body = pattern.exec(html)?.[1];
+    return body === undefined ? "'none'" : `'sha256-${createHash("sha256").update(body, "utf8").digest("base64")}'`;
+  };
+  return [
+    "default-src 'none'",
+    `script-src ${hash(/<script type="module">([\s\S]*?)<\/script>/)}`,
+    `style-src ${hash(/<style>([\s\S]*?)<\/style>/)}`,
+    "connect-src 'self'",
+    "img-src 'self' data:",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}

@@ -1,0 +1,391 @@
+import type { Pool, PoolClient } from "pg";
+import {
+  DEFAULT_LEASE_TTL_MS,
+  KilnError,
+  acquireLease,
+  assertLeaseToken,
+  describeLease,
+  emptyTargetState,
+  formatTarget,
+  holdLease,
+  releaseLease,
+  renewLease,
+  silentLogger,
+  type Logger,
+  type StateStore,
+  type Target,
+  type TargetLock,
+  type TargetState,
+  compactHistory,
+} from "@kilnjs/core";
+import { redactConnectionString, toStateError } from "./errors.js";
+import { migrate } from "./migrations.js";
+import { isValidSchemaName, quoteIdentifier, toJsonbText } from "./sql.js";
+
+/** The format of the state document in `target_state.document` (the file store's format 1, without its envelope). */
+export const DOCUMENT_FORMAT = 1;
+
+/** Options of {@link createPostgresStateStore} shared by both ways to name the database. */
+export interface PostgresStateStoreCommonOptions {
+  /**
+   * The PostgreSQL schema Kiln's tables live in: lowercase letters, digits and `_`. Created, with
+   * its tables, on start when missing. Several Kiln installations can share a database with one
+   * schema each. @defaultValue "kiln"
+   */
+  readonly schema?: string;
+  /**
+   * How long a rollout lock's lease lasts without a renewal when `lock` is given no `ttlMs`
+   * (milliseconds). The holder renews it every third of this. @defaultValue 30000
+   */
+  readonly leaseTtlMs?: number;
+  /** Diagnostics: migrations applied, connections that failed while idle. */
+  readonly logger?: Logger;
+}
+
+/** Options of {@link createPostgresStateStore}: a connection string, or a pool of your own. */
+export type PostgresStateStoreOptions = PostgresStateStoreCommonOptions &
+  (
+    | {
+        /**
+         * `postgres://user:password@host:5432/database` (or libpq's `host=… dbname=…` form). The store
+         * makes its own pool (at most `maxConnections` connections) and ends it on `close()`.
+         */
+        readonly connectionString: string;
+        /** Connections the store's own pool opens at most. @defaultValue 10 */
+        readonly maxConnections?: number;
+        /** How long to wait for a new connection before failing with STATE_UNAVAILABLE (milliseconds). @defaultValue 10000 */
+        readonly connectTimeoutMs?: number;
+        readonly pool?: undefined;
+      }
+    | {
+        /**
+         * A `pg` pool to use. It stays yours: `close()` does not end it, and it should have an
+         * `error` listener (an idle connection that fails emits one).
+         */
+        readonly pool: Pool;
+        readonly connectionString?: undefined;
+        readonly maxConnections?: undefined;
+        readonly connectTimeoutMs?: undefined;
+      }
+  );
+
+/** The PostgreSQL {@link StateStore}, with a way to connect and migrate before first use. */
+export interface PostgresStateStore extends StateStore {
+  /** The schema the store's tables are in. */
+  readonly schema: string;
+  /**
+   * Connects and brings the schema up to date (creates it, applies missing migrations). Every other
+   * method does this first anyway; call it at start-up to fail early.
+   * @throws KilnError STATE_UNAVAILABLE when the database cannot be reached or migrated
+   */
+  ready(): Promise<void>;
+  /** Ends the store's own pool (not one passed in); the store is not used afterwards. */
+  close(): Promise<void>;
+}
+
+/** Row of `target_state` as the store reads it, with the database's clock. */
+interface StateRow {
+  format: number;
+  document: unknown;
+  now_ms: number;
+}
+
+/**
+ * Carries an error thrown by the caller's `change` (or a Kiln check) through {@link withClient}
+ * untouched: it is the caller's to see, not a database failure, and the connection is still good.
+ */
+class Passthrough extends Error {
+  /** @param rollbackError - why the ROLLBACK after it failed, if it did (then the connection is dropped) */
+  constructor(
+    readonly error: unknown,
+    readonly rollbackError?: unknown,
+  ) {
+    super("a change's own error, passed through");
+  }
+}
+
+/** How long a statement may wait or run on the store's own connections (milliseconds). */
+const STATEMENT_TIMEOUT_MS = 30_000;
+/** How long the store's own connections may sit idle inside a transaction before the server ends it. */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/**
+ * The PostgreSQL state store, for servers and for several Kiln processes (replicas, hosts) sharing
+ * one database. State lives in `<schema>.target_state`, one row per target holding the same state
+ * document as the file store (jsonb) and a version counter. Each `update` is one transaction that
+ * locks the target's row (`SELECT … FOR UPDATE`, inserting the row first when the target is new),
+ * checks the fencing token, applies the change and writes the row back: updates of one target are
+ * serialised by the row lock, those of different targets run in parallel.
+ *
+ * The rollout lock is a lease in the state document, exactly as in the file store (the same
+ * functions from `@kilnjs/core` take, renew, check and release it), so a fenced write checks its
+ * token in the transaction that writes. Lease times come from the database's clock, so replicas
+ * whose clocks differ still agree on when a lease expires.
+ *
+ * `pg` is loaded on first use, and the schema migrated then (see {@link PostgresStateStore.ready}).
+ *
+ * @example
+ * ```ts
+ * const store = createPostgresStateStore({ connectionString: process.env.KILN_PG_URL! });
+ * await store.ready();
+ * const kiln = createKiln({ store, providers: { docker } });
+ * ```
+ * @throws KilnError INVALID_ARGUMENT when the options are invalid (checked at once, before connecting)
+ */
+export function createPostgresStateStore(options: PostgresStateStoreOptions): PostgresStateStore {
+  const schema = options.schema ?? "kiln";
+  if (!isValidSchemaName(schema)) {
+    throw new KilnError("INVALID_ARGUMENT", `"${schema}" is not a schema name the PostgreSQL store accepts: use lowercase letters, digits and _, starting with a letter or _ (at most 63, not pg_…).`);
+  }
+  if ((options.connectionString === undefined) === (options.pool === undefined)) {
+    throw new KilnError("INVALID_ARGUMENT", "The PostgreSQL store needs either connectionString or pool (exactly one of them).");
+  }
+  if (options.connectionString !== undefined && options.connectionString.trim() === "") {
+    throw new KilnError("INVALID_ARGUMENT", "The PostgreSQL store's connectionString is empty: give postgres://user:password@host:5432/database.");
+  }
+  const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs <= 0) throw new KilnError("INVALID_ARGUMENT", `leaseTtlMs must be a positive whole number of milliseconds, not ${String(leaseTtlMs)}.`);
+  const logger = options.logger ?? silentLogger;
+  const table = `${quoteIdentifier(schema)}.target_state`;
+  const server = describeServer(options);
+
+  let pool: Pool | undefined = options.pool;
+  let creating: Promise<Pool> | undefined;
+  let migrated: Promise<void> | undefined;
+  let closed = false;
+
+  async function getPool(): Promise<Pool> {
+    if (pool) return pool;
+    creating ??= (async () => {
+      const { default: pg } = await import("pg");
+      const own = new pg.Pool({
+        connectionString: options.connectionString,
+        max: options.maxConnections ?? 10,
+        connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+        idleTimeoutMillis: 10_000,
+        // An idle pool does not keep the process alive (like the lease timer, which is unref'd).
+        allowExitOnIdle: true,
+        keepAlive: true,
+        application_name: "kiln",
+        statement_timeout: STATEMENT_TIMEOUT_MS,
+        idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      });
+      own.on("error", (error) => logger.warn("an idle PostgreSQL connection failed; the pool replaces it", { server, error: error.message }));
+      pool = own;
+      return own;
+    })();
+    return creating;
+  }
+
+  /** Runs `run` on a connection of the pool; a connection that failed is discarded, not reused. */
+  async function withClient<T>(doing: string, run: (client: PoolClient) => Promise<T>): Promise<T> {
+    if (closed) throw new KilnError("STATE_UNAVAILABLE", `The PostgreSQL state store (${server}) is closed.`);
+    const source = await getPool();
+    let client: PoolClient;
+    try {
+      client = await source.connect();
+    } catch (error) {
+      throw toStateError(error, server, doing);
+    }
+    // pg emits `error` on a checked-out client whose connection drops, even while a query is
+    // running (the query rejects too): without a listener that would crash the process.
+    let lost: Error | undefined;
+    const onError = (error: Error) => {
+      lost ??= error;
+    };
+    client.on("error", onError);
+    let broken: unknown;
+    try {
+      return await run(client);
+    } catch (error) {
+      if (error instanceof Passthrough) {
+        broken = error.rollbackError;
+        throw error.error;
+      }
+      // A KilnError of our own (STATE_CORRUPT) leaves the connection fine; a driver error may not.
+      if (!(error instanceof KilnError)) broken = error;
+      throw toStateError(error, server, doing);
+    } finally {
+      broken = lost ?? broken;
+      if (broken !== undefined) {
+        // Destroyed by the pool; our listener stays so a late `error` cannot crash the process.
+        client.release(broken instanceof Error ? broken : new Error("the connection failed", { cause: broken }));
+      } else {
+        client.removeListener("error", onError);
+        client.release();
+      }
+    }
+  }
+
+  function ready(): Promise<void> {
+    migrated ??= withClient(`migrating the schema "${schema}"`, async (client) => {
+      await migrate(client, schema, logger);
+    }).catch((error: unknown) => {
+      migrated = undefined; // try again on the next call
+      throw error;
+    });
+    return migrated;
+  }
+
+  function parseRow(target: Target, row: StateRow | undefined): TargetState {
+    if (!row) return emptyTargetState(target);
+    const state = row.document as TargetState | null;
+    if (row.format !== DOCUMENT_FORMAT || !state || typeof state !== "object" || !Array.isArray(state.releases) || !Array.isArray(state.rollouts)) {
+      throw new KilnError(
+        "STATE_CORRUPT",
+        `The state of ${formatTarget(target)} in ${table} (${server}) is not one Kiln wrote (format ${String(row.format)}); restore it from a backup.`,
+        { details: { server, schema, format: row.format } },
+      );
+    }
+    for (const rollout of state.rollouts) rollout.journal ??= [];
+    return state;
+  }
+
+  async function selectRow(client: PoolClient, target: Target, forUpdate: boolean): Promise<StateRow | undefined> {
+    // clock_timestamp(): the database's clock, the one every replica's leases are measured by.
+    const { rows } = await client.query<StateRow>(
+      `SELECT format, document, (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms FROM ${table} WHERE service = $1 AND environment = $2${forUpdate ? " FOR UPDATE" : ""}`,
+      [target.service, target.environment],
+    );
+    return rows[0];
+  }
+
+  async function databaseNow(client: PoolClient): Promise<number> {
+    const { rows } = await client.query<{ now_ms: number }>("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms");
+    return rows[0]!.now_ms;
+  }
+
+  /** Reads a target's state without locking, with the database's clock. */
+  async function readState(target: Target, doing: string): Promise<{ state: TargetState; nowMs: number }> {
+    await ready();
+    return withClient(doing, async (client) => {
+      const row = await selectRow(client, target, false);
+      return { state: parseRow(target, row), nowMs: row ? row.now_ms : await databaseNow(client) };
+    });
+  }
+
+  /**
+   * One transaction: lock the target's row (inserting it first when the target is new), check the
+   * token, apply `change` with the database's clock, write the row back. `change` throwing rolls
+   * everything back, the insert included.
+   */
+  async function transact<T>(target: Target, doing: string, change: (state: TargetState, nowMs: number) => T, token?: number): Promise<T> {
+    await ready();
+    return withClient(doing, async (client) => {
+      await client.query("BEGIN");
+      try {
+        let row = await selectRow(client, target, true);
+        if (!row) {
+          // A new target: make its row so there is one to lock. Two processes racing here both
+          // insert; the second waits for the first to commit, then inserts nothing.
+          await client.query(`INSERT INTO ${table} (service, environment, format, document) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (service, environment) DO NOTHING`, [
+            target.service,
+            target.environment,
+            DOCUMENT_FORMAT,
+            toJsonbText(emptyTargetState(target)),
+          ]);
+          row = await selectRow(client, target, true);
+          if (!row) throw new KilnError("INTERNAL", `The state row of ${formatTarget(target)} vanished right after it was made in ${table}.`);
+        }
+        const state = parseRow(target, row);
+        let result: T;
+        try {
+          if (token !== undefined) assertLeaseToken(state, token);
+          result = change(state, row.now_ms);
+        } catch (error) {
+          // Nothing was written: the transaction ends here, and the caller gets its own error.
+          const rollbackError = await client.query("ROLLBACK").then(
+            () => undefined,
+            (failure: unknown) => failure ?? new Error("ROLLBACK failed"),
+          );
+          throw new Passthrough(error, rollbackError);
+        }
+        await client.query(`UPDATE ${table} SET format = $3, document = $4::jsonb, version = version + 1, updated_at = now() WHERE service = $1 AND environment = $2`, [
+          target.service,
+          target.environment,
+          DOCUMENT_FORMAT,
+          toJsonbText(compactHistory(state)),
+        ]);
+        await client.query("COMMIT");
+        return result;
+      } catch (error) {
+        if (!(error instanceof Passthrough)) await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      }
+    });
+  }
+
+  return {
+    schema,
+    ready,
+
+    async read(target) {
+      return (await readState(target, `reading the state of ${formatTarget(target)}`)).state;
+    },
+
+    async listTargets() {
+      await ready();
+      return withClient("listing targets", async (client) => {
+        const { rows } = await client.query<{ service: string; environment: string }>(`SELECT service, environment FROM ${table} ORDER BY service, environment`);
+        return rows.map((row) => ({ service: row.service, environment: row.environment }));
+      });
+    },
+
+    update(target, change, updateOptions) {
+      return transact(target, `updating the state of ${formatTarget(target)}`, (state) => change(state), updateOptions?.token);
+    },
+
+    async lock(target, holder, lockOptions = {}): Promise<TargetLock> {
+      const ttlMs = lockOptions.ttlMs ?? leaseTtlMs;
+      const name = formatTarget(target);
+      const { lease, tookOver } = await transact(target, `taking the rollout lock of ${name}`, (state, nowMs) => acquireLease(state, holder, ttlMs, nowMs));
+      if (tookOver) {
+        lockOptions.logger?.warn("took over a stale rollout lock", { target: name, from: tookOver.holder, reason: tookOver.staleReason, token: lease.token });
+      }
+      return holdLease({
+        target,
+        lease,
+        tookOver,
+        ...(lockOptions.logger ? { logger: lockOptions.logger } : {}),
+        renew: (token) => transact(target, `renewing the rollout lock of ${name}`, (state, nowMs) => renewLease(state, token, nowMs)),
+        release: async (token) => {
+          await transact(target, `releasing the rollout lock of ${name}`, (state) => releaseLease(state, token));
+        },
+      });
+    },
+
+    async lockStatus(target) {
+      const { state, nowMs } = await readState(target, `reading the rollout lock of ${formatTarget(target)}`);
+      return state.lease ? describeLease(state.lease, nowMs) : undefined;
+    },
+
+    async forceRelease(target) {
+      return transact(target, `releasing the rollout lock of ${formatTarget(target)} by force`, (state, nowMs) => {
+        const lease = state.lease;
+        if (!lease) return undefined;
+        delete state.lease;
+        return describeLease(lease, nowMs);
+      });
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (options.pool) return;
+      const own = pool ?? (creating ? await creating.catch(() => undefined) : undefined);
+      await own?.end();
+    },
+  };
+}
+
+/** The server as messages name it: the connection string without its password, or the pool's settings. */
+function describeServer(options: PostgresStateStoreOptions): string {
+  if (options.connectionString !== undefined) return redactConnectionString(options.connectionString);
+  const settings = (options.pool as { options?: { connectionString?: string; host?: string; port?: number; database?: string; user?: string } }).options ?? {};
+  if (settings.connectionString) return redactConnectionString(settings.connectionString);
+  const user = settings.user ?? process.env.PGUSER;
+  const host = settings.host ?? process.env.PGHOST ?? "localhost";
+  const port = settings.port ?? (process.env.PGPORT ? Number(process.env.PGPORT) : 5432);
+  const database = settings.database ?? process.env.PGDATABASE ?? "";
+  return `postgres://${user ? `${user}@` : ""}${host}:${port}/${database}`;
+}
