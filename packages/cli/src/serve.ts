@@ -16,6 +16,7 @@ export interface ServeOptions {
   readonly postgresSchema: string;
   readonly claimLease: string;
   readonly lockTtl: string;
+  readonly shutdownGrace: string;
   readonly replicaId?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
@@ -40,6 +41,7 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
     .option("--postgres-schema <name>", "the PostgreSQL schema for Kiln's tables (one per installation sharing a database)", "kiln")
     .option("--claim-lease <duration>", "how long a replica's claim on a deployment lasts unless renewed; another replica takes over a dead one's deployment after it", "15s")
     .option("--lock-ttl <duration>", "how long a target's rollout lock lasts unless renewed (a dead replica's lock on another host lapses after it)", "30s")
+    .option("--shutdown-grace <duration>", "on SIGINT/SIGTERM, how long running deployments may take to finish before they are cancelled (and roll back)", "60s")
     .option("--replica-id <id>", "this replica's name in claims and logs (default: host-pid)")
     .option("--tls-cert <file>", "serve HTTPS with this certificate (PEM)")
     .option("--tls-key <file>", "the TLS certificate's private key (PEM)")
@@ -114,8 +116,9 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
           process.once("SIGINT", stop);
           process.once("SIGTERM", stop);
         });
-        stderr.write("kiln serve: shutting down (running deployments are cancelled and roll back)\n");
-        await instance.close();
+        const graceMs = parseDuration(options.shutdownGrace) ?? 60_000;
+        stderr.write(`kiln serve: shutting down (running deployments get ${Math.round(graceMs / 1000)} s to finish, then are cancelled and roll back)\n`);
+        await instance.close(graceMs);
         await stores?.close();
         return EXIT_CODES.success;
       }),

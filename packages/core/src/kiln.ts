@@ -189,6 +189,15 @@ interface Session {
   readonly emit: Emit;
 }
 
+/**
+ * Kiln's own files, never part of a fingerprint or a build: the data folder, and the spec file; for
+ * a spec given as an object, the `kiln.yaml`/`kiln.yml` in its base folder (the same service
+ * deployed from its file and from an object, as a server does, must fingerprint the same).
+ */
+function specExclusions(file: string, baseDir: string, dataDir: string): string[] {
+  return file === OBJECT_SPEC_FILE ? [dataDir, path.join(baseDir, "kiln.yaml"), path.join(baseDir, "kiln.yml")] : [dataDir, file];
+}
+
 /** How long the cleanup of a failed resume may take (milliseconds). */
 const CLEANUP_TIMEOUT_MS = 120_000;
 
@@ -285,7 +294,7 @@ export function createKiln(options: KilnOptions): Kiln {
     const fingerprint = format === "machine" ? await fingerprintMachine({
       steps: resolved.machine!.provision,
       base: resolved.machine!.base,
-      exclude: file === OBJECT_SPEC_FILE ? [dataDir] : [dataDir, file],
+      exclude: specExclusions(file, baseDir, dataDir),
       ...(spec.signal ? { signal: spec.signal } : {}),
     }) : await fingerprintBuild({
       contextDir: resolved.build.contextDir,
@@ -295,7 +304,7 @@ export function createKiln(options: KilnOptions): Kiln {
       cacheFile: path.join(dataDir, "cache", `fingerprint-${formatTarget(resolved.target)}.json`),
       // Kiln's own files never enter an image: its state changes on every deploy, and a spec edit
       // (a new env value, another count) must not force a rebuild.
-      exclude: file === OBJECT_SPEC_FILE ? [dataDir] : [dataDir, file],
+      exclude: specExclusions(file, baseDir, dataDir),
       logger,
       ...(spec.signal ? { signal: spec.signal } : {}),
     });

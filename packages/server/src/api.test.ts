@@ -99,6 +99,7 @@ describe("the HTTP API (memory provider)", () => {
     const second = await call("POST", "/v1/deployments", TOKENS.admin, body, { "idempotency-key": "k-1" });
     expect(first.status).toBe(202);
     expect(second.status).toBe(202);
+    expect(first.headers.get("idempotent-replayed")).toBeNull();
     expect(second.headers.get("idempotent-replayed")).toBe("true");
     const [a, b] = (await Promise.all([first.json(), second.json()])) as Array<{ id: string }>;
     expect(b!.id).toBe(a!.id);
@@ -108,6 +109,31 @@ describe("the HTTP API (memory provider)", () => {
     const reused = await call("POST", "/v1/deployments", TOKENS.admin, { ...body, environment: "staging" }, { "idempotency-key": "k-1" });
     expect(reused.status).toBe(422);
     expect(((await reused.json()) as { code: string }).code).toBe("IDEMPOTENCY_KEY_REUSED");
+  });
+
+  it("keeps no 409 under an Idempotency-Key (a retry gets through once the target is free), and refuses what cannot be done at once", async () => {
+    const slow = spec("retry", { rollout: { strategy: "canary", steps: [{ instances: 1, holdMs: 1500 }] } });
+    const first = (await (await call("POST", "/v1/deployments", TOKENS.admin, { spec: slow, environment: "prod" })).json()) as { id: string };
+    const busy = await call("POST", "/v1/targets/retry@prod/rollback", TOKENS.admin, {}, { "idempotency-key": "rb-1" });
+    expect(busy.status).toBe(404); // never deployed yet: nothing to roll back to, said at once
+    const conflict = await call("POST", "/v1/deployments", TOKENS.admin, { spec: slow, environment: "prod" }, { "idempotency-key": "dep-2" });
+    expect(conflict.status).toBe(409);
+    expect(await finished(first.id)).toMatchObject({ state: "succeeded" });
+    const retried = await call("POST", "/v1/deployments", TOKENS.admin, { spec: slow, environment: "prod" }, { "idempotency-key": "dep-2" });
+    expect(retried.status).toBe(202);
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+    const { id } = (await retried.json()) as { id: string };
+    await finished(id);
+    const cancelEnded = await call("POST", `/v1/deployments/${id}/cancel`, TOKENS.admin);
+    expect(cancelEnded.status).toBe(409);
+    expect((await call("POST", "/v1/targets/retry@prod/rollback", TOKENS.admin, { release: 99 })).status).toBe(404);
+    expect((await call("POST", "/v1/targets/nope@prod/rollback", TOKENS.admin, {})).status).toBe(404);
+    const targets = (await (await call("GET", "/v1/targets", TOKENS.admin)).json()) as { targets: Array<{ target: string }> };
+    expect(targets.targets.map((row) => row.target)).not.toContain("nope@prod");
+    const unauthenticated = await call("GET", "/v1/targets", undefined);
+    expect(unauthenticated.headers.get("www-authenticate")).toBe('Bearer realm="kiln"');
+    const badTarget = (await (await call("GET", "/v1/targets/Not_A_Target", TOKENS.admin)).json()) as { detail: string };
+    expect(badTarget.detail).toContain("service@environment");
   });
 
   it("answers 409 at once for a second deploy of a target with one queued or running", async () => {

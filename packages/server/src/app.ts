@@ -8,6 +8,7 @@ import {
   parseTarget,
   resolveTarget,
   specFromObject,
+  specInvalidError,
   type Kiln,
   type LoadedSpec,
   type Logger,
@@ -54,6 +55,8 @@ export interface AppOptions {
 type Env = { Variables: { principal: Principal } };
 
 const PROBLEM = "application/problem+json";
+/** Error answers kept under an Idempotency-Key (besides every 2xx): the request itself was wrong. */
+const KEPT_STATUSES: ReadonlySet<number> = new Set([400, 413, 415, 422]);
 /** A service or environment name as core's spec allows it (at most 40 characters): a longer one is a 400, not a file name the state store cannot open (503). */
 const NAME = "[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?";
 const namePattern = new RegExp(`^${NAME}$`);
@@ -138,7 +141,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>({
     defaultHook: (result) => {
       if (!result.success) {
-        const issues = result.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
+        const issues = result.error.issues.map((issue) => ({ path: issue.path.join("."), message: friendlier(issue.path.join("."), issue.message) }));
         return send(problem("INVALID_ARGUMENT", `The request is invalid: ${issues.map((issue) => `${issue.path || "(body)"}: ${issue.message}`).join("; ")}.`, { details: { issues } }));
       }
       return undefined;
@@ -159,7 +162,8 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     if (error instanceof HTTPException && error.status < 500) {
       // 415 comes from the media-type gate @hono/zod-openapi puts before a route with a body.
       const code = error.status === 413 ? "PAYLOAD_TOO_LARGE" : error.status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : "INVALID_ARGUMENT";
-      return send(problem(code, error.message || "The request is invalid (a malformed body?).", { status: error.status }));
+      const detail = error.status === 415 ? "Send the body as application/json (or, for a spec, application/yaml)." : error.message || "The request is invalid (a malformed body?).";
+      return send(problem(code, detail, { status: error.status }));
     }
     const found = problemOf(error);
     if (found.status >= 500 && found.code === "INTERNAL") logger.error("request failed", { path: c.req.path, error: String(error) });
@@ -184,8 +188,9 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     const secret = header?.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : undefined;
     const principal = options.authenticate(secret);
     if (!principal) {
-      c.header("WWW-Authenticate", 'Bearer realm="kiln"');
-      return send(problem("UNAUTHENTICATED", header ? "The token is not known; check it, or ask for one." : "Send an API token: Authorization: Bearer <token>.", { status: 401 }));
+      const refused = send(problem("UNAUTHENTICATED", header ? "The token is not known; check it, or ask for one." : "Send an API token: Authorization: Bearer <token>.", { status: 401 }));
+      refused.headers.set("www-authenticate", 'Bearer realm="kiln"');
+      return refused;
     }
     c.set("principal", principal);
     return next();
@@ -221,9 +226,17 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     const bodyHash = createHash("sha256").update(JSON.stringify(body ?? null)).digest("hex");
     const kept = await deployments.getResponse(scope);
     if (kept) return replyKept(c, kept, bodyHash);
-    const answer: StoredResponse = await run().catch((error: unknown) => ({ status: problemOf(error).status, body: problemOf(error) }));
-    if (answer.status >= 500) return reply(c, answer);
-    return replyKept(c, await deployments.putResponse(scope, { ...answer, headers: { ...answer.headers, "x-kiln-body-sha256": bodyHash } }), bodyHash);
+    const answer: StoredResponse = await run().catch((error: unknown) => {
+      if (error instanceof HttpProblem) return { status: error.problem.status, body: error.problem };
+      return { status: problemOf(error).status, body: problemOf(error) };
+    });
+    // Only final answers are kept: a 409 (the target was busy), an auth refusal or a 5xx may
+    // change, and a retry with the same key must then be able to get through.
+    if (!KEPT_STATUSES.has(answer.status) && answer.status >= 300) return reply(c, answer);
+    const first = await deployments.putResponse(scope, { ...answer, headers: { ...answer.headers, "x-kiln-body-sha256": bodyHash } });
+    // Another request with the same key may have been first: then its answer is the answer.
+    if (JSON.stringify(first.body) !== JSON.stringify(answer.body)) return replyKept(c, first, bodyHash);
+    return reply(c, answer);
   }
 
   function replyKept(c: Context<Env>, kept: StoredResponse, bodyHash: string): Response {
@@ -291,7 +304,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       return c.json({
         target: formatTarget(target),
         release: status.release ? summarizeRelease(status.release) : null,
-        instances: status.instances.map((instance) => ({ id: instance.id, name: instance.name, release: instance.release ?? null, state: instance.state, endpoints: instance.endpoints, createdAt: instance.createdAt })),
+        instances: status.instances.map((instance) => ({ id: instance.id, name: instance.name, release: instance.release ?? null, state: instance.state, restartCount: instance.restartCount, endpoints: instance.endpoints, createdAt: instance.createdAt })),
         drift: status.drift,
         activeRollout: status.activeRollout ? { id: status.activeRollout.id, status: status.activeRollout.status, startedAt: status.activeRollout.startedAt } : null,
         lock: status.lock ?? null,
@@ -362,7 +375,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       summary: "What a deploy would do (a dry run: nothing changes)",
       security,
       request: {
-        headers: IdempotencyHeader,
+        
         query: z.object({ environment: z.string().regex(namePattern).optional() }),
         body: { content: DEPLOY_CONTENT, required: true },
       },
@@ -421,9 +434,16 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
         if (!parsed.success) throw new HttpProblem(problem("INVALID_ARGUMENT", `The body is invalid: ${parsed.error.issues.map((issue) => `${issue.path.join(".") || "(body)"}: ${issue.message}`).join("; ")}.`));
         body = parsed.data;
       }
-      return once(c, body, async () =>
-        accept(c, await deployments.create({ kind: "rollback", target, requestedBy: principal.name, request: { environment: target.environment, ...(body.release !== undefined ? { release: body.release } : {}) } })),
-      );
+      return once(c, body, async () => {
+        // Decided now rather than in the background: a target never deployed, or a release it never
+        // had, is the caller's mistake (and must not leave an empty target behind).
+        const state = await kiln.history({ target });
+        if (state.releases.length === 0) return { status: 404, body: problem("NOT_FOUND", `${formatTarget(target)} has never been deployed; there is nothing to roll back to.`, { status: 404 }) };
+        if (body.release !== undefined && !state.releases.some((release) => release.number === body.release)) {
+          return { status: 404, body: problem("RELEASE_NOT_FOUND", `${formatTarget(target)} has no release ${body.release}; GET /v1/targets/${formatTarget(target)}/history lists them.`, { status: 404 }) };
+        }
+        return accept(c, await deployments.create({ kind: "rollback", target, requestedBy: principal.name, request: { environment: target.environment, ...(body.release !== undefined ? { release: body.release } : {}) } }));
+      });
     },
   );
 
@@ -539,12 +559,15 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       summary: "Cancel a deployment (as Ctrl-C in the CLI: a running rollout stops and restores the previous release)",
       security,
       request: { params: IdParam, headers: IdempotencyHeader },
-      responses: { 202: json(DeploymentSchema, "Cancel requested (or the deployment had ended)"), ...problems(...COMMON) },
+      responses: { 202: json(DeploymentSchema, "Cancel requested (or the deployment had ended)"), ...problems(...COMMON, 409) },
     }),
     async (c) => {
       const record = await visibleDeployment(c);
       authorize(c, "deploy", record.target.environment);
       return once(c, null, async () => {
+        if (FINAL_STATES.has(record.state)) {
+          return { status: 409, body: problem("CONFLICT", `Deployment ${record.id} already ended (${record.state}); there is nothing to cancel.`, { status: 409, details: { deployment: present(record) } }) };
+        }
         const updated = await deployments.requestCancel(record.id);
         return { status: 202, body: present(updated ?? record) };
       });
@@ -597,7 +620,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     if (type === "application/yaml" || type === "text/yaml" || type === "application/x-yaml") {
       const text = await c.req.text();
       const parsed = parseSpec(text, { file: "request body" });
-      if (!parsed.ok) throw new KilnError("SPEC_INVALID", `The spec has ${parsed.issues.length} problem${parsed.issues.length === 1 ? "" : "s"}.`, { details: { issues: parsed.issues } });
+      if (!parsed.ok) throw specInvalidError(parsed.issues, "The spec");
       const object = parseYaml(text, { maxAliasCount: 1000 }) as unknown;
       return { loaded: confined(specFromObject(object, options.specRoot)), object, environment: environmentOf(queryEnvironment, parsed.value.environments), raw: text };
     }
@@ -650,6 +673,15 @@ function confined(loaded: LoadedSpec): LoadedSpec {
   const unique = [...new Map(issues.map((issue) => [`${issue.path.join(".")}`, issue])).values()];
   if (unique.length > 0) throw new KilnError("SPEC_INVALID", `The spec has ${unique.length} problem${unique.length === 1 ? "" : "s"}: ${unique.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ")}.`, { details: { issues: unique } });
   return loaded;
+}
+
+/** A request-validation message in words rather than a regular expression, for the fields users get wrong. */
+function friendlier(field: string, message: string): string {
+  if (!message.includes("pattern")) return message;
+  if (field === "target") return "write the target as service@environment: lowercase letters, digits and dashes, each at most 40 characters";
+  if (field === "id") return "a deployment id is dep_ and 32 hexadecimal digits, as in a Location header";
+  if (field === "environment") return "an environment name: lowercase letters, digits and dashes, at most 40 characters";
+  return message;
 }
 
 /** A problem to answer with, thrown from inside a handler. */

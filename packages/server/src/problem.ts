@@ -46,7 +46,7 @@ export const problemSchema = z
     title: z.string(),
     status: z.number().int(),
     detail: z.string(),
-    code: z.string().openapi({ description: "A stable error code: core's (docs/cli.md) or the server's (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED)." }),
+    code: z.string().openapi({ description: "A stable error code: core's (INVALID_ARGUMENT, SPEC_INVALID, TARGET_LOCKED, RELEASE_NOT_FOUND, …: packages/core/src/errors.ts) or the server's (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED)." }),
     details: z.record(z.string(), z.unknown()).optional().openapi({ description: "Machine-readable details (spec issues, the lock's holder); never secrets." }),
   })
   .openapi("Problem");

@@ -115,7 +115,8 @@ describe.skipIf(!postgres)("two server replicas on one PostgreSQL", () => {
       const answers = await Promise.all(
         services.flatMap((service) =>
           [a, b].map(async (replica) => {
-            const answer = await call(replica, "POST", "/v1/deployments", { spec: spec(service, wave + 1) });
+            // A canary hold keeps the accepted one running while the other request arrives.
+            const answer = await call(replica, "POST", "/v1/deployments", { spec: spec(service, wave + 1, { rollout: { strategy: "canary", steps: [{ instances: 1, holdMs: 1_000 }] } }) });
             return { service, status: answer.status, body: (await answer.json()) as { id?: string; code?: string } };
           }),
         ),

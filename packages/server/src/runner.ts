@@ -29,8 +29,11 @@ export interface RunnerOptions {
 export interface Runner {
   /** Looks for queued deployments now (after a request was accepted). */
   wake(): void;
-  /** Stops claiming; cancels and waits for the deployments it runs (they roll back, as on Ctrl-C). */
-  stop(): Promise<void>;
+  /**
+   * Stops claiming, waits up to `graceMs` (milliseconds) for the deployments it runs to finish,
+   * then cancels those still running (they roll back, as on Ctrl-C) and waits for them.
+   */
+  stop(graceMs?: number): Promise<void>;
   /** How many deployments it runs now. */
   readonly running: number;
 }
@@ -167,10 +170,16 @@ export function startRunner(options: RunnerOptions): Runner {
     get running() {
       return active.size;
     },
-    async stop() {
+    async stop(graceMs = 0) {
       stopped = true;
       if (timer) clearTimeout(timer);
-      for (const controller of active.values()) controller.abort(new KilnError("ABORTED", "The server is shutting down."));
+      if (graceMs > 0 && finished.length > 0) {
+        logger.info("waiting for running deployments before shutting down", { running: active.size, graceMs });
+        let expired: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.allSettled([...finished]), new Promise((resolve) => (expired = setTimeout(resolve, graceMs)))]);
+        clearTimeout(expired);
+      }
+      for (const controller of active.values()) controller.abort(new KilnError("ABORTED", `The server replica ${replicaId} shut down before the deployment ended (raise --shutdown-grace to let it finish).`));
       await Promise.allSettled([...finished]);
     },
   };

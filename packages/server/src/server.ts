@@ -55,16 +55,19 @@ export interface KilnServer {
    * @param host - @defaultValue `127.0.0.1`
    */
   listen(port: number, host?: string, tls?: { cert: string; key: string }): Promise<{ host: string; port: number; url: string }>;
-  /** Stops listening, cancels the deployments it runs (they roll back, as on Ctrl-C), closes the stores. */
-  close(): Promise<void>;
+  /**
+   * Stops listening and claiming; waits up to `graceMs` (milliseconds, default 0) for the
+   * deployments it runs to finish, cancels the rest (they roll back, as on Ctrl-C), closes the stores.
+   */
+  close(graceMs?: number): Promise<void>;
   readonly kiln: Kiln;
   readonly metrics: Metrics;
   readonly replicaId: string;
 }
 
-/** A Logger over pino: JSON lines with `level`, `time`, `msg` and the fields. */
-export function jsonLogger(destination?: NodeJS.WritableStream, level = "info"): Logger {
-  const log = pino({ level, base: { service: "kiln-server" } }, destination as never);
+/** A Logger over pino: JSON lines with `level`, `time`, `msg`, `service`, the given `fields` (the server adds `replica`) and each call's fields. */
+export function jsonLogger(destination?: NodeJS.WritableStream, level = "info", fields: Record<string, string> = {}): Logger {
+  const log = pino({ level, base: { service: "kiln-server", ...fields } }, destination as never);
   return {
     debug: (message, fields) => log.debug(fields ?? {}, message),
     info: (message, fields) => log.info(fields ?? {}, message),
@@ -84,11 +87,11 @@ export function jsonLogger(destination?: NodeJS.WritableStream, level = "info"):
  * @throws KilnError INVALID_ARGUMENT for an invalid token list
  */
 export function createKilnServer(options: KilnServerOptions): KilnServer {
-  const logger = options.logger ?? jsonLogger();
+  const replicaId = options.replicaId ?? `${os.hostname()}-${process.pid}`;
+  const logger = options.logger ?? jsonLogger(undefined, "info", { replica: replicaId });
   const dataDir = path.resolve(options.dataDir ?? path.join(process.cwd(), ".kiln"));
   const store = options.store ?? createFileStateStore({ directory: path.join(dataDir, "state") });
   const deployments = options.deployments ?? createMemoryDeploymentStore();
-  const replicaId = options.replicaId ?? `${os.hostname()}-${process.pid}`;
   const lockTtlMs = options.lockTtlMs ?? 30_000;
   const metrics = createMetrics();
   const specRoot = path.resolve(options.specRoot ?? process.cwd());
@@ -155,9 +158,12 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
         server = started;
       });
     },
-    async close() {
-      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-      await runner.stop();
+    async close(graceMs = 0) {
+      const closing = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      // Open event streams keep connections: stop them so the server can close.
+      (server as { closeAllConnections?: () => void } | undefined)?.closeAllConnections?.();
+      await closing;
+      await runner.stop(graceMs);
       await kiln.close();
       await deployments.close?.();
     },
