@@ -115,7 +115,7 @@ moto_version() {
 
 # Prints the path of a moto_server $MOTO_VERSION, installing it into $VENV when needed.
 ensure_moto() {
-  local bin version py
+  local bin version
   if bin="$(command -v moto_server 2>/dev/null)" && bin="$(real_moto_server "$bin")" \
     && version="$(moto_version "$bin")" && [[ "$version" == "$MOTO_VERSION" ]]; then
     log "using moto $version at $bin"
@@ -128,18 +128,7 @@ ensure_moto() {
     printf '%s\n' "$bin"
     return 0
   fi
-  if [[ ! -x "$VENV/bin/python3" ]]; then
-    if ! py="$(venv_python)"; then
-      apt_install python3 python3-venv
-      py="$(venv_python)" || die "python3 cannot make a virtualenv even after installing python3-venv"
-    fi
-    log "making a virtualenv at $VENV with $py"
-    mkdir -p "$(dirname "$VENV")"
-    "$py" -m venv "$VENV" >&2 || die "could not make a virtualenv at $VENV (set KILN_MOTO_VENV to a writable path)"
-  fi
-  log "installing moto[server]==$MOTO_VERSION into $VENV (takes about 30 s)"
-  "$VENV/bin/python3" -m pip install --disable-pip-version-check --no-input -q "moto[server]==$MOTO_VERSION" >&2 \
-    || die "pip could not install moto[server]==$MOTO_VERSION into $VENV"
+  pip_install_into_venv "$VENV" "moto[server]==$MOTO_VERSION" KILN_MOTO_VENV
   version="$(moto_version "$bin")" || die "moto_server is missing from $VENV after pip install"
   [[ "$version" == "$MOTO_VERSION" ]] || die "$VENV has moto $version, not $MOTO_VERSION"
   printf '%s\n' "$bin"

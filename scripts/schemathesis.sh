@@ -66,21 +66,10 @@ find_schemathesis() {
 
 # Prints the path of a schemathesis $SCHEMATHESIS_VERSION, installing it into $VENV when needed.
 ensure_schemathesis() {
-  local bin="$VENV/bin/schemathesis" version py started
+  local bin="$VENV/bin/schemathesis" version started
   if find_schemathesis; then return 0; fi
-  if [[ ! -x "$VENV/bin/python3" ]]; then
-    if ! py="$(venv_python)"; then
-      apt_install python3 python3-venv
-      py="$(venv_python)" || die "no python3 >= 3.9 can make a virtualenv, even after installing python3-venv"
-    fi
-    log "making a virtualenv at $VENV with $py"
-    mkdir -p "$(dirname "$VENV")"
-    "$py" -m venv "$VENV" >&2 || die "could not make a virtualenv at $VENV (set KILN_SCHEMATHESIS_VENV to a writable path)"
-  fi
-  log "installing schemathesis==$SCHEMATHESIS_VERSION into $VENV (takes about 25 s)"
   started=$SECONDS
-  "$VENV/bin/python3" -m pip install --disable-pip-version-check --no-input -q "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
-    || die "pip could not install schemathesis==$SCHEMATHESIS_VERSION into $VENV"
+  pip_install_into_venv "$VENV" "schemathesis==$SCHEMATHESIS_VERSION" KILN_SCHEMATHESIS_VENV
   version="$(st_version "$bin")" || die "schemathesis is missing from $VENV after pip install"
   [[ "$version" == "$SCHEMATHESIS_VERSION" ]] || die "$VENV has schemathesis $version, not $SCHEMATHESIS_VERSION"
   log "installed schemathesis $version in $((SECONDS - started)) s"

@@ -79,3 +79,22 @@ venv_python() {
   done
   return 1
 }
+
+# Installs the pip requirement $2 (e.g. "moto[server]==5.2.1") into the virtualenv $1, making the
+# virtualenv first (with Debian's python3-venv installed when missing). $3 names the variable that
+# moves the virtualenv, for the error message. Dies on failure.
+pip_install_into_venv() {
+  local venv="$1" requirement="$2" variable="$3" py
+  if [[ ! -x "$venv/bin/python3" ]]; then
+    if ! py="$(venv_python)"; then
+      apt_install python3 python3-venv
+      py="$(venv_python)" || die "no python3 >= 3.9 can make a virtualenv, even after installing python3-venv"
+    fi
+    log "making a virtualenv at $venv with $py"
+    mkdir -p "$(dirname "$venv")"
+    "$py" -m venv "$venv" >&2 || die "could not make a virtualenv at $venv (set $variable to a writable path)"
+  fi
+  log "installing $requirement into $venv"
+  "$venv/bin/python3" -m pip install --disable-pip-version-check --no-input -q "$requirement" >&2 \
+    || die "pip could not install $requirement into $venv"
+}
