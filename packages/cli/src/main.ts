@@ -141,29 +141,11 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       const loaded = await core.loadSpec(specPath(options));
       const environments = Object.keys(loaded.validated.environments);
       if (options.environment) core.resolveTarget(loaded.validated, options.environment, loaded.baseDir);
-      // Beyond the schema: what `plan` would trip over at once, for every environment.
-      const { providerIssues } = await import("./providers.js");
-      const issues: SpecIssue[] = [];
-      for (const environment of ["default", ...environments]) {
-        const resolved = core.resolveTarget(loaded.validated, environment, loaded.baseDir);
-        const prefix = environment === "default" ? [] : ["environments", environment];
-        if (core.MACHINE_IMAGE_PROVIDERS.has(resolved.provider)) {
-          // VM providers bake from image.machine: its steps' files must exist; no Dockerfile is needed.
-          resolved.machine?.provision.forEach((step, index) => {
-            const source = step.kind === "file" ? step.from : step.kind === "shell" ? step.script : undefined;
-            if (source !== undefined && !existsSync(source)) {
-              issues.push({ path: [...prefix, "image", "machine", "provision", index, step.kind], kind: "reference", file: loaded.file, message: `${source} does not exist` });
-            }
-          });
-        } else if (!existsSync(resolved.build.contextDir)) {
-          issues.push({ path: [...prefix, "image", "dockerfile", "context"], kind: "reference", file: loaded.file, message: `the build context ${resolved.build.contextDir} does not exist` });
-        } else if (!existsSync(resolved.build.dockerfilePath)) {
-          issues.push({ path: [...prefix, "image", "dockerfile", "file"], kind: "reference", file: loaded.file, message: `the Dockerfile ${resolved.build.dockerfilePath} does not exist` });
-        }
-        issues.push(...providerIssues(resolved.provider, io.env).map((message) => ({ path: [...prefix, "provider"], kind: "reference", file: loaded.file, message })));
-      }
-      const unique = [...new Map(issues.map((issue) => [issue.message, issue])).values()];
-      if (unique.length > 0) throw core.specInvalidError(unique, loaded.file);
+      // Beyond the schema: every provider's own sections and rules, and the files the spec
+      // references, for every environment (what `plan` would trip over at once).
+      const { importOptions } = await import("./providers.js");
+      const loading = importOptions(core.providersOf(loaded.validated), io.env);
+      await core.checkSpec(loaded, { providerSpec: async (name) => (await core.importProvider(name, loading)).spec });
       const service = loaded.validated.spec.service;
       output.stdout.write(
         output.json
@@ -427,10 +409,11 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
     if (options.environment === "") throw new core.KilnError("INVALID_ARGUMENT", "--environment needs a name; leave it out to use the spec's top-level settings.");
     const spec = await core.loadSpec(specPath(options));
     const renderer = document && output.json ? { onEvent() {}, done() {} } : createRenderer(output);
-    const { cliProviders } = await import("./providers.js");
+    const { importOptions } = await import("./providers.js");
+    const names = core.providersOf(spec.validated);
     const kiln = core.createKiln({
       // Every provider the spec names, each loaded only when a command uses it.
-      providers: cliProviders([...new Set([spec.validated.spec.provider, ...Object.values(spec.validated.environments).map((e) => e.provider)])]),
+      providers: core.providerSources(names, importOptions(names, io.env)),
       dataDir: path.join(spec.baseDir, ".kiln"),
       onEvent: renderer.onEvent,
       command: `kiln ${command}`,

@@ -87,7 +87,9 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
             return [name, path.resolve(file)];
           }),
         );
-        const { cliProviders, KNOWN_PROVIDERS } = await import("./providers.js");
+        const { importOptions, KNOWN_PROVIDERS } = await import("./providers.js");
+        const { providerSources } = await import("@kilnjs/core");
+        const providerNames = [...KNOWN_PROVIDERS, ...extraProviders()];
         const postgres = options.postgres ?? process.env.KILN_PG_URL;
         const { parseDuration } = await import("./duration.js");
         const durationOf = (text: string, flag: string) => {
@@ -99,7 +101,7 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
         const lockTtlMs = durationOf(options.lockTtl, "--lock-ttl");
         const stores = postgres ? await postgresStores(postgres, options.postgresSchema, lockTtlMs) : undefined;
         const instance = server.createKilnServer({
-          providers: cliProviders([...KNOWN_PROVIDERS, ...extraProviders()]),
+          providers: providerSources(providerNames, importOptions(providerNames)),
           tokens: tokens as TokenConfig[],
           services,
           ...(options.specRoot ? { specRoot: options.specRoot } : {}),

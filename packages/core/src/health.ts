@@ -1,6 +1,6 @@
 import http from "node:http";
 import net from "node:net";
-import type { Endpoint, ProbeResult } from "./provider.js";
+import type { Endpoint, ProbeResult } from "./provider/contract.js";
 import type { ResolvedHttpCheck } from "./spec/resolve.js";
 
 /**

@@ -1,18 +1,27 @@
 /**
  * Kiln core: the spec, fingerprints, the plan/build/deploy/rollback lifecycle, rollouts, health
- * checks, state, events and errors. Imports no provider, cloud SDK, CLI or HTTP library.
+ * checks, state, events, errors, and the provider contract (with the plumbing every provider
+ * shares: labels, error mapping, loading a provider by name). Imports no provider, cloud SDK, CLI
+ * or HTTP library.
  * @module
  */
+
+// Errors, logging, waiting, targets.
 export { ERROR_CODES, KilnError, isKilnError, toKilnError, isAbortError, throwIfAborted } from "./errors.js";
 export type { ErrorCode, KilnErrorOptions } from "./errors.js";
 export { silentLogger } from "./logger.js";
 export type { Logger } from "./logger.js";
-export { DEFAULT_ENVIRONMENT, LABELS, formatTarget, parseTarget } from "./target.js";
-export type { Target, LabelKey } from "./target.js";
-export { defineProvider, launchLabels } from "./provider.js";
+export { waitFor, sleep } from "./wait.js";
+export type { WaitOptions, WaitOutcome } from "./wait.js";
+export { DEFAULT_ENVIRONMENT, formatTarget, parseTarget } from "./target.js";
+export type { Target } from "./target.js";
+
+// The provider contract and what every provider shares.
+export { defineProvider } from "./provider/contract.js";
 export type {
   DockerfileRecipe,
   Endpoint,
+  HealthCapability,
   ImageOperations,
   ImageRecipe,
   ImageRef,
@@ -25,33 +34,106 @@ export type {
   MachineFileStep,
   MachineRecipe,
   MachineStep,
-  AwsInstanceSettings,
   PortConfig,
+  ProbeResult,
   Provider,
   ProviderContext,
+  ProviderLimits,
   ProviderProgress,
-} from "./provider.js";
-export type { HealthCapability, ProbeResult, ProviderLimits, TrafficCapability, TrafficOptions } from "./provider.js";
-export type { EventBase, EventHandler, EventInstance, KilnEvent, KilnEventInput, KilnEventType, RolloutKind } from "./events.js";
-export type { RecoveredReleaseOutcome } from "./events.js";
-export { waitFor, sleep } from "./wait.js";
-export type { WaitOptions, WaitOutcome } from "./wait.js";
+  TrafficCapability,
+  TrafficOptions,
+} from "./provider/contract.js";
+export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, sectionValues } from "./provider/spec.js";
+export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, SectionValues } from "./provider/spec.js";
+export { LABELS, decodeInstanceLabels, formatPortsLabel, imageLabels, instanceLabels, parsePortsLabel, selectorLabels, targetLabels } from "./provider/labels.js";
+export type { DecodedLabels, LabelKey } from "./provider/labels.js";
+export { CONNECTION_ERROR_CODES, assertLaunchCount, createErrorMapper, isConnectionError } from "./provider/errors.js";
+export type { ProviderErrorMapper, ProviderErrorRules } from "./provider/errors.js";
+export { importProvider, providerPackage, providerSources } from "./provider/import.js";
+export type { ImportProviderOptions, ProviderModule } from "./provider/import.js";
 export { probeHttp, probeTcp } from "./health.js";
-export * from "./spec/index.js";
-export * from "./fingerprint/index.js";
+
+// Events.
+export type { EventBase, EventHandler, EventInstance, KilnEvent, KilnEventInput, KilnEventType, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
+
+// The spec.
+export {
+  specSchema,
+  environmentSchema,
+  imageSchema,
+  dockerfileSchema,
+  machineSchema,
+  machineBaseSchema,
+  machineBuilderSchema,
+  provisionStepSchema,
+  instancesSchema,
+  portSchema,
+  resourcesSchema,
+  healthSchema,
+  httpCheckSchema,
+  tcpCheckSchema,
+  commandCheckSchema,
+  rolloutSchema,
+  canaryStepSchema,
+  countOrPercentSchema,
+  trafficSchema,
+  proxySchema,
+  loadBalancerSchema,
+  providerSchema,
+  MEMORY_PATTERN,
+} from "./spec/schema.js";
+export type { Spec, SpecInput, EnvironmentOverrides } from "./spec/schema.js";
+export { composeSpecSchemas, providersNamedIn } from "./spec/compose.js";
+export type { ComposedSchemas, ProviderRegistry } from "./spec/compose.js";
+export { formatPath, formatSpecIssue, specInvalidError } from "./spec/issues.js";
+export type { SpecIssue } from "./spec/issues.js";
+export { assertValidSpec, providersOf, validateSpec } from "./spec/validate.js";
+export type { SpecValidation, ValidateOptions, ValidatedSpec } from "./spec/validate.js";
+export { OBJECT_SPEC_FILE, checkSpecWith, loadSpec, parseSpec, specFromObject, specFromYaml } from "./spec/load.js";
+export { checkSpec, confinementIssues, referenceIssues } from "./spec/check.js";
+export type { CheckSpecOptions } from "./spec/check.js";
+export type { LoadedSpec, ParseSpecOptions } from "./spec/load.js";
+export { defaultHealthDeadlineMs, parseMemory, resolveTarget } from "./spec/resolve.js";
+export type {
+  ResolvedCanaryStep,
+  ResolvedCheck,
+  ResolvedCommandCheck,
+  ResolvedHealth,
+  ResolvedHttpCheck,
+  ResolvedMachine,
+  ResolvedProvisionStep,
+  ResolvedProxy,
+  ResolvedRollout,
+  ResolvedTarget,
+  ResolvedTcpCheck,
+  ResolvedTraffic,
+} from "./spec/resolve.js";
+export { SPEC_SCHEMA_ID, renderSpecReference, specJsonSchema } from "./spec/json-schema.js";
+
+// Fingerprints.
+export { FINGERPRINT_MAX_OPEN_FILES, fingerprintBuild, shortFingerprint } from "./fingerprint/fingerprint.js";
+export type { FingerprintOptions, FingerprintResult } from "./fingerprint/fingerprint.js";
+export { RACY_MARGIN_MS } from "./fingerprint/stat-cache.js";
+export { resolveBaseImages } from "./fingerprint/dockerfile.js";
+export { fingerprintMachine } from "./fingerprint/machine.js";
+export type { MachineFingerprintOptions, MachineFingerprintResult } from "./fingerprint/machine.js";
+
+// Plans and rollouts.
 export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber, effectiveLimits, describeHealth } from "./plan.js";
 export type { DeployPlan, ImagePlan, PlanInput, RolloutPlan } from "./plan.js";
 export { nextRollingBatch, planRollingBatches } from "./rollout/batches.js";
 export type { RollingBatch, RollingCounts } from "./rollout/batches.js";
+
+// State.
 export { createFileStateStore } from "./state/file-store.js";
 export type { FileStateStoreOptions } from "./state/file-store.js";
 export { emptyTargetState, compactHistory, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
-export type { Holder, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState } from "./state/types.js";
-export type { JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, UpdateOptions } from "./state/types.js";
+export type { Holder, JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";
 export type { LeaseKeeperOptions } from "./state/lease.js";
-export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/index.js";
-export type { JournalOptions } from "./journal/index.js";
+export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
+export type { JournalOptions } from "./journal/journaled.js";
+
+// The lifecycle API.
 export { createKiln, chooseRollbackRelease } from "./kiln.js";
-export type { BuildResult, DeployResult, Kiln, KilnOptions, ProviderSource, RollbackOptions, SpecOptions, TargetOptions, TargetStatus } from "./kiln.js";
-export type { LockWaitOptions, RecoveryResult } from "./kiln.js";
+export type { BuildResult, CheckOptions, DeployResult, Kiln, KilnOptions, LockWaitOptions, ProviderSource, RecoveryResult, RollbackOptions, SpecOptions, TargetOptions, TargetStatus } from "./kiln.js";

@@ -2,14 +2,18 @@ import os from "node:os";
 import path from "node:path";
 import { KilnError, isAbortError, isKilnError, toKilnError } from "./errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
-import { fingerprintBuild, fingerprintMachine, type FingerprintResult, type MachineFingerprintResult } from "./fingerprint/index.js";
+import { fingerprintBuild, type FingerprintResult } from "./fingerprint/fingerprint.js";
+import { fingerprintMachine, type MachineFingerprintResult } from "./fingerprint/machine.js";
 import { journaled } from "./journal/journaled.js";
 import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { currentRelease, effectiveLimits, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
-import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "./provider.js";
+import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "./provider/contract.js";
 import { applyRollout, describe, newRolloutId, waitUntilHealthy, type LaunchableRelease } from "./rollout/engine.js";
-import { OBJECT_SPEC_FILE, specFromObject, type LoadedSpec } from "./spec/load.js";
+import { DEFAULT_PROVIDER_SPEC, sectionValues, type ProviderSpec } from "./provider/spec.js";
+import { OBJECT_SPEC_FILE, checkSpecWith, specFromObject, type LoadedSpec } from "./spec/load.js";
+import { providersOf } from "./spec/validate.js";
+import { checkSpec } from "./spec/check.js";
 import { resolveTarget, type ResolvedTarget } from "./spec/resolve.js";
 import type { SpecInput } from "./spec/schema.js";
 import { createFileStateStore } from "./state/file-store.js";
@@ -119,8 +123,28 @@ export interface TargetStatus {
   readonly lock: LeaseStatus | undefined;
 }
 
+/** Options of {@link Kiln.check}. */
+export interface CheckOptions {
+  /** A spec loaded with `loadSpec`/`specFromYaml`/`specFromObject`, or a spec object (then `baseDir` applies). */
+  readonly spec: LoadedSpec | SpecInput;
+  /** For a spec object: the folder its relative paths start from. @defaultValue process.cwd() */
+  readonly baseDir?: string;
+  /** Also check that the files the spec references exist. @defaultValue true */
+  readonly references?: boolean;
+  /** Also require the files the spec references to lie in this folder (a server's spec root). */
+  readonly root?: string;
+}
+
 /** The lifecycle API; one per application. Created by {@link createKiln}. */
 export interface Kiln {
+  /**
+   * Checks a spec as completely as can be done without touching a backend (`checkSpec`): with the
+   * sections and rules of every provider it names (each loaded, not created), the files it
+   * references, and `root`. Changes nothing.
+   * @returns the spec checked with every provider it names
+   * @throws KilnError SPEC_INVALID listing every issue (a provider this Kiln does not have is one)
+   */
+  check(options: CheckOptions): Promise<LoadedSpec>;
   /**
    * Plans a deploy without changing anything (it fingerprints the build context and asks the
    * provider what exists).
@@ -255,9 +279,19 @@ export function createKiln(options: KilnOptions): Kiln {
     return { signal: signal ?? new AbortController().signal, logger, emit };
   }
 
-  function loaded(spec: SpecOptions): LoadedSpec {
-    if (isLoadedSpec(spec.spec)) return spec.spec;
-    return specFromObject(spec.spec, path.resolve(spec.baseDir ?? process.cwd()));
+  /**
+   * The spec, validated with the sections and rules of every configured provider it names (a
+   * provider it names that this Kiln does not have is checked when a target uses it, which fails
+   * with PROVIDER_NOT_FOUND).
+   */
+  async function loaded(spec: SpecOptions): Promise<LoadedSpec> {
+    const given = isLoadedSpec(spec.spec) ? spec.spec : specFromObject(spec.spec, path.resolve(spec.baseDir ?? process.cwd()));
+    const specs: Record<string, ProviderSpec> = {};
+    for (const name of providersOf(given.validated)) {
+      if (options.providers[name] === undefined) continue;
+      specs[name] = (await getProvider(name)).spec ?? DEFAULT_PROVIDER_SPEC;
+    }
+    return checkSpecWith(given, specs);
   }
 
   function holder(): Holder {
@@ -266,7 +300,7 @@ export function createKiln(options: KilnOptions): Kiln {
 
   /** Fingerprints, looks the image up, reads state and live instances, and plans. */
   async function prepare(spec: SpecOptions) {
-    const { validated, baseDir, file } = loaded(spec);
+    const { validated, baseDir, file } = await loaded(spec);
     const resolved = resolveTarget(validated, spec.environment ?? DEFAULT_ENVIRONMENT, baseDir);
     const emit = emitterFor(resolved.target, spec.onEvent);
     const ctx = contextFor(spec.signal, emit);
@@ -277,13 +311,14 @@ export function createKiln(options: KilnOptions): Kiln {
         `The ${provider.name} provider cannot run a front proxy (it has no traffic capability), so traffic.proxy cannot be used with it; remove traffic.proxy to reach instances at their own addresses.`,
       );
     }
-    if (resolved.traffic.loadBalancer && !provider.traffic) {
+    if (resolved.traffic.loadBalancer !== undefined && !provider.traffic) {
       throw new KilnError(
         "CAPABILITY_MISSING",
         `The ${provider.name} provider cannot register instances with a load balancer (it has no traffic capability); remove traffic.loadBalancer.`,
       );
     }
-    const format = provider.imageFormat ?? "dockerfile";
+    const providerSpec = provider.spec ?? DEFAULT_PROVIDER_SPEC;
+    const format = providerSpec.imageFormat;
     if (format === "machine" && !resolved.machine) {
       throw new KilnError(
         "CAPABILITY_MISSING",
@@ -293,7 +328,8 @@ export function createKiln(options: KilnOptions): Kiln {
     await provider.ping(ctx);
     const fingerprint = format === "machine" ? await fingerprintMachine({
       steps: resolved.machine!.provision,
-      base: resolved.machine!.base,
+      provider: resolved.provider,
+      ...(providerSpec.fingerprint ? { contribution: providerSpec.fingerprint(resolved, sectionValues(resolved)) } : {}),
       exclude: specExclusions(file, baseDir, dataDir),
       ...(spec.signal ? { signal: spec.signal } : {}),
     }) : await fingerprintBuild({
@@ -329,6 +365,7 @@ export function createKiln(options: KilnOptions): Kiln {
       instances,
       ...(provider.limits ? { limits: provider.limits } : {}),
       ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
+      ...(providerSpec.planLines ? { providerLines: providerSpec.planLines(resolved, sectionValues(resolved)) } : {}),
     });
     return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
   }
@@ -692,12 +729,21 @@ export function createKiln(options: KilnOptions): Kiln {
       const state = await store.read(target);
       return { target, providerName: currentRelease(state)?.provider ?? state.releases.at(-1)?.provider };
     }
-    const { validated, baseDir } = loaded(opts);
+    const { validated, baseDir } = await loaded(opts);
     const resolved = resolveTarget(validated, opts.environment ?? DEFAULT_ENVIRONMENT, baseDir);
     return { target: resolved.target, providerName: resolved.provider };
   }
 
   const kiln: Kiln = {
+    async check(opts) {
+      const given = isLoadedSpec(opts.spec) ? opts.spec : specFromObject(opts.spec, path.resolve(opts.baseDir ?? process.cwd()));
+      return checkSpec(given, {
+        providerSpec: async (name) => (await getProvider(name)).spec ?? DEFAULT_PROVIDER_SPEC,
+        ...(opts.references !== undefined ? { references: opts.references } : {}),
+        ...(opts.root !== undefined ? { root: opts.root } : {}),
+      });
+    },
+
     async plan(spec) {
       return (await prepare(spec)).plan;
     },
@@ -713,7 +759,7 @@ export function createKiln(options: KilnOptions): Kiln {
 
     async deploy(options) {
       // Validate once, before taking the lock: a bad spec never waits for or holds a lock.
-      const spec = { ...options, spec: loaded(options) };
+      const spec = { ...options, spec: await loaded(options) };
       const { target, providerName } = await targetOf(spec);
       return withLock(target, spec, async (session) => {
         const interrupted = await markInterrupted(session, providerName);

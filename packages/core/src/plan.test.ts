@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { formatPlan, planDeploy, releaseConfigHash } from "./plan.js";
-import type { ImageRef, Instance } from "./provider.js";
+import type { ImageRef, Instance } from "./provider/contract.js";
 import type { ResolvedTarget } from "./spec/resolve.js";
 import { emptyTargetState, type ReleaseRecord, type TargetState } from "./state/types.js";
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { KilnError } from "./errors.js";
-import type { ImageRef, Instance, InstanceConfig, ProviderLimits } from "./provider.js";
+import type { ImageRef, Instance, InstanceConfig, ProviderLimits } from "./provider/contract.js";
 import { planRollingBatches, type RollingBatch } from "./rollout/batches.js";
 import type { ResolvedHealth, ResolvedRollout, ResolvedTarget, ResolvedTraffic } from "./spec/resolve.js";
 import type { ReleaseRecord, TargetState } from "./state/types.js";
@@ -65,6 +65,8 @@ export interface PlanInput {
   readonly limits?: ProviderLimits;
   /** What the provider's own health check looks at (`HealthCapability.description`), if it has one. */
   readonly providerHealth?: string;
+  /** The lines the provider adds to the plan (`ProviderSpec.planLines`), without indentation. */
+  readonly providerLines?: readonly string[];
 }
 
 /**
@@ -75,7 +77,7 @@ export interface PlanInput {
 export function releaseConfigHash(fingerprint: string, count: number, instance: InstanceConfig, traffic?: ResolvedTraffic): string {
   // Traffic (the proxy or load balancer instances join) is part of what runs: changing it makes a
   // release. Without any, the hash is what it was before traffic counted, so no release changes.
-  const routed = traffic && (traffic.proxy || traffic.loadBalancer) ? { traffic } : {};
+  const routed = traffic && (traffic.proxy || traffic.loadBalancer !== undefined) ? { traffic } : {};
   return `sha256:${createHash("sha256").update(stableJson({ fingerprint, count, instance, ...routed })).digest("hex")}`;
 }
 
@@ -112,14 +114,12 @@ export function planDeploy(input: PlanInput): DeployPlan {
     changes.push(`  at most ${rollout.peakInstances} instance${rollout.peakInstances === 1 ? "" : "s"} run at once`);
     changes.push(`  health gate: ${describeHealth(resolved.health, input.providerHealth)}`);
     const proxy = resolved.traffic.proxy;
-    const targetGroup = resolved.traffic.loadBalancer?.aws;
-    changes.push(
-      proxy
-        ? `  traffic: front proxy at ${proxy.host}:${proxy.port} → port ${proxy.portName}; new instances join after their gate, old ones are drained before they stop`
-        : targetGroup
-          ? `  traffic: target group ${targetGroup.targetGroupArn} → port ${targetGroup.portName}; new instances join after their gate and the group's health check, old ones are deregistered and drained before they stop`
-          : "  traffic: clients reach each instance at its own address (no proxy)",
-    );
+    if (proxy) changes.push(`  traffic: front proxy at ${proxy.host}:${proxy.port} → port ${proxy.portName}; new instances join after their gate, old ones are drained before they stop`);
+    else if (resolved.traffic.loadBalancer === undefined) changes.push("  traffic: clients reach each instance at its own address (no proxy)");
+    else if (!(input.providerLines ?? []).some((line) => line.startsWith("traffic:"))) {
+      changes.push(`  traffic: the ${resolved.provider} provider's load balancer (traffic.loadBalancer.${resolved.provider}); new instances join after their gate, old ones are drained before they stop`);
+    }
+    for (const line of input.providerLines ?? []) changes.push(`  ${line}`);
   }
   return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };
 }

@@ -27,24 +27,3 @@ export function parseTarget(text: string): Target {
   }
   return { service: match[1]!, environment: match[2] ?? DEFAULT_ENVIRONMENT };
 }
-
-/**
- * The label (tag) keys Kiln puts on every image and instance it creates. Providers whose clouds
- * restrict key characters (GCP labels: lowercase letters, digits, `_` and `-`) map these keys
- * one-to-one to names their cloud accepts.
- */
-export const LABELS = {
-  /** Marks a resource as created by Kiln; value `"true"`. */
-  managed: "dev.kiln.managed",
-  service: "dev.kiln.service",
-  environment: "dev.kiln.environment",
-  /** The release number, as decimal text. */
-  release: "dev.kiln.release",
-  /** The id of the rollout that created the resource. */
-  rollout: "dev.kiln.rollout",
-  /** The image fingerprint (`sha256:` + 64 hex digits). */
-  fingerprint: "dev.kiln.fingerprint",
-} as const;
-
-/** A label key from {@link LABELS}. */
-export type LabelKey = (typeof LABELS)[keyof typeof LABELS];

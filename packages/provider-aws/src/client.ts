@@ -2,7 +2,7 @@ import type * as Ec2Sdk from "@aws-sdk/client-ec2";
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type * as LoadBalancingSdk from "@aws-sdk/client-elastic-load-balancing-v2";
 import type { ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { KilnError, isAbortError, isKilnError, type ErrorCode } from "@kilnjs/core";
+import { KilnError, createErrorMapper, isConnectionError as isUnreachable, type ErrorCode } from "@kilnjs/core";
 import type { ResolvedAwsOptions } from "./options.js";
 
 /** The EC2 SDK module, loaded on first use. */
@@ -89,46 +89,59 @@ export function messageOf(error: unknown): string {
 }
 
 const THROTTLING_CODES = new Set(["RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"]);
-const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"]);
 const CREDENTIAL_ERRORS = new Set(["CredentialsProviderError", "AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch"]);
 
 /** Whether an SDK error says the API was never reached. */
 export function isConnectionError(error: unknown): boolean {
-  const code = (error as { code?: unknown; cause?: { code?: unknown } } | null)?.code ?? (error as { cause?: { code?: unknown } } | null)?.cause?.code;
-  return typeof code === "string" && CONNECTION_CODES.has(code);
+  return isUnreachable(error);
+}
+
+/** `RequestLimitExceeded: Request limit exceeded.`: AWS's code and message. */
+function detailOf(error: unknown): string {
+  const awsCode = awsErrorCode(error);
+  return `${awsCode ? `${awsCode}: ` : ""}${messageOf(error)}`;
 }
 
 /**
- * Turns an SDK error into a {@link KilnError} whose message says what to do next (`api` names the
- * API in it: `EC2`, the default, or `ELBv2`): `ABORTED` for a
+ * Turns an SDK error into a {@link KilnError} with core's error-mapping skeleton, its message saying
+ * what to do next (`api` names the API in it: `EC2`, the default, or `ELBv2`): `ABORTED` for a
  * cancelled call, `THROTTLED` (retryable) when AWS still throttled after the SDK's retries,
  * `PROVIDER_UNAVAILABLE` when the endpoint could not be reached or the credentials were refused,
  * else `code` with AWS's own error code and message. A KilnError passes through unchanged.
  * Messages never hold credentials: the SDK's errors do not carry them.
  */
 export function awsError(error: unknown, code: ErrorCode, what: string, endpoint?: string, api = "EC2"): KilnError {
-  if (isKilnError(error)) return error;
-  if (isAbortError(error)) return new KilnError("ABORTED", `${what}: cancelled.`, { cause: error });
-  const awsCode = awsErrorCode(error);
-  const detail = `${awsCode ? `${awsCode}: ` : ""}${messageOf(error)}`;
-  if (awsCode && THROTTLING_CODES.has(awsCode)) {
-    return new KilnError("THROTTLED", `${what}: AWS kept throttling the calls (${detail}) after the SDK's retries; wait a minute and try again, or raise KILN_AWS_MAX_ATTEMPTS.`, {
-      cause: error,
-      retryable: true,
-    });
-  }
-  if (isConnectionError(error)) {
-    return new KilnError(
-      "PROVIDER_UNAVAILABLE",
-      `${what}: the ${api} API at ${endpoint ?? "AWS"} could not be reached (${detail}); check the network, AWS_REGION, and ${api === "EC2" ? "AWS_ENDPOINT_URL_EC2" : "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2"} when you use an emulator.`,
-      { cause: error, retryable: true },
-    );
-  }
-  if (awsCode && CREDENTIAL_ERRORS.has(awsCode)) {
-    return new KilnError("PROVIDER_UNAVAILABLE", `${what}: AWS refused the credentials (${awsCode}); check the standard AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, SSO login).`, {
-      cause: error,
-    });
-  }
-  const status = httpStatusOf(error);
-  return new KilnError(code, `${what}: ${detail}`, { cause: error, retryable: status !== undefined && status >= 500, details: { ...(awsCode ? { awsCode } : {}) } });
+  const map = createErrorMapper({
+    unavailable: (cause, doing) =>
+      new KilnError(
+        "PROVIDER_UNAVAILABLE",
+        `${doing}: the ${api} API at ${endpoint ?? "AWS"} could not be reached (${detailOf(cause)}); check the network, AWS_REGION, and ${api === "EC2" ? "AWS_ENDPOINT_URL_EC2" : "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2"} when you use an emulator.`,
+        { cause, retryable: true },
+      ),
+    classify(cause, _code, doing) {
+      const awsCode = awsErrorCode(cause);
+      if (awsCode && THROTTLING_CODES.has(awsCode)) {
+        return new KilnError("THROTTLED", `${doing}: AWS kept throttling the calls (${detailOf(cause)}) after the SDK's retries; wait a minute and try again, or raise KILN_AWS_MAX_ATTEMPTS.`, {
+          cause,
+          retryable: true,
+        });
+      }
+      if (awsCode && CREDENTIAL_ERRORS.has(awsCode)) {
+        return new KilnError("PROVIDER_UNAVAILABLE", `${doing}: AWS refused the credentials (${awsCode}); check the standard AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, SSO login).`, {
+          cause,
+        });
+      }
+      return undefined;
+    },
+    messageOf: detailOf,
+    detailsOf: (cause) => {
+      const awsCode = awsErrorCode(cause);
+      return awsCode ? { awsCode } : {};
+    },
+    retryable: (cause) => {
+      const status = httpStatusOf(cause);
+      return status !== undefined && status >= 500;
+    },
+  });
+  return map(error, code, what);
 }

@@ -44,8 +44,8 @@ describe.skipIf(!moto)("aws provider conformance (moto)", () => {
             { kind: "file", from: path.join(dir, "index.html"), to: "/srv/www/index.html", directory: false, files: [""] },
             { kind: "run", command: "echo provisioned" },
           ],
-          base: { aws: { id: baseImageId } },
-          builder: { aws: { instanceType: "t3.micro", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" } },
+          base: { id: baseImageId },
+          builder: { instanceType: "t3.micro", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" },
           timeoutMs: 120_000,
         },
       };

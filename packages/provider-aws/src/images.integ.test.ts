@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABELS, silentLogger, type ImageRecipe, type ProviderContext, type ProviderProgress } from "@kilnjs/core";
 import { motoEndpoint, requireMoto } from "@kilnjs/testkit";
 import { AwsClients } from "./client.js";
+import type { AwsBaseImage, AwsBuilderSettings } from "./spec.js";
 import { amiNameOf, createImageOperations } from "./images.js";
 import { resolveAwsOptions } from "./options.js";
 import { AWS_TAGS } from "./tags.js";
@@ -48,8 +49,9 @@ describe.skipIf(!moto)("aws image operations (moto)", () => {
       machine: {
         kind: "machine",
         steps: [{ kind: "file", from: path.join(dir, "app.txt"), to: "/opt/app.txt", directory: false, files: [""] }],
-        base: { aws: { id: baseImageId } },
-        builder: { aws: { instanceType: "t3.micro", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" } },
+        // The recipe carries the aws provider's own sections: image.machine.base.aws and builder.aws.
+        base: { id: baseImageId } satisfies AwsBaseImage,
+        builder: { instanceType: "t3.micro", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" } satisfies AwsBuilderSettings,
         timeoutMs,
       },
     };
@@ -82,7 +84,7 @@ describe.skipIf(!moto)("aws image operations (moto)", () => {
 
   it("refuses a recipe whose AMI name is taken by another image before any builder starts, naming that image", async () => {
     const wanted = recipe();
-    const name = amiNameOf(wanted, wanted.machine!.builder.aws.amiName);
+    const name = amiNameOf(wanted, (wanted.machine!.builder as AwsBuilderSettings).amiName);
     const squatter = await ec2.send(new RunInstancesCommand({ ImageId: baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "t3.micro" }));
     const squatterId = squatter.Instances![0]!.InstanceId!;
     const taken = await ec2.send(new CreateImageCommand({ InstanceId: squatterId, Name: name, TagSpecifications: [{ ResourceType: "image", Tags: [{ Key: LABELS.service, Value: service }] }] }));

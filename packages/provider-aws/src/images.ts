@@ -3,8 +3,8 @@ import type { EC2Client, Image, Instance as Ec2Instance } from "@aws-sdk/client-
 import {
   KilnError,
   LABELS,
-  amiNameProblem,
   formatTarget,
+  imageLabels,
   shortFingerprint,
   throwIfAborted,
   waitFor,
@@ -13,11 +13,11 @@ import {
   type ImageRef,
   type MachineRecipe,
   type ProviderContext,
-  type ResolvedAwsBaseImage,
   type Target,
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
 import { FoundBeforeRetry, lookBeforeRetry } from "./instances.js";
+import { amiNameProblem, awsBuilderSchema, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
 import { AWS_TAGS, BUILDER_ROLE, fromTags, tagFilter, targetTags, toTags } from "./tags.js";
 import { RESULT_MARKER, describeStep, renderProvisionScript } from "./user-data.js";
 
@@ -25,6 +25,11 @@ import { RESULT_MARKER, describeStep, renderProvisionScript } from "./user-data.
 const CLEANUP_TIMEOUT_MS = 120_000;
 /** Bake steps reported as `image.build.step` events. */
 const BAKE_STEPS = 5;
+
+/** The recipe's `image.machine.builder.aws` section, or its defaults. */
+function builderSettings(machine: MachineRecipe): AwsBuilderSettings {
+  return (machine.builder as AwsBuilderSettings | undefined) ?? awsBuilderSchema.parse({});
+}
 
 /** The AMI name of a recipe: the spec's template with `{service}` and `{fingerprint}` (12 hex digits) filled in. */
 export function amiNameOf(recipe: Pick<ImageRecipe, "target" | "fingerprint">, template: string): string {
@@ -79,9 +84,10 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
     if (!machine) {
       throw new KilnError("CAPABILITY_MISSING", "The aws provider bakes AMIs from image.machine (provision steps and base.aws); this recipe is a Dockerfile. Add image.machine to the spec.");
     }
-    const base = machine.base.aws;
+    const base = machine.base as AwsBaseImage | undefined;
     if (!base) throw new KilnError("INVALID_ARGUMENT", "image.machine.base.aws is required by the aws provider: the base AMI's id, or a name pattern with owners.");
-    const amiName = amiNameOf(recipe, machine.builder.aws.amiName);
+    const builder = builderSettings(machine);
+    const amiName = amiNameOf(recipe, builder.amiName);
     const problem = amiNameProblem(amiName);
     if (problem) throw new KilnError("INVALID_ARGUMENT", `image.machine.builder.aws.amiName: ${problem}`);
     // The whole bake has one deadline; cancelling the operation cancels it too.
@@ -118,7 +124,7 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
         ctx.emit({ type: "image.build.log", message: `provision step ${index + 1}/${machine.steps.length}: ${describeStep(provisionStep)}` });
       }
 
-      step(ctx, 2, `launch the builder (${machine.builder.aws.instanceType}, ${userData.bytes} bytes of user data)`);
+      step(ctx, 2, `launch the builder (${builder.instanceType}, ${userData.bytes} bytes of user data)`);
       builderId = await launchBuilder(recipe, machine, baseImage.ImageId!, userData.script, bakeCtx);
       ctx.emit({ type: "image.build.log", message: `builder ${builderId} started; the steps run from its user data, then it powers itself off` });
 
@@ -159,7 +165,7 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
     ctx.emit({ type: "image.build.step", step: number, total: BAKE_STEPS, description });
   }
 
-  async function resolveBase(base: ResolvedAwsBaseImage, ctx: ProviderContext): Promise<Image> {
+  async function resolveBase(base: AwsBaseImage, ctx: ProviderContext): Promise<Image> {
     const { sdk, client } = await clients.ec2();
     if (base.id) {
       const found = await describeImages(client, sdk, { ImageIds: [base.id] }, ctx).catch((error: unknown) => {
@@ -182,7 +188,7 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
 
   async function launchBuilder(recipe: ImageRecipe, machine: MachineRecipe, baseImageId: string, userData: string, ctx: ProviderContext): Promise<string> {
     const { sdk, client } = await clients.ec2();
-    const builder = machine.builder.aws;
+    const builder = builderSettings(machine);
     const expires = new Date(Date.now() + machine.timeoutMs).toISOString();
     const tags = toTags({
       ...targetTags(recipe.target),
@@ -284,11 +290,7 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
   async function createImage(recipe: ImageRecipe, builderId: string, amiName: string, ctx: ProviderContext): Promise<string> {
     const { sdk, client } = await clients.ec2();
     const tags = toTags({
-      [LABELS.managed]: "true",
-      [LABELS.service]: recipe.target.service,
-      [LABELS.fingerprint]: recipe.fingerprint,
-      ...(recipe.release !== undefined ? { [LABELS.release]: String(recipe.release) } : {}),
-      ...(recipe.rolloutId ? { [LABELS.rollout]: recipe.rolloutId } : {}),
+      ...imageLabels(recipe),
       [AWS_TAGS.target]: formatTarget(recipe.target),
       [AWS_TAGS.name]: amiName,
     });
@@ -481,7 +483,7 @@ function newest(images: readonly Image[]): Image[] {
   return [...images].sort((a, b) => (b.CreationDate ?? "").localeCompare(a.CreationDate ?? ""));
 }
 
-function describeBase(base: ResolvedAwsBaseImage): string {
+function describeBase(base: AwsBaseImage): string {
   return base.id ?? `${base.name ?? "?"} owned by ${(base.owners ?? []).join(", ")}`;
 }
 

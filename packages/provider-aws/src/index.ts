@@ -7,3 +7,18 @@
 export { createAwsProvider, createAwsProvider as createProvider, PROVIDER_NAME } from "./provider.js";
 export type { AwsProviderOptions, AwsCredentials } from "./options.js";
 export { AWS_TAGS } from "./tags.js";
+export {
+  awsProviderSpec,
+  awsProviderSpec as providerSpec,
+  awsBaseImageSchema,
+  awsBuilderSchema,
+  awsBlockDeviceSchema,
+  awsInstancesSchema,
+  awsLoadBalancerSchema,
+  AWS_TAG_RULES,
+  AWS_KILN_TAG_COUNT,
+  AWS_USER_DATA_MAX_BYTES,
+  amiNameProblem,
+  awsTagProblems,
+} from "./spec.js";
+export type { AwsInstanceSettings, AwsBaseImage, AwsBuilderSettings, AwsLoadBalancer, AwsSections } from "./spec.js";

@@ -51,7 +51,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
 
   async function describeLaunch(key: string): Promise<Ec2Instance[]> {
     const page = await ec2.send(
-      new DescribeInstancesCommand({ Filters: [{ Name: `tag:${AWS_TAGS.launch}`, Values: [key] }, { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] }] }),
+      new DescribeInstancesCommand({ Filters: [{ Name: `tag:${LABELS.launchKey}`, Values: [key] }, { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] }] }),
     );
     return (page.Reservations ?? []).flatMap((reservation) => reservation.Instances ?? []);
   }
@@ -84,7 +84,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
       blockDevices: [{ deviceName: "/dev/xvda", volumeSizeGiB: 20, volumeType: "gp3", encrypted: true, deleteOnTermination: true }],
       address: "private" as const,
     };
-    const launch = request({ count: 3, config: { ...request().config, aws: settings } });
+    const launch = request({ count: 3, config: { ...request().config, providerSettings: settings } });
     const runsBefore = proxy.counts.received.RunInstances ?? 0;
     const launched = await operations.launch(launch, ctx());
     expect(proxy.counts.received.RunInstances! - runsBefore).toBe(2);
@@ -95,7 +95,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
       expect(instance).toMatchObject({ target, release: 3, rolloutId: "ro-integ", imageId, state: "running", restartCount: 0 });
       expect(instance.name).toMatch(new RegExp(`^${service}-test-r3-[0-9a-f]{6}-[0-9a-f]{6}$`));
       expect(instance.endpoints.http).toEqual({ host: expect.stringMatching(/^\d+\.\d+\.\d+\.\d+$/) as string, port: 8080 });
-      expect(instance.labels).toMatchObject({ team: "integ", [LABELS.fingerprint]: `sha256:${"b".repeat(64)}`, [AWS_TAGS.ports]: "http:8080/tcp", [AWS_TAGS.address]: "private" });
+      expect(instance.labels).toMatchObject({ team: "integ", [LABELS.fingerprint]: `sha256:${"b".repeat(64)}`, [LABELS.ports]: "http:8080/tcp", [AWS_TAGS.address]: "private" });
     }
 
     const described = await describeLaunch(launch.idempotencyKey);
@@ -117,10 +117,10 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
         [LABELS.environment]: "test",
         [LABELS.release]: "3",
         [LABELS.rollout]: "ro-integ",
-        [AWS_TAGS.launch]: launch.idempotencyKey,
+        [LABELS.launchKey]: launch.idempotencyKey,
       });
     }
-    const volumes = await ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: `tag:${AWS_TAGS.launch}`, Values: [launch.idempotencyKey] }] }));
+    const volumes = await ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: `tag:${LABELS.launchKey}`, Values: [launch.idempotencyKey] }] }));
     expect(volumes.Volumes?.length).toBeGreaterThanOrEqual(3);
     expect(volumes.Volumes?.some((volume) => volume.Size === 20)).toBe(true);
 
@@ -167,7 +167,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
       launchTemplate: { name: `${service}-lt`, version: "$Latest" },
       address: "public" as const,
     };
-    const launch = request({ config: { ...request().config, aws: settings } });
+    const launch = request({ config: { ...request().config, providerSettings: settings } });
     const [instance] = await createInstanceOperations(clients).launch(launch, ctx());
     const [described] = await describeLaunch(launch.idempotencyKey);
     expect(instance!.endpoints.http).toEqual({ host: described!.PublicIpAddress, port: 8080 });
@@ -218,7 +218,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
 
   it("fails with LAUNCH_FAILED for a subnet that does not exist, INVALID_ARGUMENT for bad labels, ABORTED when cancelled", async () => {
     const operations = createInstanceOperations(clients);
-    const badSubnet = request({ config: { ...request().config, aws: { instanceType: "t3.micro", subnetIds: ["subnet-0123456789abcdef0"], securityGroupIds: [], blockDevices: [], address: "private" } } });
+    const badSubnet = request({ config: { ...request().config, providerSettings: { instanceType: "t3.micro", subnetIds: ["subnet-0123456789abcdef0"], securityGroupIds: [], blockDevices: [], address: "private" } } });
     await expect(operations.launch(badSubnet, ctx())).rejects.toMatchObject({ code: "LAUNCH_FAILED", message: expect.stringContaining("InvalidSubnetID.NotFound") as string });
 
     const before = proxy.requests.length;

@@ -3,22 +3,24 @@
 // show: an instance that dies while starting, EC2 replaying an old launch token, a slow start).
 import * as ec2Sdk from "@aws-sdk/client-ec2";
 import { describe, expect, it } from "vitest";
-import { AWS_KILN_TAG_COUNT, KilnError, LABELS, silentLogger, type LaunchRequest, type ProviderContext } from "@kilnjs/core";
+import { KilnError, LABELS, silentLogger, type LaunchRequest, type ProviderContext } from "@kilnjs/core";
 import type { AwsClients } from "./client.js";
 import {
-  DEFAULT_AWS_INSTANCE_SETTINGS,
   chunks,
   createInstanceOperations,
   filterValue,
-  formatPortsTag,
   instanceFromEc2,
   instanceState,
   launchClientToken,
+  launchSettings,
   launchTags,
-  parsePortsTag,
   planLaunch,
   runInstancesInput,
 } from "./instances.js";
+import { AWS_KILN_TAG_COUNT, type AwsInstanceSettings } from "./spec.js";
+
+/** The launch settings of a release without an `instances.aws` section. */
+const DEFAULT_AWS_INSTANCE_SETTINGS = launchSettings({});
 import { AWS_TAGS } from "./tags.js";
 
 function ctx(signal: AbortSignal = new AbortController().signal): ProviderContext {
@@ -83,7 +85,7 @@ function ec2Instance(id: string, state: string, extra: Partial<ec2Sdk.Instance> 
       { Key: LABELS.service, Value: "web" },
       { Key: LABELS.environment, Value: "prod" },
       { Key: LABELS.release, Value: "3" },
-      { Key: AWS_TAGS.ports, Value: "http:8080/tcp" },
+      { Key: LABELS.ports, Value: "http:8080/tcp" },
       { Key: AWS_TAGS.name, Value: "web-prod-r3-abcdef" },
     ],
     ...extra,
@@ -104,14 +106,9 @@ describe("instance helpers", () => {
     ]);
   });
 
-  it("writes and reads the ports tag", () => {
-    const ports = [
-      { name: "http", port: 8080, protocol: "tcp" as const },
-      { name: "dns", port: 53, protocol: "udp" as const },
-    ];
-    expect(formatPortsTag(ports)).toBe("http:8080/tcp,dns:53/udp");
-    expect(parsePortsTag("http:8080/tcp, dns:53/udp,junk,x:y/tcp")).toEqual(ports);
-    expect(parsePortsTag(undefined)).toEqual([]);
+  it("launches a release without an instances.aws section with that section's defaults", () => {
+    expect(DEFAULT_AWS_INSTANCE_SETTINGS).toEqual({ subnetIds: [], securityGroupIds: [], blockDevices: [], address: "private" });
+    expect(runInstancesInput(request(), DEFAULT_AWS_INSTANCE_SETTINGS, { subnetIndex: 0, subnetId: undefined, count: 1 }, "t").InstanceType).toBe("t3.micro");
   });
 
   it("derives client tokens of 64 ASCII characters from the key, the subnet and what was found", () => {
@@ -167,11 +164,11 @@ describe("launch tags", () => {
       [LABELS.rollout]: "ro-1",
       [LABELS.fingerprint]: `sha256:${"a".repeat(64)}`,
       Name: "web-prod-r3-1a2b3c",
-      [AWS_TAGS.launch]: "ro-1:launch:1",
-      [AWS_TAGS.ports]: "http:8080/tcp",
+      [LABELS.launchKey]: "ro-1:launch:1",
+      [LABELS.ports]: "http:8080/tcp",
       [AWS_TAGS.address]: "private",
     });
-    // Kiln's own tags are the count core reserves.
+    // Kiln's own tags are the count the provider reserves.
     expect(Object.keys(tags).length - 1).toBe(AWS_KILN_TAG_COUNT);
   });
 
@@ -214,7 +211,7 @@ describe("runInstancesInput", () => {
   });
 
   it("passes every setting of instances.aws", () => {
-    const settings = {
+    const settings: AwsInstanceSettings = {
       instanceType: "m6i.large",
       subnetIds: ["subnet-a", "subnet-b"],
       securityGroupIds: ["sg-1", "sg-2"],
@@ -223,16 +220,16 @@ describe("runInstancesInput", () => {
       userData: "#!/bin/sh\necho héllo\n",
       blockDevices: [{ deviceName: "/dev/xvda", volumeSizeGiB: 20, volumeType: "gp3", encrypted: true, deleteOnTermination: true }, { deviceName: "/dev/xvdb", deleteOnTermination: false }],
       launchTemplate: { name: "base", version: "$Latest" },
-      address: "public" as const,
+      address: "public",
     };
-    const input = runInstancesInput(request({ config: { ...request().config, aws: settings } }), settings, { subnetIndex: 1, subnetId: "subnet-b", count: 1 }, "kiln-token");
+    const input = runInstancesInput(request({ config: { ...request().config, providerSettings: settings } }), settings, { subnetIndex: 1, subnetId: "subnet-b", count: 1 }, "kiln-token");
     expect(input).toMatchObject({
       InstanceType: "m6i.large",
       SubnetId: "subnet-b",
       SecurityGroupIds: ["sg-1", "sg-2"],
       IamInstanceProfile: { Arn: settings.iamInstanceProfile },
       KeyName: "ops",
-      UserData: Buffer.from(settings.userData).toString("base64"),
+      UserData: Buffer.from(settings.userData!).toString("base64"),
       BlockDeviceMappings: [
         { DeviceName: "/dev/xvda", Ebs: { VolumeSize: 20, VolumeType: "gp3", Encrypted: true, DeleteOnTermination: true } },
         { DeviceName: "/dev/xvdb", Ebs: { DeleteOnTermination: false } },
@@ -262,7 +259,7 @@ describe("instanceFromEc2", () => {
       endpoints: { http: { host: "10.0.0.5", port: 8080 } },
       createdAt: "2026-01-02T03:04:05.000Z",
     });
-    expect(instance.labels[AWS_TAGS.ports]).toBe("http:8080/tcp");
+    expect(instance.labels[LABELS.ports]).toBe("http:8080/tcp");
   });
 
   it("uses the public IP when the address tag says so, and has no endpoint without an address", () => {
@@ -306,7 +303,7 @@ describe("launch (scripted EC2)", () => {
     // One lookup by the launch tag, then one describe per poll for all three.
     expect(count("DescribeInstances")).toBe(1 + 3);
     const lookup = calls[0]!.input.Filters as Array<{ Name: string; Values: string[] }>;
-    expect(lookup).toContainEqual({ Name: `tag:${AWS_TAGS.launch}`, Values: ["ro-1:launch:1"] });
+    expect(lookup).toContainEqual({ Name: `tag:${LABELS.launchKey}`, Values: ["ro-1:launch:1"] });
     expect(calls.every((call) => call.signal !== undefined)).toBe(true);
   });
 
@@ -321,7 +318,7 @@ describe("launch (scripted EC2)", () => {
       RunInstances: (input) => ({ Instances: Array.from({ length: input.MinCount as number }, (_, index) => ec2Instance(`i-new-${String(input.SubnetId)}-${index}`, "pending")) }),
     });
     const settings = { ...DEFAULT_AWS_INSTANCE_SETTINGS, subnetIds: ["subnet-a", "subnet-b"] };
-    const launched = await createInstanceOperations(clients).launch(request({ count: 3, config: { ...request().config, aws: settings } }), ctx());
+    const launched = await createInstanceOperations(clients).launch(request({ count: 3, config: { ...request().config, providerSettings: settings } }), ctx());
     expect(launched.map((instance) => instance.id).sort()).toEqual(["i-new-subnet-a-0", "i-new-subnet-b-0", "i-old"]);
     const runs = calls.filter((call) => call.name === "RunInstances").map((call) => call.input);
     expect(runs.map((input) => [input.SubnetId, input.MinCount, input.ClientToken])).toEqual([

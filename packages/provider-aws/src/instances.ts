@@ -1,42 +1,37 @@
 import { createHash } from "node:crypto";
-import type { EC2Client, Filter, Instance as Ec2Instance, RunInstancesCommandInput, _InstanceType, VolumeType } from "@aws-sdk/client-ec2";
+import type { EC2Client, Filter, Instance as Ec2Instance, RunInstancesCommandInput, _InstanceType } from "@aws-sdk/client-ec2";
 import {
-  AWS_KILN_TAG_COUNT,
   KilnError,
   LABELS,
-  launchLabels,
-  awsTagProblems,
+  assertLaunchCount,
+  decodeInstanceLabels,
   formatTarget,
+  instanceLabels,
+  selectorLabels,
   throwIfAborted,
   waitFor,
-  type AwsInstanceSettings,
   type Endpoint,
   type Instance,
   type InstanceOperations,
   type InstanceState,
   type LaunchRequest,
-  type PortConfig,
   type ProviderContext,
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
+import { AWS_KILN_TAG_COUNT, awsInstancesSchema, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
 import { AWS_TAGS, fromTags, tagFilter, toTags } from "./tags.js";
 
-/**
- * The launch settings used when a release has no `instances.aws` (`config.aws` absent): a
- * `t3.micro` in the default VPC's default subnet, with the VPC's default security group, no
- * instance profile, no key pair, no user data, the AMI's own volumes, and endpoints on the
- * private IP. The same defaults as the spec's `instances.aws` schema.
- */
 /** The instance type when neither `instances.aws.instanceType` nor a launch template gives one. */
 export const DEFAULT_INSTANCE_TYPE = "t3.micro";
 
-export const DEFAULT_AWS_INSTANCE_SETTINGS: AwsInstanceSettings = {
-  instanceType: "t3.micro",
-  subnetIds: [],
-  securityGroupIds: [],
-  blockDevices: [],
-  address: "private",
-};
+/**
+ * The launch settings of a release: its `instances.aws` section, or, for a release without one,
+ * the section's defaults (the default VPC's default subnet and security group, no instance
+ * profile, no key pair, no user data, the AMI's own volumes, endpoints on the private IP).
+ */
+export function launchSettings(config: Pick<LaunchRequest["config"], "providerSettings">): AwsInstanceSettings {
+  return (config.providerSettings as AwsInstanceSettings | undefined) ?? awsInstancesSchema.parse({});
+}
 
 /**
  * The EC2 instance states Kiln counts as live (every state but `terminated`): the
@@ -75,22 +70,6 @@ export function instanceState(name: string | undefined): InstanceState {
     default:
       return "unknown";
   }
-}
-
-/** `http:8080/tcp,metrics:9090/tcp`: the value of the {@link AWS_TAGS}.ports tag. */
-export function formatPortsTag(ports: readonly PortConfig[]): string {
-  return ports.map((port) => `${port.name}:${port.port}/${port.protocol}`).join(",");
-}
-
-/** Parses {@link formatPortsTag}'s output; malformed parts are skipped. */
-export function parsePortsTag(text: string | undefined): PortConfig[] {
-  if (!text) return [];
-  const ports: PortConfig[] = [];
-  for (const part of text.split(",")) {
-    const match = /^([^:]+):(\d+)\/(tcp|udp)$/.exec(part.trim());
-    if (match) ports.push({ name: match[1]!, port: Number(match[2]), protocol: match[3] as "tcp" | "udp" });
-  }
-  return ports;
 }
 
 /**
@@ -147,9 +126,9 @@ export function planLaunch(count: number, subnetIds: readonly string[], found: R
 
 /**
  * The tags of every instance (and its volumes) of a launch call: the release's own labels, then
- * Kiln's {@link LABELS}, `Name` (`<service>-<environment>-r<release>-<suffix>`), and the aws
- * provider's bookkeeping tags ({@link AWS_TAGS}: launch, ports, address). Kiln's keys win over a
- * label of the same key.
+ * Kiln's {@link LABELS} (with the launch key and ports), `Name`
+ * (`<service>-<environment>-r<release>-<suffix>`), and the address kind ({@link AWS_TAGS}). Kiln's
+ * keys win over a label of the same key.
  * @param nameSuffix - the `Name` tag's last part (short hex from the call's client token)
  * @throws KilnError INVALID_ARGUMENT when the labels break AWS's tag rules (naming the tag and the rule)
  */
@@ -158,10 +137,8 @@ export function launchTags(request: LaunchRequest, settings: AwsInstanceSettings
   const problems = awsTagProblems(request.config.labels, AWS_KILN_TAG_COUNT);
   const tags: Record<string, string> = {
     ...request.config.labels,
-    ...launchLabels(request),
+    ...instanceLabels(request),
     [AWS_TAGS.name]: `${request.target.service}-${request.target.environment}-r${request.release}-${nameSuffix}`,
-    [AWS_TAGS.launch]: request.idempotencyKey,
-    [AWS_TAGS.ports]: formatPortsTag(request.config.ports),
     [AWS_TAGS.address]: settings.address,
   };
   // Kiln's own values must fit too (a long list of ports, a long rollout id).
@@ -206,7 +183,7 @@ export function runInstancesInput(request: LaunchRequest, settings: AwsInstanceS
             Ebs: {
               DeleteOnTermination: device.deleteOnTermination,
               ...(device.volumeSizeGiB !== undefined ? { VolumeSize: device.volumeSizeGiB } : {}),
-              ...(device.volumeType !== undefined ? { VolumeType: device.volumeType as VolumeType } : {}),
+              ...(device.volumeType !== undefined ? { VolumeType: device.volumeType } : {}),
               ...(device.encrypted !== undefined ? { Encrypted: device.encrypted } : {}),
             },
           })),
@@ -243,15 +220,15 @@ export function instanceFromEc2(instance: Ec2Instance): Instance {
   const id = instance.InstanceId ?? "";
   const tags = fromTags(instance.Tags);
   const host = tags[AWS_TAGS.address] === "public" ? instance.PublicIpAddress : instance.PrivateIpAddress;
+  const decoded = decodeInstanceLabels(tags);
   const endpoints: Record<string, Endpoint> = {};
-  if (host) for (const port of parsePortsTag(tags[AWS_TAGS.ports])) endpoints[port.name] = { host, port: port.port };
-  const releaseText = tags[LABELS.release];
+  if (host) for (const port of decoded.ports) endpoints[port.name] = { host, port: port.port };
   return {
     id,
     name: instanceName(tags, id),
-    target: { service: tags[LABELS.service] ?? "", environment: tags[LABELS.environment] ?? "" },
-    release: releaseText !== undefined && /^\d+$/.test(releaseText) ? Number(releaseText) : undefined,
-    rolloutId: tags[LABELS.rollout],
+    target: decoded.target ?? { service: "", environment: "" },
+    release: decoded.release,
+    rolloutId: decoded.rolloutId,
     imageId: instance.ImageId ?? "",
     state: instanceState(instance.State?.Name),
     restartCount: 0,
@@ -358,14 +335,14 @@ function stateReason(instance: Ec2Instance): string {
  * batch, from `clients.options.pollIntervalMs` backing off to 8 times it.
  *
  * - `launch(request, ctx)`: validates the release's labels as EC2 tags, then one DescribeInstances
- *   by the launch step's tag ({@link AWS_TAGS}.launch = `idempotencyKey`) finds the instances an
+ *   by the launch step's tag ({@link LABELS}.launchKey = `idempotencyKey`) finds the instances an
  *   earlier call with the same key started (any state but `shutting-down`/`terminated`), and only
- *   the missing ones are started: one RunInstances per subnet (`config.aws.subnetIds` taken in
+ *   the missing ones are started: one RunInstances per subnet (`instances.aws.subnetIds` taken in
  *   turn; the default VPC without any) with its share of the count, each carrying a `ClientToken`
  *   from {@link launchClientToken} and the tags of {@link launchTags} on the instances and their
  *   volumes. Instances found `stopped` are started again (StartInstances). Then it waits until every
  *   one is `running` with its address, at most `clients.options.instanceTimeoutMs`. Without
- *   `config.aws` it uses {@link DEFAULT_AWS_INSTANCE_SETTINGS}. `env`, `command`, `memoryBytes`,
+ *   an `instances.aws` section it uses that section's defaults ({@link launchSettings}). `env`, `command`, `memoryBytes`,
  *   `cpus` and `hostPort` have no EC2 counterpart and are ignored: the AMI and the user data decide
  *   what runs, the instance type decides the size. Instances started before a failure are left
  *   running and tagged: a retry with the same key adopts them; an undone rollout finds them by tag.
@@ -423,7 +400,7 @@ export function createInstanceOperations(clients: AwsClients): InstanceOperation
         const command = new ec2.sdk.RunInstancesCommand(runInstancesInput(request, settings, slice, token));
         // Before a retry: did the lost attempt launch them? (By the launch tag: moto lacks the client-token filter.)
         lookBeforeRetry(command, async () => {
-          const mine = (await describeInstances(ec2, [exactTag(AWS_TAGS.launch, request.idempotencyKey)], ctx.signal)).filter((instance) => instance.ClientToken === token);
+          const mine = (await describeInstances(ec2, [exactTag(LABELS.launchKey, request.idempotencyKey)], ctx.signal)).filter((instance) => instance.ClientToken === token);
           return mine.length > 0 ? mine : undefined;
         });
         const answer = await ec2.client.send(command, { abortSignal: ctx.signal });
@@ -478,7 +455,7 @@ export function createInstanceOperations(clients: AwsClients): InstanceOperation
   /** Waits until every id runs with its address; starts instances found stopped. */
   function waitRunning(ec2: { sdk: Ec2Module; client: EC2Client }, ids: readonly string[], request: LaunchRequest, what: string, ctx: ProviderContext): Promise<Instance[]> {
     const started = new Set<string>();
-    const wantsPublic = (request.config.aws ?? DEFAULT_AWS_INSTANCE_SETTINGS).address === "public";
+    const wantsPublic = launchSettings(request.config).address === "public";
     return waitFor(async () => {
       const seen = await describeInstancesById(ec2, ids, ctx.signal);
       const waiting: string[] = [];
@@ -539,10 +516,8 @@ export function createInstanceOperations(clients: AwsClients): InstanceOperation
   return {
     async launch(request, ctx) {
       throwIfAborted(ctx.signal);
-      if (!Number.isInteger(request.count) || request.count < 1) {
-        throw new KilnError("INVALID_ARGUMENT", `Launch count must be a whole number of 1 or more, not ${request.count}.`);
-      }
-      const settings = request.config.aws ?? DEFAULT_AWS_INSTANCE_SETTINGS;
+      assertLaunchCount(request.count);
+      const settings = launchSettings(request.config);
       // Validate the tags before any call: a bad label must not leave half a launch behind.
       launchTags(request, settings, "000000");
       const what = `Launching ${formatTarget(request.target)} release ${request.release}`;
@@ -553,7 +528,7 @@ export function createInstanceOperations(clients: AwsClients): InstanceOperation
             ec2,
             [
               exactTag(LABELS.managed, "true"),
-              exactTag(AWS_TAGS.launch, request.idempotencyKey),
+              exactTag(LABELS.launchKey, request.idempotencyKey),
               { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] },
             ],
             ctx.signal,
@@ -577,11 +552,7 @@ export function createInstanceOperations(clients: AwsClients): InstanceOperation
       throwIfAborted(ctx.signal);
       const ec2 = await clients.ec2();
       const filters: Filter[] = [
-        exactTag(LABELS.managed, "true"),
-        exactTag(LABELS.service, selector.target.service),
-        exactTag(LABELS.environment, selector.target.environment),
-        ...(selector.release === undefined ? [] : [exactTag(LABELS.release, String(selector.release))]),
-        ...(selector.rolloutId === undefined ? [] : [exactTag(LABELS.rollout, selector.rolloutId)]),
+        ...Object.entries(selectorLabels(selector)).map(([key, value]) => exactTag(key, value)),
         { Name: "instance-state-name", Values: [...LIVE_INSTANCE_STATES] },
       ];
       try {

@@ -4,6 +4,7 @@ import { createHealthCapability } from "./health.js";
 import { createImageOperations } from "./images.js";
 import { createInstanceOperations } from "./instances.js";
 import { resolveAwsOptions, type AwsProviderOptions } from "./options.js";
+import { awsProviderSpec } from "./spec.js";
 import { createTrafficCapability } from "./traffic.js";
 
 /** The AWS provider's name, equal to its package suffix. */
@@ -20,7 +21,7 @@ export const PROVIDER_NAME = "aws";
  * Credentials and region come from the standard AWS chain unless given.
  *
  * @param options - see {@link AwsProviderOptions}; every field is optional
- * @returns a {@link Provider} named {@link PROVIDER_NAME} whose `imageFormat` is `machine`
+ * @returns a {@link Provider} named {@link PROVIDER_NAME} whose spec is {@link awsProviderSpec} (machine images)
  * @throws KilnError INVALID_ARGUMENT for an endpoint that is not an http(s) URL or a number out of range
  *
  * Its operations throw `PROVIDER_UNAVAILABLE` when the API cannot be reached or refuses the
@@ -41,7 +42,7 @@ export const createAwsProvider = defineProvider((options?: AwsProviderOptions): 
   const clients = new AwsClients(resolved);
   return {
     name: PROVIDER_NAME,
-    imageFormat: "machine",
+    spec: awsProviderSpec,
     images: createImageOperations(clients),
     instances: createInstanceOperations(clients),
     health: createHealthCapability(clients),

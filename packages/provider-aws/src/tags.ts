@@ -1,16 +1,12 @@
-import { LABELS, formatTarget, type Target } from "@kilnjs/core";
+import { formatTarget, targetLabels, type Target } from "@kilnjs/core";
 
 /**
- * Kiln's own tag keys on AWS beside {@link LABELS} (which AWS accepts as they are: dots are allowed
- * in tag keys).
+ * Kiln's own tag keys on AWS beside core's `LABELS` (which AWS accepts as they are: dots are
+ * allowed in tag keys; the launch key and ports are core labels too).
  */
 export const AWS_TAGS = {
   /** The instance's name in the console. */
   name: "Name",
-  /** The launch step's idempotency key, so a retried or resumed launch finds what it started. */
-  launch: "dev.kiln.launch",
-  /** The instance's ports, `name:port/protocol` joined by commas (`http:8080/tcp`), for endpoints and target groups. */
-  ports: "dev.kiln.ports",
   /** `private` or `public`: which of the instance's addresses its endpoints use. */
   address: "dev.kiln.address",
   /** What a bake resource is for: `builder` (instance, security group). */
@@ -46,7 +42,7 @@ export function fromTags(tags: ReadonlyArray<{ Key?: string | undefined; Value?:
 
 /** The tags every resource Kiln creates for a target carries. */
 export function targetTags(target: Target): Record<string, string> {
-  return { [LABELS.managed]: "true", [LABELS.service]: target.service, [LABELS.environment]: target.environment, [AWS_TAGS.target]: formatTarget(target) };
+  return { ...targetLabels(target), [AWS_TAGS.target]: formatTarget(target) };
 }
 
 /** A DescribeX `Filters` entry for one tag value. */

@@ -31,7 +31,7 @@ describe.skipIf(!moto)("aws traffic through an ELBv2 target group (moto)", () =>
   let targetGroupArn: string;
   let instances: Instance[];
 
-  const options = (): TrafficOptions => ({ target, loadBalancer: { aws: { targetGroupArn, portName: "http" } } });
+  const options = (): TrafficOptions => ({ target, loadBalancer: { targetGroupArn, port: "http" } });
 
   async function registered(): Promise<Array<{ id: string; port: number; state: string }>> {
     const answer = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: targetGroupArn }));
@@ -105,7 +105,7 @@ describe.skipIf(!moto)("aws traffic through an ELBv2 target group (moto)", () =>
   it("fails with ROLLOUT_FAILED for a missing target group or a stopped instance, CAPABILITY_MISSING without a group", async () => {
     const traffic = createTrafficCapability(clients);
     const missing = `${targetGroupArn.replace(/\/[0-9a-f]+$/, "")}/0123456789abcdef`;
-    await expect(traffic.register([instances[0]!], { target, loadBalancer: { aws: { targetGroupArn: missing, portName: "http" } } }, ctx())).rejects.toMatchObject({
+    await expect(traffic.register([instances[0]!], { target, loadBalancer: { targetGroupArn: missing, port: "http" } }, ctx())).rejects.toMatchObject({
       code: "ROLLOUT_FAILED",
       message: expect.stringContaining("TargetGroupNotFound") as string,
     });

@@ -3,9 +3,8 @@
 // states it skips (initial, draining, unused/Target.NotInUse) are played here.
 import * as elbSdk from "@aws-sdk/client-elastic-load-balancing-v2";
 import { describe, expect, it } from "vitest";
-import { silentLogger, type Instance, type ProviderContext, type ResolvedHealth, type TrafficOptions } from "@kilnjs/core";
+import { LABELS, silentLogger, type Instance, type ProviderContext, type ResolvedHealth, type TrafficOptions } from "@kilnjs/core";
 import type { AwsClients } from "./client.js";
-import { AWS_TAGS } from "./tags.js";
 import { fakeInstance } from "./test-support.js";
 import { createTrafficCapability, targetOf } from "./traffic.js";
 
@@ -16,11 +15,11 @@ function ctx(signal: AbortSignal = new AbortController().signal): ProviderContex
 }
 
 function options(extra: Partial<TrafficOptions> = {}): TrafficOptions {
-  return { target: { service: "web", environment: "prod" }, loadBalancer: { aws: { targetGroupArn: ARN, portName: "http" } }, ...extra };
+  return { target: { service: "web", environment: "prod" }, loadBalancer: { targetGroupArn: ARN, port: "http" }, ...extra };
 }
 
 function instance(id: string): Instance {
-  return { ...fakeInstance(id), labels: { [AWS_TAGS.ports]: "metrics:9100/tcp,http:8080/tcp" } };
+  return { ...fakeInstance(id), labels: { [LABELS.ports]: "metrics:9100/tcp,http:8080/tcp" } };
 }
 
 type Health = elbSdk.TargetHealthDescription;
@@ -49,8 +48,9 @@ function described(id: string, state: string, reason?: string, port = 8080): Hea
 }
 
 describe("targetOf", () => {
-  it("registers on the port named portName from the ports tag", () => {
+  it("registers on the port named by the section's port from the ports label, else the first tcp port", () => {
     expect(targetOf(instance("i-1"), "http")).toEqual({ Id: "i-1", Port: 8080 });
+    expect(targetOf(instance("i-1"), undefined)).toEqual({ Id: "i-1", Port: 9100 });
     expect(() => targetOf(instance("i-1"), "admin")).toThrow(/has no port named "admin"/);
   });
 });

@@ -1,8 +1,7 @@
 import type { ElasticLoadBalancingV2Client, TargetDescription, TargetHealthDescription } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { KilnError, formatTarget, isKilnError, throwIfAborted, waitFor, type Instance, type ProviderContext, type TrafficCapability, type TrafficOptions } from "@kilnjs/core";
+import { KilnError, decodeInstanceLabels, formatTarget, isKilnError, throwIfAborted, waitFor, type Instance, type ProviderContext, type TrafficCapability, type TrafficOptions } from "@kilnjs/core";
 import { awsError, awsErrorCode, messageOf, type AwsClients, type LoadBalancingModule } from "./client.js";
-import { parsePortsTag } from "./instances.js";
-import { AWS_TAGS } from "./tags.js";
+import type { AwsLoadBalancer } from "./spec.js";
 
 /** How long `register` waits for the targets to be healthy when the release has no health deadline (milliseconds): 10 minutes. */
 export const DEFAULT_REGISTER_DEADLINE_MS = 600_000;
@@ -12,9 +11,9 @@ export const DEREGISTRATION_DELAY_ATTRIBUTE = "deregistration_delay.timeout_seco
 
 type Elb = { sdk: LoadBalancingModule; client: ElasticLoadBalancingV2Client };
 
-/** The target group settings of `options`, or CAPABILITY_MISSING. */
-function targetGroupOf(options: TrafficOptions): { targetGroupArn: string; portName: string } {
-  const group = options.loadBalancer?.aws;
+/** The target group settings of `options` (the release's `traffic.loadBalancer.aws`), or CAPABILITY_MISSING. */
+function targetGroupOf(options: TrafficOptions): AwsLoadBalancer {
+  const group = options.loadBalancer as AwsLoadBalancer | undefined;
   if (!group) {
     throw new KilnError(
       "CAPABILITY_MISSING",
@@ -26,14 +25,16 @@ function targetGroupOf(options: TrafficOptions): { targetGroupArn: string; portN
 
 /**
  * The target (instance id and port) of an instance in the target group: the port named `portName`
- * in the instance's ports tag ({@link AWS_TAGS}.ports), else its endpoint's port.
+ * in the instance's ports label (`LABELS.ports`), else its endpoint's port; without a name, the
+ * first tcp port of that label.
  * @throws KilnError ROLLOUT_FAILED when the instance has no port of that name
  */
-export function targetOf(instance: Instance, portName: string): { Id: string; Port: number } {
-  const port = parsePortsTag(instance.labels[AWS_TAGS.ports]).find((candidate) => candidate.name === portName)?.port ?? instance.endpoints[portName]?.port;
+export function targetOf(instance: Instance, portName: string | undefined): { Id: string; Port: number } {
+  const ports = decodeInstanceLabels(instance.labels).ports;
+  const port = portName === undefined ? ports.find((candidate) => candidate.protocol === "tcp")?.port : (ports.find((candidate) => candidate.name === portName)?.port ?? instance.endpoints[portName]?.port);
   if (port === undefined) {
-    throw new KilnError("ROLLOUT_FAILED", `Instance ${instance.name} (${instance.id}) has no port named "${portName}", so it cannot join the target group on it; check traffic.loadBalancer.aws.port and instances.ports.`, {
-      details: { instanceId: instance.id, portName },
+    throw new KilnError("ROLLOUT_FAILED", `Instance ${instance.name} (${instance.id}) has no ${portName === undefined ? "tcp port" : `port named "${portName}"`}, so it cannot join the target group on it; check traffic.loadBalancer.aws.port and instances.ports.`, {
+      details: { instanceId: instance.id, portName: portName ?? "(the first tcp port)" },
     });
   }
   return { Id: instance.id, Port: port };
@@ -57,7 +58,7 @@ function draining(description: TargetHealthDescription): boolean {
 
 /**
  * Creates the aws provider's {@link TrafficCapability}: the release's ELBv2 target group
- * (`options.loadBalancer.aws`: `targetGroupArn`, and `portName`, the instance port targets are
+ * (`options.loadBalancer`, the `traffic.loadBalancer.aws` section: `targetGroupArn`, and `port`, the instance port targets are
  * registered on) receives new instances and drains old ones. Every wait uses core's `waitFor` with
  * one DescribeTargetHealth call for all the targets per poll, from `clients.options.pollIntervalMs`
  * backing off to 8 times it.
@@ -77,7 +78,7 @@ function draining(description: TargetHealthDescription): boolean {
  *   at most the group's `deregistration_delay.timeout_seconds` (DescribeTargetGroupAttributes).
  *   Reaching that limit is not an error: it returns, and the caller terminates the instances next.
  *
- * Without `options.loadBalancer.aws` both throw `CAPABILITY_MISSING`. Every call passes `ctx.signal`;
+ * Without `options.loadBalancer` both throw `CAPABILITY_MISSING`. Every call passes `ctx.signal`;
  * `ABORTED` when it fires, `THROTTLED` / `PROVIDER_UNAVAILABLE` after the SDK's retries, else
  * `ROLLOUT_FAILED` with AWS's code and message (a target group that does not exist,
  * `TargetGroupNotFound`; an instance that is not running, `InvalidTarget`).
@@ -126,7 +127,7 @@ export function createTrafficCapability(clients: AwsClients): TrafficCapability 
       const group = targetGroupOf(options);
       if (instances.length === 0) return;
       const unique = [...new Map(instances.map((instance) => [instance.id, instance])).values()];
-      const targets = unique.map((instance) => targetOf(instance, group.portName));
+      const targets = unique.map((instance) => targetOf(instance, group.port));
       const what = `Registering ${targets.length} instance(s) of ${formatTarget(options.target)} with target group ${group.targetGroupArn}`;
       const elb = await clients.loadBalancing();
       try {

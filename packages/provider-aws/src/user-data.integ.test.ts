@@ -31,8 +31,8 @@ describe.skipIf(!engine)("the provisioning script in a container", () => {
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
   async function recipeOf(steps: Parameters<typeof fingerprintMachine>[0]["steps"]): Promise<MachineRecipe> {
-    const fingerprinted = await fingerprintMachine({ steps, base: {} });
-    return { kind: "machine", steps: fingerprinted.steps, base: {}, builder: { aws: { instanceType: "t3.micro", securityGroupIds: [], amiName: "x-{fingerprint}" } }, timeoutMs: 60_000 };
+    const fingerprinted = await fingerprintMachine({ steps, provider: "aws" });
+    return { kind: "machine", steps: fingerprinted.steps, base: {}, builder: { instanceType: "t3.micro", securityGroupIds: [], amiName: "x-{fingerprint}" }, timeoutMs: 60_000 };
   }
 
   /** Runs the script with `sh` in a busybox container, then `inspect` there; returns everything printed. */
@@ -94,8 +94,8 @@ describe("renderProvisionScript limits", () => {
     try {
       const { randomBytes } = await import("node:crypto");
       await writeFile(path.join(dir, "blob.bin"), randomBytes(20_000));
-      const fingerprinted = await fingerprintMachine({ steps: [{ kind: "file", from: path.join(dir, "blob.bin"), to: "/opt/blob" }], base: {} });
-      const recipe: MachineRecipe = { kind: "machine", steps: fingerprinted.steps, base: {}, builder: { aws: { instanceType: "t3.micro", securityGroupIds: [], amiName: "x-{fingerprint}" } }, timeoutMs: 60_000 };
+      const fingerprinted = await fingerprintMachine({ steps: [{ kind: "file", from: path.join(dir, "blob.bin"), to: "/opt/blob" }], provider: "aws" });
+      const recipe: MachineRecipe = { kind: "machine", steps: fingerprinted.steps, base: {}, builder: { instanceType: "t3.micro", securityGroupIds: [], amiName: "x-{fingerprint}" }, timeoutMs: 60_000 };
       await expect(renderProvisionScript(recipe, { service: "web", fingerprint: "sha256:" + "c".repeat(64) })).rejects.toMatchObject({
         code: "BUILD_CONTEXT_INVALID",
         message: expect.stringContaining("at most 16384") as unknown,

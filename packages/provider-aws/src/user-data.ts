@@ -1,7 +1,8 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { createGzip } from "node:zlib";
-import { AWS_USER_DATA_MAX_BYTES, KilnError, type MachineRecipe, type MachineStep } from "@kilnjs/core";
+import { KilnError, type MachineRecipe, type MachineStep } from "@kilnjs/core";
+import { AWS_USER_DATA_MAX_BYTES } from "./spec.js";
 import { pack as createPack } from "tar-stream";
 import { AWS_TAGS } from "./tags.js";
 

@@ -1,5 +1,5 @@
 import type Dockerode from "dockerode";
-import { KilnError, isAbortError, isKilnError, type ErrorCode } from "@kilnjs/core";
+import { KilnError, createErrorMapper, isConnectionError as isUnreachable, type ErrorCode, type ProviderErrorMapper } from "@kilnjs/core";
 import type { EngineAddress } from "./options.js";
 
 /** Loads dockerode on first use and caches one client: importing the package costs almost nothing. */
@@ -49,13 +49,9 @@ export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ENOENT", "EACCES", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "ENOTSOCK"]);
-
 /** Whether `error` says the engine could not be reached at all (as opposed to an engine answer). */
 export function isConnectionError(error: unknown): boolean {
-  if (statusOf(error) !== undefined) return false;
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && CONNECTION_ERRORS.has(code);
+  return statusOf(error) === undefined && isUnreachable(error);
 }
 
 /** `PROVIDER_UNAVAILABLE` naming the address tried and how to get an engine there. */
@@ -69,18 +65,27 @@ export function unavailableError(address: EngineAddress, cause: unknown): KilnEr
   );
 }
 
+const mappers = new WeakMap<EngineAddress, ProviderErrorMapper>();
+
 /**
- * Turns anything a dockerode call threw into a {@link KilnError}: a KilnError stays as it is, an abort
- * becomes `ABORTED`, a connection failure `PROVIDER_UNAVAILABLE`, anything else `code` with the
- * engine's own message; the original is always kept as `cause`.
+ * Turns anything a dockerode call threw into a {@link KilnError} with core's error-mapping
+ * skeleton: a KilnError stays as it is, an abort becomes `ABORTED`, a connection failure
+ * `PROVIDER_UNAVAILABLE`, anything else `code` with the engine's own message (and its HTTP status in
+ * `details.statusCode`); the original is always kept as `cause`.
  */
 export function engineError(error: unknown, address: EngineAddress, code: ErrorCode, message: string): KilnError {
-  if (isKilnError(error)) return error;
-  if (isAbortError(error)) return new KilnError("ABORTED", "The operation was cancelled.", { cause: error });
-  if (isConnectionError(error)) return unavailableError(address, error);
-  const status = statusOf(error);
-  return new KilnError(code, `${message}: ${messageOf(error)}`, {
-    cause: error,
-    details: status === undefined ? {} : { statusCode: status },
-  });
+  let mapper = mappers.get(address);
+  if (!mapper) {
+    mapper = createErrorMapper({
+      unavailable: (cause) => unavailableError(address, cause),
+      isConnectionError,
+      messageOf,
+      detailsOf: (cause) => {
+        const status = statusOf(cause);
+        return status === undefined ? {} : { statusCode: status };
+      },
+    });
+    mappers.set(address, mapper);
+  }
+  return mapper(error, code, message);
 }

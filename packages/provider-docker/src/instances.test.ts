@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { LABELS, type ImageRef, type LaunchRequest } from "@kilnjs/core";
-import { containerCreateOptions, containerName, formatPortsLabel, instanceState, parsePortsLabel } from "./instances.js";
+import { containerCreateOptions, containerName, instanceState } from "./instances.js";
 import { resolveOptions } from "./options.js";
 
 const image: ImageRef = { id: "sha256:" + "a".repeat(64), fingerprint: "sha256:" + "b".repeat(64), digest: "sha256:" + "a".repeat(64), names: [] };
@@ -52,22 +52,16 @@ describe("containerCreateOptions", () => {
       [LABELS.rollout]: "ro-1",
       [LABELS.fingerprint]: image.fingerprint,
       "dev.kiln.launch-key": "ro-1/launch-2",
-      "dev.kiln.ports": "http=8080/tcp,dns=53/udp",
+      "dev.kiln.ports": "http:8080/tcp,dns:53/udp",
     });
   });
 });
 
-describe("names, ports and states", () => {
+describe("names and states", () => {
   it("names containers uniquely", () => {
     const names = new Set(Array.from({ length: 50 }, () => containerName(request)));
     expect(names.size).toBe(50);
     for (const name of names) expect(name).toMatch(/^web-prod-r7-[0-9a-f]{6}$/);
-  });
-
-  it("round-trips the ports label", () => {
-    expect(parsePortsLabel(formatPortsLabel(request.config.ports))).toEqual(request.config.ports);
-    expect(parsePortsLabel(undefined)).toEqual([]);
-    expect(parsePortsLabel("junk,http=80/tcp")).toEqual([{ name: "http", port: 80, protocol: "tcp" }]);
   });
 
   it("maps Docker states", () => {

@@ -4,14 +4,16 @@ import type Dockerode from "dockerode";
 import {
   KilnError,
   LABELS,
-  launchLabels,
+  assertLaunchCount,
+  decodeInstanceLabels,
+  instanceLabels,
+  selectorLabels,
   throwIfAborted,
   type Endpoint,
   type Instance,
   type InstanceOperations,
   type InstanceState,
   type LaunchRequest,
-  type PortConfig,
   type ProviderContext,
 } from "@kilnjs/core";
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
@@ -20,13 +22,10 @@ import { targetNetworkName } from "./proxy/config.js";
 import { createNetworkEnsurer, type NetworkEnsurer } from "./proxy/network.js";
 
 /**
- * Labels the Docker provider adds beside core's {@link LABELS}.
- * - `launchKey`: the launch request's `idempotencyKey`, so a repeated launch finds its containers.
- * - `ports`: the named ports (`http=8080/tcp,metrics=9090/tcp`), so a list call can name endpoints.
+ * Labels the Docker provider adds beside core's {@link LABELS} (which carry the launch key and the
+ * named ports too).
  */
 export const DOCKER_LABELS = {
-  launchKey: "dev.kiln.launch-key",
-  ports: "dev.kiln.ports",
   /** What a Kiln container that is not an instance is for: `proxy` on a target's front proxy. */
   role: "dev.kiln.role",
   /** On a front proxy: the `host:port` it publishes, so a changed address is noticed. */
@@ -57,34 +56,13 @@ export function containerName(request: LaunchRequest): string {
   return `${request.target.service}-${request.target.environment}-r${request.release}-${randomBytes(3).toString("hex")}`;
 }
 
-/** `http=8080/tcp,metrics=9090/tcp`, the value of {@link DOCKER_LABELS}.ports. */
-export function formatPortsLabel(ports: readonly PortConfig[]): string {
-  return ports.map((port) => `${port.name}=${port.port}/${port.protocol}`).join(",");
-}
-
-/** Parses {@link formatPortsLabel}'s output; malformed parts are skipped. */
-export function parsePortsLabel(text: string | undefined): PortConfig[] {
-  if (!text) return [];
-  const ports: PortConfig[] = [];
-  for (const part of text.split(",")) {
-    const match = /^([^=]+)=(\d+)\/(tcp|udp)$/.exec(part.trim());
-    if (match) ports.push({ name: match[1]!, port: Number(match[2]), protocol: match[3] as "tcp" | "udp" });
-  }
-  return ports;
-}
-
-function releaseOf(labels: Record<string, string>): number | undefined {
-  const text = labels[LABELS.release];
-  if (text === undefined || !/^\d+$/.test(text)) return undefined;
-  return Number(text);
-}
-
 /** Common part of an {@link Instance}, from labels. */
 function baseInstance(labels: Record<string, string>): Pick<Instance, "target" | "release" | "rolloutId" | "labels"> {
+  const decoded = decodeInstanceLabels(labels);
   return {
-    target: { service: labels[LABELS.service] ?? "", environment: labels[LABELS.environment] ?? "" },
-    release: releaseOf(labels),
-    rolloutId: labels[LABELS.rollout],
+    target: decoded.target ?? { service: "", environment: "" },
+    release: decoded.release,
+    rolloutId: decoded.rolloutId,
     labels: { ...labels },
   };
 }
@@ -106,7 +84,7 @@ export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpoi
   const labels = info.Config?.Labels ?? {};
   const endpoints: Record<string, Endpoint> = {};
   const bindings = info.NetworkSettings?.Ports ?? {};
-  for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
+  for (const port of decodeInstanceLabels(labels).ports) {
     const published = (bindings[`${port.port}/${port.protocol}`] ?? []).find((binding) => binding.HostPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: Number(published.HostPort) };
     else if (networkAddress(info.NetworkSettings?.Networks, labels)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks, labels)!, port: port.port };
@@ -130,7 +108,7 @@ export function instanceFromInspect(info: Dockerode.ContainerInspectInfo, endpoi
 export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: string, restartCount = 0): Instance {
   const labels = info.Labels ?? {};
   const endpoints: Record<string, Endpoint> = {};
-  for (const port of parsePortsLabel(labels[DOCKER_LABELS.ports])) {
+  for (const port of decodeInstanceLabels(labels).ports) {
     const published = (info.Ports ?? []).find((entry) => entry.PrivatePort === port.port && entry.Type === port.protocol && entry.PublicPort);
     if (published) endpoints[port.name] = { host: endpointHost, port: published.PublicPort };
     else if (networkAddress(info.NetworkSettings?.Networks, labels)) endpoints[port.name] = { host: networkAddress(info.NetworkSettings?.Networks, labels)!, port: port.port };
@@ -150,12 +128,7 @@ export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: st
 /** The `POST /containers/create` body for one instance of a launch request. */
 export function containerCreateOptions(request: LaunchRequest, options: ResolvedOptions, name: string): Dockerode.ContainerCreateOptions {
   const { config } = request;
-  const labels: Record<string, string> = {
-    ...config.labels,
-    ...launchLabels(request),
-    [DOCKER_LABELS.launchKey]: request.idempotencyKey,
-    [DOCKER_LABELS.ports]: formatPortsLabel(config.ports),
-  };
+  const labels: Record<string, string> = { ...config.labels, ...instanceLabels(request) };
   const exposed: Record<string, object> = {};
   const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
   for (const port of config.ports) {
@@ -256,9 +229,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
   return {
     async launch(request, ctx) {
       throwIfAborted(ctx.signal);
-      if (!Number.isInteger(request.count) || request.count < 1) {
-        throw new KilnError("INVALID_ARGUMENT", `Launch count must be a whole number of 1 or more, not ${request.count}.`);
-      }
+      assertLaunchCount(request.count);
       const docker = await client.get();
       let existing: Dockerode.ContainerInfo[];
       try {
@@ -267,7 +238,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
         existing = (
           await docker.listContainers({
             all: true,
-            filters: { label: [`${LABELS.managed}=true`, `${DOCKER_LABELS.launchKey}=${request.idempotencyKey}`] },
+            filters: { label: [`${LABELS.managed}=true`, `${LABELS.launchKey}=${request.idempotencyKey}`] },
             abortSignal: ctx.signal,
           })
         ).filter((info) => info.State !== "removing" && info.State !== "dead");
@@ -291,13 +262,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
     async list(selector, ctx) {
       throwIfAborted(ctx.signal);
       const docker = await client.get();
-      const label = [
-        `${LABELS.managed}=true`,
-        `${LABELS.service}=${selector.target.service}`,
-        `${LABELS.environment}=${selector.target.environment}`,
-        ...(selector.release === undefined ? [] : [`${LABELS.release}=${selector.release}`]),
-        ...(selector.rolloutId === undefined ? [] : [`${LABELS.rollout}=${selector.rolloutId}`]),
-      ];
+      const label = Object.entries(selectorLabels(selector)).map(([key, value]) => `${key}=${value}`);
       try {
         const containers = await docker.listContainers({ all: true, filters: { label }, abortSignal: ctx.signal });
         // The target's front proxy carries its labels too, but is not an instance.

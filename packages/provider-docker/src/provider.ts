@@ -6,6 +6,7 @@ import { resolveOptions, type DockerProviderOptions } from "./options.js";
 import { createNetworkEnsurer } from "./proxy/network.js";
 import { PROXY_SLOTS } from "./proxy/config.js";
 import { createTrafficCapability } from "./proxy/traffic.js";
+import { dockerProviderSpec } from "./spec.js";
 
 /** The Docker provider's name, equal to its package suffix. */
 export const PROVIDER_NAME = "docker";
@@ -49,6 +50,7 @@ export const createDockerProvider = defineProvider((options?: DockerProviderOpti
   const networks = createNetworkEnsurer();
   return {
     name: PROVIDER_NAME,
+    spec: dockerProviderSpec,
     images: createImageOperations(client),
     instances: createInstanceOperations(client, resolved, networks),
     traffic: createTrafficCapability(client, resolved, networks),

@@ -1,14 +1,11 @@
 import { createHash } from "node:crypto";
-import path from "node:path";
 import { OpenAPIHono, createRoute, z, type RouteConfig } from "@hono/zod-openapi";
 import {
   KilnError,
   formatTarget,
-  parseSpec,
   parseTarget,
-  resolveTarget,
   specFromObject,
-  specInvalidError,
+  specFromYaml,
   type Kiln,
   type LoadedSpec,
   type Logger,
@@ -604,6 +601,16 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     return { status: 202, body, headers: { location: body.links.self } };
   }
 
+  /**
+   * A posted spec checked as a file would be (every provider's sections and rules), with its
+   * files (build context, Dockerfile, provision steps) confined to the spec root: a caller may not
+   * build from, or probe for, files elsewhere on the server's host.
+   * @throws KilnError SPEC_INVALID naming each field
+   */
+  function confined(loaded: LoadedSpec): Promise<LoadedSpec> {
+    return kiln.check({ spec: loaded, references: false, root: options.specRoot });
+  }
+
   async function visibleDeployment(c: Context<Env>): Promise<DeploymentRecord> {
     authorize(c, "read");
     const record = await deployments.get(c.req.param("id") ?? "");
@@ -619,10 +626,9 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     const queryEnvironment = c.req.query("environment");
     if (type === "application/yaml" || type === "text/yaml" || type === "application/x-yaml") {
       const text = await c.req.text();
-      const parsed = parseSpec(text, { file: "request body" });
-      if (!parsed.ok) throw specInvalidError(parsed.issues, "The spec");
+      const loaded = await confined(specFromYaml(text, { file: "request body", baseDir: options.specRoot }));
       const object = parseYaml(text, { maxAliasCount: 1000 }) as unknown;
-      return { loaded: confined(specFromObject(object, options.specRoot)), object, environment: environmentOf(queryEnvironment, parsed.value.environments), raw: text };
+      return { loaded, object, environment: environmentOf(queryEnvironment, loaded.validated.environments), raw: text };
     }
     if (type !== "application/json") {
       throw new HttpProblem(problem("UNSUPPORTED_MEDIA_TYPE", "Send the spec as application/json ({ spec, environment }) or application/yaml.", { status: 415 }));
@@ -638,41 +644,14 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       const file = options.services[service];
       if (!file) throw new HttpProblem(problem("NOT_FOUND", `No registered service "${service}"; registered: ${Object.keys(options.services).join(", ") || "none"}.`, { status: 404 }));
       const { loadSpec } = await import("@kilnjs/core");
-      loaded = await loadSpec(file);
+      loaded = await kiln.check({ spec: await loadSpec(file), references: false });
     } else {
-      loaded = confined(specFromObject(spec, options.specRoot));
+      loaded = await confined(specFromObject(spec, options.specRoot));
     }
     return { loaded, ...(spec !== undefined ? { object: spec } : {}), ...(service !== undefined ? { service } : {}), environment: environmentOf(environment ?? queryEnvironment, loaded.validated.environments), raw: body.data };
   }
 
   return app;
-}
-
-/**
- * A posted spec's files (build context, Dockerfile, provision steps) must lie in the spec root: a
- * caller may not build from, or probe for, files elsewhere on the server's host.
- * @throws KilnError SPEC_INVALID naming the field
- */
-function confined(loaded: LoadedSpec): LoadedSpec {
-  const root = path.resolve(loaded.baseDir);
-  const inside = (file: string) => file === root || file.startsWith(`${root}${path.sep}`);
-  const issues: Array<{ path: string[]; kind: string; message: string }> = [];
-  for (const environment of ["default", ...Object.keys(loaded.validated.environments)]) {
-    const resolved = resolveTarget(loaded.validated, environment, root);
-    const prefix = environment === "default" ? [] : ["environments", environment];
-    const check = (file: string, at: string[]) => {
-      if (!inside(path.resolve(file))) issues.push({ path: [...prefix, ...at], kind: "invalid-value", message: "a posted spec's paths must stay within the server's spec root (--spec-root); register the service instead (--service)" });
-    };
-    check(resolved.build.contextDir, ["image", "dockerfile", "context"]);
-    check(resolved.build.dockerfilePath, ["image", "dockerfile", "file"]);
-    resolved.machine?.provision.forEach((step, index) => {
-      if (step.kind === "file") check(step.from, ["image", "machine", "provision", String(index), "file", "from"]);
-      if (step.kind === "shell") check(step.script, ["image", "machine", "provision", String(index), "shell"]);
-    });
-  }
-  const unique = [...new Map(issues.map((issue) => [`${issue.path.join(".")}`, issue])).values()];
-  if (unique.length > 0) throw new KilnError("SPEC_INVALID", `The spec has ${unique.length} problem${unique.length === 1 ? "" : "s"}: ${unique.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ")}.`, { details: { issues: unique } });
-  return loaded;
 }
 
 /** A request-validation message in words rather than a regular expression, for the fields users get wrong. */

@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { link, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import {
   KilnError,
-  launchLabels,
+  assertLaunchCount,
+  instanceLabels,
   defineProvider,
   sleep,
   throwIfAborted,
@@ -395,9 +396,7 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
     instances: {
       async launch(request, ctx) {
         const after = await enter("launch", request.target.service, ctx.signal);
-        if (!Number.isInteger(request.count) || request.count < 1) {
-          throw new KilnError("INVALID_ARGUMENT", `Launch count must be a whole number of 1 or more, not ${request.count}.`);
-        }
+        assertLaunchCount(request.count);
         const launched = await store.mutate(ctx.signal, (cloud) => {
           if (!cloud.images.has(request.image.id)) throw new KilnError("LAUNCH_FAILED", `Image ${request.image.id} does not exist.`);
           const existing = [...cloud.instances.values()].filter((entry) => entry.idempotencyKey === request.idempotencyKey).map((entry) => entry.instance);
@@ -418,7 +417,7 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
               createdAt: new Date(launchedAt).toISOString(),
               labels: {
                 ...request.config.labels,
-                ...launchLabels(request),
+                ...instanceLabels(request),
               },
             };
             cloud.instances.set(id, { instance, launchedAt, behavior: options.behavior?.(request) ?? {}, idempotencyKey: request.idempotencyKey });

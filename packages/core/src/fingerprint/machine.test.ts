@@ -8,7 +8,8 @@ import { fingerprintMachine } from "./machine.js";
 describe("fingerprintMachine", () => {
   let dir: string;
   let steps: ResolvedProvisionStep[];
-  const base = { aws: { name: "debian-12-*", owners: ["136693071363"] } };
+  // What a VM provider's spec adds (`ProviderSpec.fingerprint`): its base image as written.
+  const base = { provider: "vm", contribution: { inputs: { base: { family: "debian-12", project: "debian-cloud" } }, baseImages: ["vm: debian-12 (debian-cloud)"] } };
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "kiln-machine-"));
@@ -25,18 +26,20 @@ describe("fingerprintMachine", () => {
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it("lists each file step's files and gives the same fingerprint for the same inputs", async () => {
-    const first = await fingerprintMachine({ steps, base });
+    const first = await fingerprintMachine({ steps, ...base });
     expect(first.fingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(first.steps[0]).toEqual({ kind: "file", from: path.join(dir, "dist"), to: "/opt/app", directory: true, files: ["lib/util.js", "server.js"] });
     expect(first.fileCount).toBe(3);
-    expect(first.baseImages).toEqual(["aws: debian-12-* owned by 136693071363"]);
-    expect((await fingerprintMachine({ steps, base: { aws: { owners: ["136693071363"], name: "debian-12-*" } } })).fingerprint).toBe(first.fingerprint);
+    expect(first.baseImages).toEqual(["vm: debian-12 (debian-cloud)"]);
+    // Key order of the provider's inputs does not matter.
+    const reordered = { ...base, contribution: { inputs: { base: { project: "debian-cloud", family: "debian-12" } } } };
+    expect((await fingerprintMachine({ steps, ...reordered })).fingerprint).toBe(first.fingerprint);
   });
 
-  it("changes with a file's content, its executable bit, a script, a command, the destination and the base", async () => {
-    const before = (await fingerprintMachine({ steps, base })).fingerprint;
+  it("changes with a file's content, its executable bit, a script, a command, the destination, the base and the provider", async () => {
+    const before = (await fingerprintMachine({ steps, ...base })).fingerprint;
     const seen = new Set([before]);
-    const expectNew = async (label: string, run: () => Promise<unknown>, options = { steps, base }) => {
+    const expectNew = async (label: string, run: () => Promise<unknown>, options: Parameters<typeof fingerprintMachine>[0] = { steps, ...base }) => {
       await run();
       const after = (await fingerprintMachine(options)).fingerprint;
       expect(seen.has(after), label).toBe(false);
@@ -46,9 +49,10 @@ describe("fingerprintMachine", () => {
     await expectNew("mode", () => chmod(path.join(dir, "dist", "server.js"), 0o755));
     await expectNew("script", () => writeFile(path.join(dir, "install.sh"), "apt-get install -y nodejs curl\n"));
     const moved: ResolvedProvisionStep[] = [{ ...steps[0]!, to: "/srv/app" } as ResolvedProvisionStep, steps[1]!, steps[2]!];
-    await expectNew("destination", async () => undefined, { steps: moved, base });
-    await expectNew("command", async () => undefined, { steps: [...steps.slice(0, 2), { kind: "run", command: "true" }], base });
-    await expectNew("base", async () => undefined, { steps, base: { aws: { id: "ami-0123456789abcdef0" } } as never });
+    await expectNew("destination", async () => undefined, { steps: moved, ...base });
+    await expectNew("command", async () => undefined, { steps: [...steps.slice(0, 2), { kind: "run", command: "true" }], ...base });
+    await expectNew("base", async () => undefined, { steps, provider: "vm", contribution: { inputs: { base: { image: "debian-12-v20261101" } } } });
+    await expectNew("provider", async () => undefined, { steps, ...base, provider: "other-vm" });
   });
 
   it("does not depend on where the spec's folder lies on this machine", async () => {
@@ -61,16 +65,16 @@ describe("fingerprintMachine", () => {
       const moved = steps.map((step) =>
         step.kind === "file" ? { ...step, from: path.join(other, "dist") } : step.kind === "shell" ? { ...step, script: path.join(other, "install.sh") } : step,
       );
-      expect((await fingerprintMachine({ steps: moved, base })).fingerprint).toBe((await fingerprintMachine({ steps, base })).fingerprint);
+      expect((await fingerprintMachine({ steps: moved, ...base })).fingerprint).toBe((await fingerprintMachine({ steps, ...base })).fingerprint);
     } finally {
       await rm(other, { recursive: true, force: true });
     }
   });
 
   it("keeps excluded paths out and reports a missing source as BUILD_CONTEXT_INVALID with the step", async () => {
-    const withExcluded = await fingerprintMachine({ steps, base, exclude: [path.join(dir, "dist", "lib")] });
+    const withExcluded = await fingerprintMachine({ steps, ...base, exclude: [path.join(dir, "dist", "lib")] });
     expect(withExcluded.steps[0]).toMatchObject({ files: ["server.js"] });
-    await expect(fingerprintMachine({ steps: [{ kind: "shell", script: path.join(dir, "missing.sh") }], base })).rejects.toMatchObject({
+    await expect(fingerprintMachine({ steps: [{ kind: "shell", script: path.join(dir, "missing.sh") }], ...base })).rejects.toMatchObject({
       code: "BUILD_CONTEXT_INVALID",
       message: expect.stringContaining("image.machine.provision[0]") as unknown,
     });

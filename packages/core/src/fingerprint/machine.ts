@@ -4,19 +4,25 @@ import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { KilnError } from "../errors.js";
-import type { MachineStep } from "../provider.js";
-import type { ResolvedMachine, ResolvedProvisionStep } from "../spec/resolve.js";
+import type { MachineStep } from "../provider/contract.js";
+import type { FingerprintContribution } from "../provider/spec.js";
+import type { ResolvedProvisionStep } from "../spec/resolve.js";
 import type { FingerprintResult } from "./fingerprint.js";
 
 /** First line of the hashed manifest; change it whenever what is hashed, or how, changes. */
-const MANIFEST_HEADER = "kiln-machine-fingerprint/v1";
+const MANIFEST_HEADER = "kiln-machine-fingerprint/v2";
 
 /** What {@link fingerprintMachine} hashes. */
 export interface MachineFingerprintOptions {
   /** The provisioning steps, with absolute paths (`ResolvedMachine.provision`). */
   readonly steps: readonly ResolvedProvisionStep[];
-  /** The base image per provider, as the spec wrote it (`ResolvedMachine.base`). */
-  readonly base: ResolvedMachine["base"];
+  /** The provider the image is baked for; its name is part of the fingerprint. */
+  readonly provider: string;
+  /**
+   * What the provider's settings add (`ProviderSpec.fingerprint`: the base image as written).
+   * @defaultValue nothing
+   */
+  readonly contribution?: FingerprintContribution;
   /**
    * Absolute paths never copied into the image, whatever a `file` step says: Kiln passes its data
    * folder (`.kiln`) and the spec file. @defaultValue none
@@ -33,14 +39,15 @@ export interface MachineFingerprintResult extends FingerprintResult {
 }
 
 /**
- * Fingerprints a machine-image recipe: the base image as written, and each provisioning step in
+ * Fingerprints a machine-image recipe: the provider and what its settings add (the base image as
+ * written, see `ProviderSpec.fingerprint`), and each provisioning step in
  * order: a `file` step by every file under its source (path, executable bit, SHA-256 of the
  * content; symlinks by their target text) and its destination, a `shell` step by the script's
  * content, a `run` step by its command. Equal recipes give equal fingerprints on any machine; the
  * paths of the spec's folder on this machine are not part of it.
  *
- * A base given by name pattern is fingerprinted as written, not as the AMI it finds today: pin an
- * id to rebake when the base changes.
+ * A base given by name pattern or image family is fingerprinted as written, not as the image it
+ * finds today: pin an image to rebake when the base changes.
  *
  * @throws KilnError `BUILD_CONTEXT_INVALID` when a step's file or folder is missing or unreadable;
  *   `ABORTED` when `signal` aborts.
@@ -53,7 +60,7 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
     manifest.update(`${JSON.stringify(value)}\n`);
   };
   manifest.update(`${MANIFEST_HEADER}\n`);
-  line(["base", canonical(options.base)]);
+  line(["provider", options.provider, canonical(options.contribution?.inputs ?? null)]);
   const steps: MachineStep[] = [];
   const allFiles: string[] = [];
   let totalBytes = 0;
@@ -93,7 +100,7 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
   return {
     fingerprint: `sha256:${manifest.digest("hex")}`,
     files: allFiles,
-    baseImages: describeBase(options.base),
+    baseImages: [...(options.contribution?.baseImages ?? [])],
     fileCount: allFiles.length,
     totalBytes,
     bytesHashed: totalBytes,
@@ -101,13 +108,6 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
     durationMs: performance.now() - startedAt,
     steps,
   };
-}
-
-/** The base images, one line per provider (`aws: ami-0123…`, `aws: debian-12-* owned by 136693071363`). */
-function describeBase(base: ResolvedMachine["base"]): string[] {
-  const aws = base.aws;
-  if (!aws) return [];
-  return [aws.id !== undefined ? `aws: ${aws.id}` : `aws: ${aws.name ?? "?"} owned by ${(aws.owners ?? []).join(", ")}`];
 }
 
 /** Sorted-key JSON value, so the order keys were written in does not change the fingerprint. */

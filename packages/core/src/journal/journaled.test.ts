@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { KilnError } from "../errors.js";
 import { silentLogger } from "../logger.js";
-import type { ImageRef, Instance, LaunchRequest, Provider, ProviderContext } from "../provider.js";
+import type { ImageRef, Instance, LaunchRequest, Provider, ProviderContext } from "../provider/contract.js";
 import { createFileStateStore } from "../state/file-store.js";
 import type { RolloutRecord, StateStore } from "../state/types.js";
 import { journalCrashPoints, journaled, parseCrashPoint } from "./journaled.js";

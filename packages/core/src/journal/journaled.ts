@@ -1,7 +1,7 @@
 import { KilnError, toKilnError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
-import type { Provider, TrafficCapability } from "../provider.js";
+import type { Provider, TrafficCapability } from "../provider/contract.js";
 import type { JournalEntry, JournalOp, RecordedError, RolloutRecord, StateStore } from "../state/types.js";
 import type { Target } from "../target.js";
 

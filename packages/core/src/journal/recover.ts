@@ -1,4 +1,4 @@
-import type { Instance } from "../provider.js";
+import type { Instance } from "../provider/contract.js";
 import type { ReleaseRecord, RolloutRecord, StateStore } from "../state/types.js";
 import { formatHolder } from "../state/lease.js";
 import type { Target } from "../target.js";

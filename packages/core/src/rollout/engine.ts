@@ -3,7 +3,7 @@ import { KilnError, isAbortError, throwIfAborted, toKilnError } from "../errors.
 import type { EventInstance, KilnEventInput, RolloutKind } from "../events.js";
 import { probeHttp, probeTcp } from "../health.js";
 import type { Logger } from "../logger.js";
-import type { ImageRef, Instance, InstanceConfig, ProbeResult, Provider, ProviderContext } from "../provider.js";
+import type { ImageRef, Instance, InstanceConfig, ProbeResult, Provider, ProviderContext } from "../provider/contract.js";
 import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 import { sleep } from "../wait.js";

@@ -1,8 +1,7 @@
-import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { EXAMPLE_SPEC_YAML, SPEC_SCHEMA_ID, renderSpecReference, specJsonSchema } from "./json-schema.js";
 import { parseSpec } from "./load.js";
-import { formatSpecIssue } from "./validate.js";
+import { formatSpecIssue } from "./issues.js";
 
 type Node = Record<string, unknown>;
 
@@ -12,8 +11,6 @@ function dig(node: unknown, ...keys: string[]): unknown {
   for (const key of keys) current = typeof current === "object" && current !== null ? (current as Node)[key] : undefined;
   return current;
 }
-
-const REGENERATE = "run `node --import tsx scripts/generate-spec-docs.ts` and commit the result";
 
 describe("specJsonSchema", () => {
   const schema = specJsonSchema();
@@ -53,24 +50,16 @@ describe("specJsonSchema", () => {
   });
 });
 
-describe("generated files", () => {
-  it("packages/core/schema/kiln.schema.json is up to date with the schema", async () => {
-    const committed = await readFile(new URL("../../schema/kiln.schema.json", import.meta.url), "utf8");
-    expect(committed, `kiln.schema.json is stale: ${REGENERATE}`).toBe(`${JSON.stringify(specJsonSchema(), null, 2)}\n`);
-  });
-
-  it("docs/reference/kiln-yaml.md is up to date with the schema", async () => {
-    const committed = await readFile(new URL("../../../../docs/reference/kiln-yaml.md", import.meta.url), "utf8");
-    expect(committed, `kiln-yaml.md is stale: ${REGENERATE}`).toBe(renderSpecReference());
-  });
-
+// The committed kiln.schema.json and kiln-yaml.md are composed with the first-party providers;
+// their staleness is checked where those are known (packages/cli/src/spec-reference.test.ts).
+describe("the reference", () => {
   it("the reference's example is a valid spec", () => {
     const result = parseSpec(EXAMPLE_SPEC_YAML, { file: "example.yaml" });
     expect(result.ok ? [] : result.issues.map(formatSpecIssue)).toEqual([]);
   });
 
   it("the reference has a table row for every key", () => {
-    const markdown = renderSpecReference();
+    const markdown = renderSpecReference(specJsonSchema());
     for (const row of ["`service`", "`instances.ports[].port`", "`health.http.expectStatus`", "`rollout.maxUnavailable`", "`environments.<name>.instances`"]) {
       expect(markdown).toContain(`| ${row} |`);
     }

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { specSchema } from "./schema.js";
+import type { ProviderSpec } from "../provider/spec.js";
+import { composeSpecSchemas } from "./compose.js";
 
 /**
  * The `$id` of the spec's JSON Schema: where the published file can be fetched. The same file ships
@@ -23,7 +24,11 @@ const ZOD_ONLY_FORMATS = new Set(["starts_with", "ends_with", "includes"]);
  * - keys of an environment's overrides have no `default`: an absent key inherits the top-level value;
  * - zod's own `format` names (`starts_with`) are dropped; the `pattern` beside them remains.
  *
- * Returns a fresh object each call; the committed copy is `packages/core/schema/kiln.schema.json`.
+ * Provider sections are part of it for the providers given (`instances.<name>`, …): the committed
+ * copy, `packages/core/schema/kiln.schema.json`, is made by `scripts/generate-spec-docs.ts` with
+ * the first-party providers' specs (core itself imports no provider). Returns a fresh object each call.
+ *
+ * @param options.providers - provider specs by name, whose sections the schema describes
  *
  * @example
  * ```ts
@@ -31,8 +36,9 @@ const ZOD_ONLY_FORMATS = new Set(["starts_with", "ends_with", "includes"]);
  * const validate = new Ajv({ strict: false }).compile(specJsonSchema());
  * ```
  */
-export function specJsonSchema(): Record<string, unknown> {
-  const generated = z.toJSONSchema(specSchema, {
+export function specJsonSchema(options: { readonly providers?: Readonly<Record<string, ProviderSpec>> } = {}): Record<string, unknown> {
+  const { spec } = composeSpecSchemas(new Map(Object.entries(options.providers ?? {})));
+  const generated = z.toJSONSchema(spec, {
     io: "input",
     target: "draft-2020-12",
     override(ctx) {
@@ -147,10 +153,10 @@ environments:
 /**
  * Renders the `kiln.yaml` reference (Markdown) from a JSON Schema made by {@link specJsonSchema}:
  * an introduction, the complete example, and one table per section (key, type, default,
- * description). The committed copy is `docs/reference/kiln-yaml.md`.
- * @internal used by `scripts/generate-spec-docs.ts` and its staleness test; not exported by the package.
+ * description). The committed copy is `docs/reference/kiln-yaml.md`, made by
+ * `scripts/generate-spec-docs.ts`; a provider's own docs can render its sections the same way.
  */
-export function renderSpecReference(schema: Record<string, unknown> = specJsonSchema()): string {
+export function renderSpecReference(schema: Record<string, unknown>): string {
   const sections: string[] = [];
   renderSection(schema, [], { root: schema, out: sections });
   return [

@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isKilnError, type KilnError } from "../errors.js";
-import { OBJECT_SPEC_FILE, knownKeysAt, loadSpec, parseSpec, specFromObject } from "./load.js";
-import { formatSpecIssue, type SpecIssue, type SpecValidation } from "./validate.js";
+import { formatSpecIssue, type SpecIssue } from "./issues.js";
+import { OBJECT_SPEC_FILE, loadSpec, parseSpec, specFromObject } from "./load.js";
+import type { SpecValidation } from "./validate.js";
 
 const FULL_SPEC = `# a complete spec
 x-defaults: &defaults
@@ -223,17 +224,6 @@ describe("parseSpec", () => {
   });
 });
 
-describe("knownKeysAt", () => {
-  it("derives the keys from the schema, through defaults, records and arrays", () => {
-    expect(knownKeysAt([])).toEqual(expect.arrayContaining(["service", "provider", "image", "instances", "health", "rollout", "environments"]));
-    expect(knownKeysAt(["instances"])).toEqual(expect.arrayContaining(["count", "ports", "resources"]));
-    expect(knownKeysAt(["instances", "ports", 0]).sort()).toEqual(["hostPort", "name", "port", "protocol"]);
-    expect(knownKeysAt(["environments", "prod"]).sort()).toEqual(["health", "image", "instances", "provider", "rollout", "traffic"]);
-    expect(knownKeysAt(["environments", "prod", "health", "http"]).sort()).toEqual(["expectStatus", "path", "port"]);
-    expect(knownKeysAt(["instances", "env"])).toEqual([]);
-    expect(knownKeysAt(["nope"])).toEqual([]);
-  });
-});
 
 describe("loadSpec", () => {
   let dir: string;

@@ -1,6 +1,5 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { closest, distance } from "fastest-levenshtein";
 import {
   LineCounter,
   isAlias,
@@ -15,10 +14,10 @@ import {
   type YAMLError,
   type YAMLMap,
 } from "yaml";
-import type { z } from "zod";
 import { KilnError, toKilnError } from "../errors.js";
-import { specSchema } from "./schema.js";
-import { specInvalidError, validateSpec, type SpecIssue, type SpecValidation, type ValidatedSpec } from "./validate.js";
+import type { ProviderSpec } from "../provider/spec.js";
+import { specInvalidError, type SpecIssue } from "./issues.js";
+import { validateSpec, type SpecValidation, type ValidateOptions, type ValidatedSpec } from "./validate.js";
 
 /** A spec that was read and validated, with the folder its relative paths are resolved against. */
 export interface LoadedSpec {
@@ -31,10 +30,15 @@ export interface LoadedSpec {
   readonly baseDir: string;
   /** The validated spec, with every environment merged and defaulted. */
   readonly validated: ValidatedSpec;
+  /**
+   * Puts the file, line and column on an issue found later (by a provider's rules once that
+   * provider is loaded); the identity for a spec given as an object.
+   */
+  readonly locate: (issue: SpecIssue) => SpecIssue;
 }
 
 /** Options of {@link parseSpec}. */
-export interface ParseSpecOptions {
+export interface ParseSpecOptions extends ValidateOptions {
   /** The file name put on each issue (and shown by `formatSpecIssue`); issues carry no file without it. */
   file?: string;
 }
@@ -71,6 +75,11 @@ const MAX_ALIAS_COUNT = 1_000;
  * ```
  */
 export function parseSpec(text: string, options: ParseSpecOptions = {}): SpecValidation {
+  return parseWithLocator(text, options).result;
+}
+
+/** {@link parseSpec}, and the function that puts positions in this text on later issues. */
+function parseWithLocator(text: string, options: ParseSpecOptions): { result: SpecValidation; locate: (issue: SpecIssue) => SpecIssue } {
   const file = options.file;
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, version: "1.2", schema: "core", merge: true, prettyErrors: true, uniqueKeys: true });
@@ -79,23 +88,19 @@ export function parseSpec(text: string, options: ParseSpecOptions = {}): SpecVal
     return { ...(file !== undefined ? { file } : {}), line, column: col };
   };
 
+  const locate = (issue: SpecIssue) => locateIssue(doc, issue, at);
+  const fail = (issues: SpecIssue[]) => ({ result: { ok: false as const, issues }, locate });
   const syntaxIssues = yamlIssues(doc, [...doc.errors, ...doc.warnings], at);
   syntaxIssues.push(...unresolvedAliasIssues(doc, at));
-  if (syntaxIssues.length > 0) return { ok: false, issues: dedupeByLine(syntaxIssues) };
+  if (syntaxIssues.length > 0) return fail(dedupeByLine(syntaxIssues));
 
   const root = doc.contents;
   if (root === null || (isScalar(root) && root.value === null && !root.source)) {
-    return {
-      ok: false,
-      issues: [{ path: [], kind: "invalid-type", message: "the spec is empty; it needs at least `service: <name>`", ...at(0) }],
-    };
+    return fail([{ path: [], kind: "invalid-type", message: "the spec is empty; it needs at least `service: <name>`", ...at(0) }]);
   }
   if (!isMap(root)) {
     const what = isSeq(root) ? "a list" : isAlias(root) ? "an alias" : "a single value";
-    return {
-      ok: false,
-      issues: [{ path: [], kind: "invalid-type", message: `the spec must be a mapping of keys (service, instances, ...), but the file holds ${what}`, ...at(root.range?.[0] ?? 0) }],
-    };
+    return fail([{ path: [], kind: "invalid-type", message: `the spec must be a mapping of keys (service, instances, ...), but the file holds ${what}`, ...at(root.range?.[0] ?? 0) }]);
   }
 
   let input: unknown;
@@ -104,12 +109,12 @@ export function parseSpec(text: string, options: ParseSpecOptions = {}): SpecVal
   } catch (error) {
     // Only a resource-exhaustion guard (too many aliases) is left to throw here: report it as an issue.
     const detail = error instanceof Error ? error.message : String(error);
-    return { ok: false, issues: [{ path: [], kind: "yaml-syntax", message: `the YAML could not be read: ${detail}`, ...at(0) }] };
+    return fail([{ path: [], kind: "yaml-syntax", message: `the YAML could not be read: ${detail}`, ...at(0) }]);
   }
 
-  const result = validateSpec(input);
-  if (result.ok) return result;
-  return { ok: false, issues: byPosition(result.issues.map((issue) => locateIssue(doc, issue, at))) };
+  const result = validateSpec(input, options);
+  if (result.ok) return { result, locate };
+  return fail(byPosition(result.issues.map(locate)));
 }
 
 /**
@@ -128,7 +133,7 @@ export function parseSpec(text: string, options: ParseSpecOptions = {}): SpecVal
  * const target = resolveTarget(validated, "staging", baseDir);
  * ```
  */
-export async function loadSpec(file: string): Promise<LoadedSpec> {
+export async function loadSpec(file: string, options: ValidateOptions = {}): Promise<LoadedSpec> {
   const absolute = path.resolve(file);
   let text: string;
   try {
@@ -143,9 +148,21 @@ export async function loadSpec(file: string): Promise<LoadedSpec> {
     }
     throw toKilnError(error, "SPEC_NOT_FOUND", `Could not read the spec ${file}`);
   }
-  const result = parseSpec(text, { file });
+  const { result, locate } = parseWithLocator(text, { ...options, file });
   if (!result.ok) throw specInvalidError(result.issues, file);
-  return { file: absolute, baseDir: path.dirname(absolute), validated: result.value };
+  return { file: absolute, baseDir: path.dirname(absolute), validated: result.value, locate };
+}
+
+/**
+ * Parses and validates `kiln.yaml` text that did not come from a file (a request body), as
+ * {@link loadSpec} does a file: issues name `options.file` (e.g. `request body`) with line and column.
+ * @param options.baseDir - the folder relative paths in the spec are resolved against
+ * @throws KilnError SPEC_INVALID listing every issue
+ */
+export function specFromYaml(text: string, options: ValidateOptions & { readonly file: string; readonly baseDir: string }): LoadedSpec {
+  const { result, locate } = parseWithLocator(text, options);
+  if (!result.ok) throw specInvalidError(result.issues, "The spec");
+  return { file: OBJECT_SPEC_FILE, baseDir: path.resolve(options.baseDir), validated: result.value, locate };
 }
 
 /**
@@ -162,85 +179,31 @@ export async function loadSpec(file: string): Promise<LoadedSpec> {
  * const loaded = specFromObject({ service: "web", instances: { count: 2 } }, import.meta.dirname);
  * ```
  */
-export function specFromObject(input: unknown, baseDir: string): LoadedSpec {
-  const result = validateSpec(input);
-  if (!result.ok) throw specInvalidError(result.issues.map(withSuggestion), "The spec object");
-  return { file: OBJECT_SPEC_FILE, baseDir: path.resolve(baseDir), validated: result.value };
+export function specFromObject(input: unknown, baseDir: string, options: ValidateOptions = {}): LoadedSpec {
+  const result = validateSpec(input, options);
+  if (!result.ok) throw specInvalidError(result.issues, "The spec object");
+  return { file: OBJECT_SPEC_FILE, baseDir: path.resolve(baseDir), validated: result.value, locate: (issue) => issue };
 }
 
 /**
- * The keys the spec schema knows at a key path (`[]` for the top level, `["environments", "prod"]`
- * for an environment), derived from the schema; empty where keys are free-form (`env`, `labels`)
- * or the path does not lead to a mapping.
+ * The spec checked with these providers' sections and rules too: `loaded` itself when each was
+ * checked already, else validated again from its input with them (a spec loaded before its
+ * providers were known, or one that names a provider another part of the program loads).
+ * @param providers - provider specs by name
+ * @throws KilnError SPEC_INVALID with every issue, positioned in the file where there is one
  */
-export function knownKeysAt(keyPath: readonly (string | number)[]): string[] {
-  let schema: z.core.$ZodType | undefined = specSchema;
-  for (const segment of keyPath) {
-    schema = schema ? childSchema(schema, segment) : undefined;
-  }
-  if (!schema) return [];
-  const def = unwrap(schema)._zod.def;
-  return def.type === "object" ? Object.keys(def.shape) : [];
-}
-
-/** Removes wrappers that do not change which keys are accepted (optional, default, pipe input, ...). */
-function unwrap(schema: z.core.$ZodType): z.core.$ZodTypes {
-  const current = schema as z.core.$ZodTypes;
-  const def = current._zod.def;
-  switch (def.type) {
-    case "optional":
-    case "nullable":
-    case "nonoptional":
-    case "default":
-    case "prefault":
-    case "readonly":
-    case "catch":
-      return unwrap(def.innerType);
-    case "pipe":
-      return unwrap(def.in);
-    case "lazy":
-      return unwrap(def.getter());
-    default:
-      return current;
-  }
-}
-
-/** The schema of one child (a key of an object or record, an index of an array or tuple). */
-function childSchema(schema: z.core.$ZodType, segment: string | number): z.core.$ZodType | undefined {
-  const inner = unwrap(schema);
-  const def = inner._zod.def;
-  switch (def.type) {
-    case "object":
-      return typeof segment === "string" ? def.shape[segment] : undefined;
-    case "record":
-      return def.valueType;
-    case "array":
-      return def.element;
-    case "tuple":
-      return typeof segment === "number" ? (def.items[segment] ?? def.rest ?? undefined) : undefined;
-    case "union":
-      // The first option that has this child (a union of objects, or a number-or-string).
-      for (const option of def.options) {
-        const child = childSchema(option, segment);
-        if (child) return child;
-      }
-      return undefined;
-    default:
-      return undefined;
-  }
-}
-
-/** The known key closest to `key`, when it is close enough to be a likely typo. */
-function suggestKey(key: string, known: readonly string[]): string | undefined {
-  if (known.length === 0) return undefined;
-  const candidate = closest(key, [...known]);
-  const limit = Math.max(2, Math.floor(key.length / 3));
-  return distance(key, candidate) <= limit ? candidate : undefined;
+export function checkSpecWith(loaded: LoadedSpec, providers: Readonly<Record<string, ProviderSpec>>): LoadedSpec {
+  const missing = Object.keys(providers).filter((name) => !loaded.validated.checkedProviders.includes(name));
+  if (missing.length === 0) return loaded;
+  const all = { ...providers };
+  const result = validateSpec(loaded.validated.input, { providers: all });
+  if (!result.ok) throw specInvalidError(byPosition(result.issues.map(loaded.locate)), loaded.file === OBJECT_SPEC_FILE ? "The spec object" : loaded.file);
+  return { ...loaded, validated: result.value };
 }
 
 type Position = Pick<SpecIssue, "file" | "line" | "column">;
 
-/** Adds the position (and, for unknown keys, a suggestion) to one validation issue. */
+/** Adds the position to one validation issue. */
 function locateIssue(doc: Document, issue: SpecIssue, at: (offset: number) => Position): SpecIssue {
   const { node, pair, depth } = findNode(doc, issue.path);
   // An unknown key points at the key. A path that ends before the document does (a missing key, or
@@ -249,15 +212,7 @@ function locateIssue(doc: Document, issue: SpecIssue, at: (offset: number) => Po
   const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key");
   let offset = atKey ? (pair.key as Node | null)?.range?.[0] : undefined;
   offset ??= node?.range?.[0];
-  return withSuggestion(offset === undefined ? issue : { ...issue, ...at(offset) });
-}
-
-/** Adds a did-you-mean `suggestion` to an `unknown-key` issue when a known key at its path is close. */
-function withSuggestion(issue: SpecIssue): SpecIssue {
-  if (issue.kind !== "unknown-key" || issue.suggestion !== undefined) return issue;
-  const key = issue.key ?? String(issue.path[issue.path.length - 1]);
-  const suggestion = suggestKey(key, knownKeysAt(issue.path.slice(0, -1)));
-  return suggestion === undefined ? issue : { ...issue, suggestion };
+  return offset === undefined ? issue : { ...issue, ...at(offset) };
 }
 
 /**

@@ -1,9 +1,9 @@
 import path from "node:path";
 import { closest, distance } from "fastest-levenshtein";
 import { KilnError } from "../errors.js";
-import type { AwsInstanceSettings, InstanceConfig } from "../provider.js";
+import type { InstanceConfig } from "../provider/contract.js";
 import { DEFAULT_ENVIRONMENT, type Target } from "../target.js";
-import { MEMORY_PATTERN, type Spec } from "./schema.js";
+import { MEMORY_PATTERN, instancesSchema, type Spec } from "./schema.js";
 import type { ValidatedSpec } from "./validate.js";
 import { defaultHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable, type HealthTiming } from "./arithmetic.js";
 
@@ -72,22 +72,15 @@ export interface ResolvedProxy {
   readonly retries: number;
 }
 
-/** A cloud load balancer the instances are registered with. */
-export interface ResolvedLoadBalancer {
-  /** AWS: an ELBv2 target group (type `instance`). */
-  readonly aws?: {
-    readonly targetGroupArn: string;
-    /** The instance port (by name) targets are registered on. */
-    readonly portName: string;
-  };
-}
-
 /** How requests reach a target's instances. */
 export interface ResolvedTraffic {
   /** A front proxy Kiln runs and drives; without one, clients reach instances directly. */
   readonly proxy?: ResolvedProxy;
-  /** A load balancer of the cloud's own (ELBv2 target group). */
-  readonly loadBalancer?: ResolvedLoadBalancer;
+  /**
+   * The target's provider's `traffic.loadBalancer.<provider>` section (a cloud load balancer the
+   * instances join), as the provider's schema produced it; undefined without one.
+   */
+  readonly loadBalancer?: unknown;
 }
 
 /** One provisioning step of a machine image, with paths absolute. */
@@ -99,28 +92,13 @@ export type ResolvedProvisionStep =
   /** Run one command line with `sh -c`. */
   | { readonly kind: "run"; readonly command: string };
 
-/** AWS: the base AMI, by id or by name pattern and owners (newest wins). */
-export interface ResolvedAwsBaseImage {
-  readonly id?: string;
-  readonly name?: string;
-  readonly owners?: readonly string[];
-}
-
-/** AWS: the builder instance of a bake. */
-export interface ResolvedAwsBuilder {
-  readonly instanceType: string;
-  readonly subnetId?: string;
-  readonly securityGroupIds: readonly string[];
-  readonly iamInstanceProfile?: string;
-  /** The AMI name template, with `{service}` and `{fingerprint}`. */
-  readonly amiName: string;
-}
-
-/** How a machine image (AMI) is baked. */
+/** How a machine image is baked. */
 export interface ResolvedMachine {
   readonly provision: readonly ResolvedProvisionStep[];
-  readonly base: { readonly aws?: ResolvedAwsBaseImage };
-  readonly builder: { readonly aws: ResolvedAwsBuilder };
+  /** The target's provider's `image.machine.base.<provider>` section, as its schema produced it; undefined without one. */
+  readonly base: unknown;
+  /** The target's provider's `image.machine.builder.<provider>` section, as its schema produced it; undefined without one. */
+  readonly builder: unknown;
   /** How long a bake may take in all (milliseconds). */
   readonly timeoutMs: number;
 }
@@ -217,6 +195,9 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
     spec.health.deadlineMs !== undefined ? { totalMs: spec.health.deadlineMs, arithmetic: "health.deadlineMs" } : defaultHealthDeadline(timing);
   const count = spec.instances.count;
   const { rollout } = spec;
+  // The target's provider's own sections, carried as its schema produced them.
+  const providerSettings = spec.provider in instancesSchema.shape ? undefined : sectionOf(spec.instances, spec.provider);
+  const loadBalancer = sectionOf(spec.traffic.loadBalancer, spec.provider);
   const steps =
     rollout.strategy === "canary"
       ? [
@@ -233,7 +214,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       args: { ...spec.image.dockerfile.args },
       ...(spec.image.dockerfile.target ? { stage: spec.image.dockerfile.target } : {}),
     },
-    ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, baseDir) } : {}),
+    ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, spec.provider, baseDir) } : {}),
     count,
     instance: {
       ports,
@@ -245,7 +226,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       stopGracePeriodMs: spec.instances.stopGracePeriodMs,
       // Behind a proxy, instances publish no host ports: the proxy reaches them on Kiln's network.
       publishPorts: spec.traffic.proxy === undefined,
-      ...(spec.instances.aws ? { aws: resolveAwsInstances(spec.instances.aws) } : {}),
+      ...(providerSettings !== undefined ? { providerSettings } : {}),
     },
     health: { ...(check ? { check } : {}), ...timing, deadlineMs: deadline.totalMs, deadlineArithmetic: deadline.arithmetic },
     traffic: {
@@ -254,21 +235,12 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
             proxy: {
               host: spec.traffic.proxy.host,
               port: spec.traffic.proxy.port,
-              portName: spec.traffic.proxy.targetPort ?? ports.find((port) => port.protocol === "tcp")!.name,
+              portName: spec.traffic.proxy.targetPort ?? ports.find((port) => port.protocol === "tcp")?.name ?? "",
               retries: spec.traffic.proxy.retries,
             },
           }
         : {}),
-      ...(spec.traffic.loadBalancer?.aws
-        ? {
-            loadBalancer: {
-              aws: {
-                targetGroupArn: spec.traffic.loadBalancer.aws.targetGroupArn,
-                portName: spec.traffic.loadBalancer.aws.port ?? ports.find((port) => port.protocol === "tcp")!.name,
-              },
-            },
-          }
-        : {}),
+      ...(loadBalancer !== undefined ? { loadBalancer } : {}),
     },
     rollout: {
       strategy: rollout.strategy,
@@ -284,57 +256,22 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
   };
 }
 
-function resolveMachine(machine: NonNullable<Spec["image"]["machine"]>, baseDir: string): ResolvedMachine {
-  const base = machine.base.aws;
-  const builder = machine.builder.aws;
+function resolveMachine(machine: NonNullable<Spec["image"]["machine"]>, provider: string, baseDir: string): ResolvedMachine {
   return {
     provision: machine.provision.map((step): ResolvedProvisionStep => {
       if (step.file) return { kind: "file", from: path.resolve(baseDir, step.file.from), to: step.file.to };
       if (step.shell !== undefined) return { kind: "shell", script: path.resolve(baseDir, step.shell) };
       return { kind: "run", command: step.run! };
     }),
-    base: base
-      ? { aws: { ...(base.id !== undefined ? { id: base.id } : {}), ...(base.name !== undefined ? { name: base.name } : {}), ...(base.owners ? { owners: [...base.owners] } : {}) } }
-      : {},
-    builder: {
-      aws: {
-        instanceType: builder.instanceType,
-        ...(builder.subnetId !== undefined ? { subnetId: builder.subnetId } : {}),
-        securityGroupIds: [...builder.securityGroupIds],
-        ...(builder.iamInstanceProfile !== undefined ? { iamInstanceProfile: builder.iamInstanceProfile } : {}),
-        amiName: builder.amiName,
-      },
-    },
+    base: sectionOf(machine.base, provider),
+    builder: sectionOf(machine.builder, provider),
     timeoutMs: machine.timeoutMs,
   };
 }
 
-function resolveAwsInstances(aws: NonNullable<Spec["instances"]["aws"]>): AwsInstanceSettings {
-  return {
-    ...(aws.instanceType !== undefined ? { instanceType: aws.instanceType } : {}),
-    subnetIds: [...aws.subnetIds],
-    securityGroupIds: [...aws.securityGroupIds],
-    ...(aws.iamInstanceProfile !== undefined ? { iamInstanceProfile: aws.iamInstanceProfile } : {}),
-    ...(aws.keyName !== undefined ? { keyName: aws.keyName } : {}),
-    ...(aws.userData !== undefined ? { userData: aws.userData } : {}),
-    blockDevices: aws.blockDevices.map((device) => ({
-      deviceName: device.deviceName,
-      ...(device.volumeSizeGiB !== undefined ? { volumeSizeGiB: device.volumeSizeGiB } : {}),
-      ...(device.volumeType !== undefined ? { volumeType: device.volumeType } : {}),
-      ...(device.encrypted !== undefined ? { encrypted: device.encrypted } : {}),
-      deleteOnTermination: device.deleteOnTermination,
-    })),
-    ...(aws.launchTemplate
-      ? {
-          launchTemplate: {
-            ...(aws.launchTemplate.id !== undefined ? { id: aws.launchTemplate.id } : {}),
-            ...(aws.launchTemplate.name !== undefined ? { name: aws.launchTemplate.name } : {}),
-            version: aws.launchTemplate.version,
-          },
-        }
-      : {}),
-    address: aws.address,
-  };
+/** A provider's section in a place of the spec that holds one per provider (`instances`, `image.machine.base`, …). */
+function sectionOf(parent: object | undefined, provider: string): unknown {
+  return parent === undefined ? undefined : (parent as Record<string, unknown>)[provider];
 }
 
 const UNIT_BYTES: Record<string, number> = {

@@ -52,55 +52,25 @@ export const provisionStepSchema = z
   })
   .describe("One provisioning step: exactly one of `file`, `shell` and `run`.");
 
-/** AWS: the base AMI a machine image is baked from. */
-export const awsBaseImageSchema = z
-  .strictObject({
-    id: z.string().regex(/^ami-[0-9a-f]{8,17}$/, "an AMI id such as ami-0123456789abcdef0").optional().describe("The base AMI's id. Pinning an id makes bakes reproducible."),
-    name: z.string().min(1).max(128).optional().describe("A name pattern (`*` and `?` wildcards, as EC2 DescribeImages filters); the newest matching AMI wins."),
-    owners: z
-      .array(z.string().min(1))
-      .min(1)
-      .optional()
-      .describe("Who must own an AMI found by `name`: account ids, or `amazon`, `aws-marketplace`, `self`. Required with `name`, so a stranger's AMI never matches."),
-  })
-  .describe("The base AMI: an `id`, or a `name` pattern with `owners` (newest wins). The fingerprint covers what is written here, not the AMI a pattern finds: pin an `id` to rebake when the base changes, or change the pattern.");
+/**
+ * The base image per VM provider: a section `base.<provider>` for each provider, whose schema the
+ * provider owns (`ProviderSpec.sections.base`); core composes them in (see `composeSpecSchemas`).
+ */
+export const machineBaseSchema = z.strictObject({}).describe("The base image, per VM provider: `base.<provider>`, as that provider's reference describes.");
 
-/** AWS: the builder instance a machine image is baked on. */
-export const awsBuilderSchema = z
-  .strictObject({
-    instanceType: z.string().min(1).default("t3.small").describe("The builder's instance type."),
-    subnetId: z.string().min(1).optional().describe("The subnet the builder runs in; by default the default VPC's."),
-    securityGroupIds: z.array(z.string().min(1)).default([]).describe("Security groups of the builder; by default the VPC's default group. The builder needs outbound access only for what the steps download."),
-    iamInstanceProfile: z.string().min(1).optional().describe("An instance profile (name or ARN) for the builder: give it `ec2:CreateTags` on itself so it reports its result by tag (see docs/providers/aws.md)."),
-    amiName: z
-      .string()
-      .min(1)
-      .regex(/\{fingerprint\}/, "the AMI name must contain {fingerprint}, so each recipe gets its own name")
-      .default("kiln-{service}-{fingerprint}")
-      .describe("The AMI's name; `{service}` and `{fingerprint}` (its first 12 hex digits) are filled in. AMI names are 3–128 characters of letters, digits, spaces and ( ) [ ] . / - ' @ _ (EC2 CreateImage)."),
-  })
-  .describe("The EC2 instance the image is baked on.");
+/** The builder VM per VM provider: a section `builder.<provider>` for each provider, owned by the provider. */
+export const machineBuilderSchema = z.strictObject({}).describe("The builder VM, per VM provider: `builder.<provider>`, as that provider's reference describes.");
 
 /** A machine image (AMI, Compute Engine image, Azure image), baked from a base image and provisioning steps. */
 export const machineSchema = z
   .strictObject({
     provision: z.array(provisionStepSchema).min(1).describe("The provisioning steps, run in order in the builder VM at bake time."),
-    base: z
-      .strictObject({
-        aws: awsBaseImageSchema.optional(),
-      })
-      .prefault({})
-      .describe("The base image, per VM provider."),
-    builder: z
-      .strictObject({
-        aws: awsBuilderSchema.prefault({}),
-      })
-      .prefault({})
-      .describe("The builder VM, per VM provider."),
+    base: machineBaseSchema.prefault({}),
+    builder: machineBuilderSchema.prefault({}),
     timeoutMs: milliseconds("How long a bake may take in all, from the builder's launch until the image is available", 60_000)
       .default(1_800_000),
   })
-  .describe("Bake a machine image for VM providers (aws): launch a builder from the base image, run the steps, power it off, image it. No SSH: the steps travel in the builder's user data.");
+  .describe("Bake a machine image for VM providers: launch a builder from the base image, run the steps once, image it. No SSH: the steps travel with the builder (user data, a startup script, custom data).");
 
 /** How the image is made. */
 export const imageSchema = z
@@ -108,7 +78,7 @@ export const imageSchema = z
     dockerfile: dockerfileSchema.prefault({}),
     machine: machineSchema.optional(),
   })
-  .describe("How the image is built: `dockerfile` for container providers (docker), `machine` for VM providers (aws). Its fingerprint covers every input: same inputs, no rebuild.");
+  .describe("How the image is built: `dockerfile` for container providers (docker), `machine` for VM providers. Its fingerprint covers every input: same inputs, no rebuild.");
 
 /** A port an instance listens on. */
 export const portSchema = z
@@ -137,42 +107,6 @@ export const resourcesSchema = z
   })
   .describe("Resource limits of each instance; no limit where a key is absent.");
 
-/** AWS: an EBS volume of each instance. */
-export const awsBlockDeviceSchema = z
-  .strictObject({
-    deviceName: z.string().min(1).describe("The device name, such as /dev/xvda (the root device of most Linux AMIs)."),
-    volumeSizeGiB: z.number().int().min(1).max(65536).optional().describe("The volume's size (GiB); by default the AMI's."),
-    volumeType: z.enum(["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]).optional().describe("The EBS volume type."),
-    encrypted: z.boolean().optional().describe("Whether the volume is encrypted."),
-    deleteOnTermination: z.boolean().default(true).describe("Whether the volume goes when the instance does."),
-  })
-  .describe("An EBS volume (RunInstances BlockDeviceMappings).");
-
-/** AWS: how each EC2 instance is launched. */
-export const awsInstancesSchema = z
-  .strictObject({
-    instanceType: z.string().min(1).optional().describe("The EC2 instance type; by default the launch template's, else t3.micro."),
-    subnetIds: z.array(z.string().min(1)).default([]).describe("Subnets to launch in, taken in turn (spread over zones); by default the default VPC's."),
-    securityGroupIds: z.array(z.string().min(1)).default([]).describe("Security groups of each instance."),
-    iamInstanceProfile: z.string().min(1).optional().describe("An instance profile, by name or ARN."),
-    keyName: z.string().min(1).optional().describe("An EC2 key pair name (Kiln never needs SSH; this is for your own access)."),
-    userData: z.string().optional().describe("User data run at each instance's boot (at most 16 KB, EC2 RunInstances). Recorded in the release: never put secrets here."),
-    blockDevices: z.array(awsBlockDeviceSchema).default([]).describe("EBS volumes; tagged like the instance."),
-    launchTemplate: z
-      .strictObject({
-        id: z.string().min(1).optional().describe("The launch template's id (lt-…)."),
-        name: z.string().min(1).optional().describe("The launch template's name."),
-        version: z.string().min(1).default("$Default").describe("A version number, `$Latest` or `$Default`."),
-      })
-      .optional()
-      .describe("Launch from a launch template (give `id` or `name`); settings here override the template's. The AMI is always the release's."),
-    address: z
-      .enum(["private", "public"])
-      .default("private")
-      .describe("Which address health checks and endpoints use: the private IP (Kiln runs inside the VPC) or the public IP."),
-  })
-  .describe("How each EC2 instance is launched (the aws provider).");
-
 /** The instances of a release. */
 export const instancesSchema = z
   .strictObject({
@@ -186,9 +120,8 @@ export const instancesSchema = z
     command: z.array(z.string()).min(1).optional().describe("Command to run instead of the image's default."),
     resources: resourcesSchema.prefault({}),
     stopGracePeriodMs: milliseconds("How long an instance may take to stop after SIGTERM before it is killed").default(10_000),
-    aws: awsInstancesSchema.optional(),
   })
-  .describe("The instances each release runs.");
+  .describe("The instances each release runs. A provider may own a section here, `instances.<provider>`, with its launch settings (machine size, network, …).");
 
 /** An HTTP health check. */
 export const httpCheckSchema = z
@@ -283,7 +216,8 @@ export const rolloutSchema = z
   })
   .describe("How a release replaces the previous one.");
 
-const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service (`docker`).");
+/** A provider name, as `provider:` takes it. */
+export const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service: `docker` (the default), or the suffix of an installed `@kilnjs/provider-<name>` package.");
 
 /** A front proxy Kiln runs and drives: the service's one stable address. */
 export const proxySchema = z
@@ -295,21 +229,13 @@ export const proxySchema = z
   })
   .describe("A front proxy (Docker: HAProxy in a container on a network Kiln creates). New instances get traffic only after their health gate; old ones are drained before they stop; the proxy keeps serving when Kiln exits.");
 
-/** A load balancer of the cloud's own, which Kiln registers instances with. */
+/**
+ * A load balancer of the cloud's own, which Kiln registers instances with: a section
+ * `loadBalancer.<provider>` owned by the provider (`ProviderSpec.sections.loadBalancer`).
+ */
 export const loadBalancerSchema = z
-  .strictObject({
-    aws: z
-      .strictObject({
-        targetGroupArn: z
-          .string()
-          .regex(/^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup\/[A-Za-z0-9-]{1,32}\/[0-9a-f]+$/, "a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)")
-          .describe("The ELBv2 target group (type `instance`) the instances join."),
-        port: z.string().optional().describe("The name of the instance port targets are registered on; by default the first tcp port."),
-      })
-      .optional()
-      .describe("AWS: an Elastic Load Balancing v2 target group."),
-  })
-  .describe("A cloud load balancer the service sits behind. New instances join after their health gate and after the load balancer finds them healthy; old ones are deregistered and drained (the target group's deregistration delay, at most the stop grace period) before they stop.");
+  .strictObject({})
+  .describe("A cloud load balancer the service sits behind, as a section of the target's provider (`loadBalancer.<provider>`). New instances join after their health gate and after the load balancer finds them healthy; old ones are deregistered and drained before they stop.");
 
 /** How requests reach the instances. */
 export const trafficSchema = z
@@ -319,26 +245,20 @@ export const trafficSchema = z
   })
   .describe("How requests reach the instances. Without a proxy or load balancer, clients reach each instance at its own address.");
 
-/** What an environment may override: every section, each key optional; objects merge, arrays replace. */
+/**
+ * What an environment may override, before provider sections are composed in: every section, each
+ * key optional; objects merge, arrays replace. See `composeSpecSchemas` for the schema validation uses.
+ */
 export const environmentSchema = z
   .strictObject({
     provider: providerSchema.optional(),
     image: z
       .strictObject({
         dockerfile: dockerfileSchema.partial().optional(),
-        machine: machineSchema
-          .partial()
-          .extend({
-            base: z.strictObject({ aws: awsBaseImageSchema.optional() }).optional(),
-            builder: z.strictObject({ aws: awsBuilderSchema.partial().optional() }).optional(),
-          })
-          .optional(),
+        machine: machineSchema.partial().extend({ base: machineBaseSchema.optional(), builder: machineBuilderSchema.optional() }).optional(),
       })
       .optional(),
-    instances: instancesSchema
-      .partial()
-      .extend({ resources: resourcesSchema.partial().optional(), aws: awsInstancesSchema.partial().optional() })
-      .optional(),
+    instances: instancesSchema.partial().extend({ resources: resourcesSchema.partial().optional() }).optional(),
     health: healthSchema
       .partial()
       .extend({ http: httpCheckSchema.partial().optional(), tcp: tcpCheckSchema.partial().optional(), command: commandCheckSchema.partial().optional() })
@@ -347,7 +267,7 @@ export const environmentSchema = z
     traffic: z
       .strictObject({
         proxy: proxySchema.partial().optional(),
-        loadBalancer: z.strictObject({ aws: loadBalancerSchema.shape.aws.unwrap().partial().optional() }).optional(),
+        loadBalancer: loadBalancerSchema.optional(),
       })
       .optional(),
   })
@@ -371,9 +291,32 @@ export const specSchema = z
   })
   .describe("A Kiln service spec (kiln.yaml).");
 
-/** A spec as written (before defaults): what `kiln.yaml` or a spec object in code may contain. */
-export type SpecInput = z.input<typeof specSchema>;
-/** A validated spec with every default filled in. */
+/** Provider sections under a key of the spec (`instances.aws`), as written: each provider's own shape. */
+type ProviderSectionsInput = { readonly [provider: string]: unknown };
+
+type CoreSpecInput = z.input<typeof specSchema>;
+type CoreEnvironmentInput = z.input<typeof environmentSchema>;
+type CoreMachineInput = NonNullable<NonNullable<CoreSpecInput["image"]>["machine"]>;
+type CoreEnvironmentMachineInput = NonNullable<NonNullable<CoreEnvironmentInput["image"]>["machine"]>;
+
+/** Adds provider sections to the places that hold them: `instances`, `image.machine.base`/`builder`, `traffic.loadBalancer`. */
+type WithSections<T extends { instances?: unknown; image?: unknown; traffic?: unknown }, Machine extends object> = Omit<T, "instances" | "image" | "traffic"> & {
+  instances?: NonNullable<T["instances"]> & ProviderSectionsInput;
+  image?: Omit<NonNullable<T["image"]>, "machine"> & {
+    // Core's own `base` and `builder` hold nothing but provider sections.
+    machine?: Omit<Machine, "base" | "builder"> & { base?: ProviderSectionsInput; builder?: ProviderSectionsInput };
+  };
+  traffic?: Omit<NonNullable<T["traffic"]>, "loadBalancer"> & { loadBalancer?: ProviderSectionsInput };
+};
+
+/** One environment's overrides as written, provider sections included. */
+export type EnvironmentOverrides = WithSections<CoreEnvironmentInput, CoreEnvironmentMachineInput>;
+
+/**
+ * A spec as written (before defaults): what `kiln.yaml` or a spec object in code may contain. A
+ * provider's sections (`instances.<provider>`, …) are typed `unknown` here; each provider's
+ * package exports their types.
+ */
+export type SpecInput = Omit<WithSections<CoreSpecInput, CoreMachineInput>, "environments"> & { environments?: Record<string, EnvironmentOverrides> };
+/** A validated spec with every default filled in (provider sections are held as their schemas produced them). */
 export type Spec = z.output<typeof specSchema>;
-/** One environment's overrides as written. */
-export type EnvironmentOverrides = z.input<typeof environmentSchema>;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { isKilnError, type KilnError } from "../errors.js";
-import { assertValidSpec, formatPath, formatSpecIssue, mergeOverrides, stripExtensionKeys, validateSpec, type SpecIssue, type SpecValidation } from "./validate.js";
+import { formatPath, formatSpecIssue, type SpecIssue } from "./issues.js";
+import { assertValidSpec, mergeOverrides, stripExtensionKeys, validateSpec, type SpecValidation } from "./validate.js";
 
 function issuesOf(result: SpecValidation): SpecIssue[] {
   if (result.ok) throw new Error("expected issues, the spec was valid");
@@ -38,9 +39,9 @@ describe("validateSpec", () => {
     expect(Object.keys(result.value.environments)).toEqual(["prod"]);
   });
 
-  it("reports an unknown key with its path and the key", () => {
+  it("reports an unknown key with its path, the key and the known key it resembles", () => {
     expect(issuesOf(validateSpec({ service: "web", instances: { cuont: 1 } }))).toEqual([
-      { path: ["instances", "cuont"], kind: "unknown-key", key: "cuont", message: 'unknown key "cuont"' },
+      { path: ["instances", "cuont"], kind: "unknown-key", key: "cuont", message: 'unknown key "cuont"', suggestion: "count" },
     ]);
   });
 

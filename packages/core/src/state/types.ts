@@ -1,7 +1,7 @@
 import type { ErrorCode } from "../errors.js";
 import type { RolloutKind } from "../events.js";
 import type { Logger } from "../logger.js";
-import type { ImageRef, InstanceConfig } from "../provider.js";
+import type { ImageRef, InstanceConfig } from "../provider/contract.js";
 import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 

@@ -2,6 +2,7 @@ import type Dockerode from "dockerode";
 import {
   KilnError,
   LABELS,
+  decodeInstanceLabels,
   isKilnError,
   throwIfAborted,
   waitFor,
@@ -13,7 +14,7 @@ import {
   type TrafficOptions,
 } from "@kilnjs/core";
 import { engineError, messageOf, statusOf, type EngineClient } from "../engine.js";
-import { DOCKER_LABELS, parsePortsLabel } from "../instances.js";
+import { DOCKER_LABELS } from "../instances.js";
 import { LOCAL_PROXY_IMAGE, type ResolvedOptions } from "../options.js";
 import {
   PROXY_ADMIN_PORT,
@@ -346,7 +347,7 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
   }
 
   function portOf(instance: Instance, opts: Options): number {
-    const port = parsePortsLabel(instance.labels[DOCKER_LABELS.ports]).find((entry) => entry.name === opts.proxy.portName);
+    const port = decodeInstanceLabels(instance.labels).ports.find((entry) => entry.name === opts.proxy.portName);
     if (!port) {
       throw new KilnError("INVALID_ARGUMENT", `Instance ${instance.name} has no port named "${opts.proxy.portName}" for the front proxy to send traffic to.`);
     }

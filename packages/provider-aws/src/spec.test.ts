@@ -1,7 +1,9 @@
+import { LABELS, resolveTarget, validateSpec as validateCore, type SpecIssue, type SpecValidation } from "@kilnjs/core";
 import { describe, expect, it } from "vitest";
-import { LABELS } from "../target.js";
-import { resolveTarget } from "./resolve.js";
-import { AWS_KILN_TAG_COUNT, AWS_TAG_RULES, amiNameProblem, awsTagProblems, validateSpec, type SpecIssue, type SpecValidation } from "./validate.js";
+import { AWS_KILN_TAG_COUNT, AWS_TAG_RULES, amiNameProblem, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
+
+/** Validates with the aws provider's spec, as the CLI and `createKiln` do once the provider is known. */
+const validateSpec = (input: unknown): SpecValidation => validateCore(input, { providers: { aws: awsProviderSpec } });
 
 function issuesOf(result: SpecValidation): SpecIssue[] {
   if (result.ok) throw new Error("expected issues, the spec was valid");
@@ -29,12 +31,16 @@ describe("machine images and the aws provider in the spec", () => {
         { kind: "file", from: "/srv/web/dist", to: "/opt/app" },
         { kind: "run", command: "systemctl enable app" },
       ],
-      base: { aws: { name: "debian-12-amd64-*", owners: ["136693071363"] } },
-      builder: { aws: { instanceType: "t3.small", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" } },
+      base: { name: "debian-12-amd64-*", owners: ["136693071363"] },
+      builder: { instanceType: "t3.small", securityGroupIds: [], amiName: "kiln-{service}-{fingerprint}" },
       timeoutMs: 1_800_000,
     });
-    expect(resolved.instance.aws).toMatchObject({ instanceType: "t3.small", subnetIds: ["subnet-a", "subnet-b"], address: "private", blockDevices: [] });
-    expect(resolved.traffic.loadBalancer?.aws).toEqual({ targetGroupArn: expect.stringContaining("targetgroup/web/") as unknown, portName: "http" });
+    expect(resolved.instance.providerSettings).toMatchObject({ instanceType: "t3.small", subnetIds: ["subnet-a", "subnet-b"], address: "private", blockDevices: [] });
+    expect(resolved.traffic.loadBalancer).toEqual({ targetGroupArn: expect.stringContaining("targetgroup/web/") as unknown });
+    // The plan names the target group and the port its targets are registered on.
+    expect(awsProviderSpec.planLines?.(resolved, { instances: undefined, base: undefined, builder: undefined, loadBalancer: resolved.traffic.loadBalancer as never })).toEqual([
+      expect.stringMatching(/^traffic: target group arn:aws:elasticloadbalancing:.* → port http;/),
+    ]);
   });
 
   it("requires image.machine and a base AMI for aws, and one action per step", () => {
@@ -98,7 +104,7 @@ describe("machine images and the aws provider in the spec", () => {
   it("lets an environment switch to aws, and reports its problems under the environment", () => {
     const ok = validateSpec({ service: "web", image: { machine }, environments: { prod: { provider: "aws", instances: { aws: { instanceType: "m7g.large" } } } } });
     if (!ok.ok) throw new Error(JSON.stringify(ok.issues));
-    expect(resolveTarget(ok.value, "prod", "/srv").instance.aws?.instanceType).toBe("m7g.large");
+    expect((resolveTarget(ok.value, "prod", "/srv").instance.providerSettings as AwsInstanceSettings | undefined)?.instanceType).toBe("m7g.large");
     expect(resolveTarget(ok.value, "default", "/srv").provider).toBe("docker");
     const missing = issuesOf(validateSpec({ service: "web", environments: { prod: { provider: "aws" } } }));
     expect(missing.map((issue) => issue.path.join("."))).toEqual(["environments.prod.image.machine"]);

@@ -1,6 +1,7 @@
-import type { Logger } from "./logger.js";
-import type { ResolvedCheck, ResolvedHealth, ResolvedLoadBalancer, ResolvedMachine, ResolvedProxy } from "./spec/resolve.js";
-import { LABELS, type LabelKey, type Target } from "./target.js";
+import type { Logger } from "../logger.js";
+import type { ResolvedCheck, ResolvedHealth, ResolvedProxy } from "../spec/resolve.js";
+import type { Target } from "../target.js";
+import type { ProviderSpec } from "./spec.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
 export type ProviderProgress =
@@ -62,14 +63,20 @@ export type MachineStep =
   /** Run one command line with `sh -c`, as root. */
   | { readonly kind: "run"; readonly command: string };
 
-/** How to bake a machine image (AMI): a base image, steps run once in a builder VM, a deadline. */
+/**
+ * How to bake a machine image (an AMI, a Compute Engine image, an Azure image): a base image,
+ * steps run once in a builder VM, a deadline.
+ */
 export interface MachineRecipe {
   readonly kind: "machine";
   readonly steps: readonly MachineStep[];
-  /** The base image per VM provider (the spec's `image.machine.base`). */
-  readonly base: ResolvedMachine["base"];
-  /** The builder VM per VM provider (the spec's `image.machine.builder`). */
-  readonly builder: ResolvedMachine["builder"];
+  /**
+   * The provider's `image.machine.base.<provider>` section, as its own schema produced it
+   * (see `ProviderSpec.sections.base`); undefined when the spec has none.
+   */
+  readonly base: unknown;
+  /** The provider's `image.machine.builder.<provider>` section, as its own schema produced it; undefined when absent. */
+  readonly builder: unknown;
   /** How long the whole bake may take (milliseconds); past it the bake fails with `TIMEOUT` and cleans up. */
   readonly timeoutMs: number;
 }
@@ -137,33 +144,12 @@ export interface InstanceConfig {
    * own network (endpoints hold those addresses). @defaultValue true
    */
   readonly publishPorts?: boolean;
-  /** AWS: how each EC2 instance is launched (the spec's `instances.aws`); other providers ignore it. */
-  readonly aws?: AwsInstanceSettings;
-}
-
-/** AWS: how each EC2 instance is launched, from the spec's `instances.aws`. */
-export interface AwsInstanceSettings {
-  /** The instance type; undefined: the launch template's, else t3.micro. */
-  readonly instanceType?: string;
-  /** Subnets taken in turn; empty for the default VPC's. */
-  readonly subnetIds: readonly string[];
-  readonly securityGroupIds: readonly string[];
-  /** An instance profile name or ARN. */
-  readonly iamInstanceProfile?: string;
-  readonly keyName?: string;
-  /** User data run at boot (at most 16 KB). */
-  readonly userData?: string;
-  readonly blockDevices: ReadonlyArray<{
-    readonly deviceName: string;
-    /** GiB. */
-    readonly volumeSizeGiB?: number;
-    readonly volumeType?: string;
-    readonly encrypted?: boolean;
-    readonly deleteOnTermination: boolean;
-  }>;
-  readonly launchTemplate?: { readonly id?: string; readonly name?: string; readonly version: string };
-  /** Which address endpoints use. */
-  readonly address: "private" | "public";
+  /**
+   * The provider's own `instances.<provider>` section (machine type, network, …), as the
+   * provider's schema produced it (see `ProviderSpec.sections.instances`); undefined when the spec
+   * has none. Part of the release: changing it makes a new release.
+   */
+  readonly providerSettings?: unknown;
 }
 
 /** What `instances.launch` is asked to start. */
@@ -195,7 +181,7 @@ export type InstanceState = "pending" | "running" | "stopping" | "stopped" | "te
 
 /** One running (or recently running) copy of a release. */
 export interface Instance {
-  /** The provider's id (container id, EC2 instance id). */
+  /** The provider's id (a container id, a cloud instance id). */
   readonly id: string;
   /** A human-readable unique name. */
   readonly name: string;
@@ -286,10 +272,10 @@ export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly
 
 /** A provider-native health check; core probes the instance's endpoint itself when a provider has none. */
 export interface HealthCapability {
-  /** What the provider's own check looks at, for plans (`EC2 status checks not impaired`). */
+  /** What the provider's own check looks at, for plans (`the platform's status checks pass`). */
   readonly description?: string;
   /**
-   * Probes one instance once: the platform's own view of its health (EC2 status checks), then the
+   * Probes one instance once: the platform's own view of its health (a cloud's status checks), then the
    * spec's check when there is one. The rollout engine calls it for every instance of a probe
    * round at the same time, so a provider can answer a whole round with one API call. Never
    * throws for an unhealthy instance: it returns `ok: false`.
@@ -301,8 +287,8 @@ export interface HealthCapability {
 }
 
 /**
- * Optional: how requests reach instances (Docker: a front proxy; AWS: an ELB target group; GCP: a
- * backend service; Azure: a load-balancer backend pool). When a provider has it, the rollout
+ * Optional: how requests reach instances (a front proxy the provider runs, or a cloud load balancer:
+ * a target group, a backend service, a backend pool). When a provider has it, the rollout
  * engine registers new instances only after their health gate passes, and deregisters (drains)
  * old ones before it stops them; a blue-green switch is one register of the new set followed by
  * one deregister of the old set.
@@ -323,10 +309,13 @@ export interface TrafficCapability {
 /** Which target's router a traffic call is about, and how it is set up. */
 export interface TrafficOptions {
   readonly target: Target;
-  /** The front proxy's settings from the release (Docker). */
+  /** The front proxy's settings from the release (`traffic.proxy`). */
   readonly proxy?: ResolvedProxy;
-  /** The cloud load balancer's settings from the release (AWS target group). */
-  readonly loadBalancer?: ResolvedLoadBalancer;
+  /**
+   * The provider's `traffic.loadBalancer.<provider>` section from the release, as its own schema
+   * produced it; undefined when the release has no load balancer.
+   */
+  readonly loadBalancer?: unknown;
   /** The release's health settings, so a router can run the same check actively (HAProxy httpchk). */
   readonly health?: ResolvedHealth;
 }
@@ -347,11 +336,11 @@ export interface Provider {
   /** The provider's name, equal to its package suffix (`docker` for `@kilnjs/provider-docker`). */
   readonly name: string;
   /**
-   * Which recipe the provider builds images from: `dockerfile` (containers) or `machine` (VMs: a
-   * base image and provisioning steps, the spec's `image.machine`). Core fingerprints that recipe.
-   * @defaultValue `"dockerfile"`
+   * The provider's part of the spec: its image format (Dockerfile or machine recipe), the spec
+   * sections it owns, its pre-flight rules, plan lines and fingerprint inputs.
+   * @defaultValue {@link DEFAULT_PROVIDER_SPEC}: Dockerfile images, no sections
    */
-  readonly imageFormat?: "dockerfile" | "machine";
+  readonly spec?: ProviderSpec;
   readonly images: ImageOperations;
   readonly instances: InstanceOperations;
   /** Optional: shifts and drains traffic; see {@link TrafficCapability}. */
@@ -367,22 +356,6 @@ export interface Provider {
   ping(ctx: ProviderContext): Promise<void>;
   /** Releases connections; the provider is not used afterwards. */
   close?(): Promise<void>;
-}
-
-/**
- * Kiln's own labels ({@link LABELS}) for the instances a launch starts: managed, service,
- * environment, release, rollout and the image's fingerprint. Providers put these (mapped to their
- * cloud's key rules where needed) beside the release's own `config.labels`.
- */
-export function launchLabels(request: Pick<LaunchRequest, "target" | "release" | "rolloutId" | "image">): Record<LabelKey, string> {
-  return {
-    [LABELS.managed]: "true",
-    [LABELS.service]: request.target.service,
-    [LABELS.environment]: request.target.environment,
-    [LABELS.release]: String(request.release),
-    [LABELS.rollout]: request.rolloutId,
-    [LABELS.fingerprint]: request.image.fingerprint,
-  };
 }
 
 /**

@@ -1,0 +1,125 @@
+import type { z } from "zod";
+import type { SpecIssue } from "../spec/issues.js";
+import type { ResolvedTarget } from "../spec/resolve.js";
+
+/**
+ * The spec sections a provider may own, each under the provider's name:
+ *
+ * | key | where in `kiln.yaml` | what it holds |
+ * | --- | --- | --- |
+ * | `instances` | `instances.<provider>` | how each instance is launched (machine size, network, …) |
+ * | `base` | `image.machine.base.<provider>` | the base image a machine image is baked from |
+ * | `builder` | `image.machine.builder.<provider>` | the VM a machine image is baked on |
+ * | `loadBalancer` | `traffic.loadBalancer.<provider>` | the cloud load balancer instances join |
+ */
+export type ProviderSectionKey = "instances" | "base" | "builder" | "loadBalancer";
+
+/** Every {@link ProviderSectionKey}, in the order the spec reference lists them. */
+export const PROVIDER_SECTION_KEYS: readonly ProviderSectionKey[] = ["instances", "base", "builder", "loadBalancer"];
+
+/** Where each section sits in the spec, as a key path whose last part is the provider's name. */
+export const PROVIDER_SECTION_PATHS: Readonly<Record<ProviderSectionKey, readonly string[]>> = {
+  instances: ["instances"],
+  base: ["image", "machine", "base"],
+  builder: ["image", "machine", "builder"],
+  loadBalancer: ["traffic", "loadBalancer"],
+};
+
+/**
+ * The zod schemas of a provider's sections. A schema that accepts `undefined` (for example one
+ * ending in `.prefault({})`) gives its defaults when the section is absent; any other schema makes
+ * its section optional (absent: `undefined`). An environment may override each key of a section
+ * that is an object schema (core derives the override schema with `.partial()`), unless
+ * {@link ProviderSpec.overrides} gives one.
+ */
+export type ProviderSections = { readonly [K in ProviderSectionKey]?: z.ZodType };
+
+/** The values of a provider's sections for one target, typed by the provider's own schemas. */
+export type SectionValues<S extends ProviderSections> = { readonly [K in ProviderSectionKey]: S[K] extends z.ZodType ? z.output<S[K]> | undefined : undefined };
+
+/** What a provider adds to an image's fingerprint, beyond the recipe core fingerprints itself. */
+export interface FingerprintContribution {
+  /**
+   * A JSON value hashed into the fingerprint (key order does not matter): for machine images, the
+   * base image as written (`{ base }`). Never put secrets here: the value is hashed, not stored,
+   * but it decides when an image is rebuilt.
+   */
+  readonly inputs: unknown;
+  /** The base images in words, one line each, for `kiln build` output (`ami-0123…`). */
+  readonly baseImages?: readonly string[];
+}
+
+/**
+ * A provider's part of the spec: which recipe it builds images from, the sections it owns (see
+ * {@link ProviderSectionKey}), its pre-flight rules, the lines it adds to a plan, and what its
+ * settings add to a fingerprint. Core composes these into the spec schema (so `kiln validate`
+ * reports a provider's problems with `file:line:column` like its own), carries the sections
+ * without knowing what is in them, and hands them back to the provider: the release's
+ * `InstanceConfig.providerSettings`, `MachineRecipe.base` and `.builder`, and
+ * `TrafficOptions.loadBalancer` hold the target's provider's section values.
+ *
+ * Every member is pure and cheap: a spec is read by `kiln validate` without the provider's SDK.
+ *
+ * @example
+ * ```ts
+ * export const providerSpec = defineProviderSpec({
+ *   imageFormat: "machine",
+ *   sections: { instances: z.strictObject({ machineType: z.string().default("e2-small") }).prefault({}) },
+ *   validate: (target, sections) => (sections.instances?.machineType.startsWith("e2-") ? [] : [{ path: ["instances", "gcp", "machineType"], kind: "invalid-value", message: "…" }]),
+ * });
+ * ```
+ */
+export interface ProviderSpec<S extends ProviderSections = ProviderSections> {
+  /**
+   * Which recipe the provider builds images from: `dockerfile` (container providers, the spec's
+   * `image.dockerfile`) or `machine` (VM providers: a base image and provisioning steps, the spec's
+   * `image.machine`, which is then required).
+   */
+  readonly imageFormat: "dockerfile" | "machine";
+  /** The sections the provider owns, by key. */
+  readonly sections?: S;
+  /**
+   * Environment override schemas, for sections whose override is not simply every key optional.
+   * @defaultValue the section's schema with `.partial()` (objects), else the schema itself
+   */
+  readonly overrides?: { readonly [K in ProviderSectionKey]?: z.ZodType };
+  /**
+   * Pre-flight rules (names, tag limits, sizes, settings the provider cannot honour) for one
+   * target that uses this provider, run by validation for the top level and for every
+   * environment. Each issue's `path` is from the spec's top (`["instances", "labels", "team"]`);
+   * core adds the `environments.<name>` prefix and the position in the file. Pure.
+   */
+  validate?(target: ResolvedTarget, sections: SectionValues<S>): SpecIssue[];
+  /**
+   * Lines the provider adds to a plan (`kiln plan`), after core's own, each without indentation:
+   * e.g. `traffic: target group … → port http; …`. When the target has a load balancer, the
+   * provider says where its traffic goes here (core then prints no traffic line of its own). Pure.
+   */
+  planLines?(target: ResolvedTarget, sections: SectionValues<S>): string[];
+  /** What the provider's settings add to a machine image's fingerprint (the base image as written). Pure. */
+  fingerprint?(target: ResolvedTarget, sections: SectionValues<S>): FingerprintContribution;
+}
+
+/**
+ * Identity helper that types a provider spec: the sections' values given to `validate`,
+ * `planLines` and `fingerprint` are typed by their schemas.
+ */
+export function defineProviderSpec<S extends ProviderSections>(spec: ProviderSpec<S>): ProviderSpec<S> {
+  return spec;
+}
+
+/** A provider without a spec of its own: Dockerfile images, no sections. */
+export const DEFAULT_PROVIDER_SPEC: ProviderSpec = { imageFormat: "dockerfile" };
+
+/**
+ * The target's provider's section values, as {@link ProviderSpec} members receive them. A
+ * provider's own code may call it with its spec type to read its settings typed.
+ */
+export function sectionValues<S extends ProviderSections = ProviderSections>(target: ResolvedTarget): SectionValues<S> {
+  return {
+    instances: target.instance.providerSettings,
+    base: target.machine?.base,
+    builder: target.machine?.builder,
+    loadBalancer: target.traffic.loadBalancer,
+  } as SectionValues<S>;
+}
