@@ -18,8 +18,7 @@
  * When the proxy is not implemented, these tests fail (they do not skip) and say so.
  */
 import { afterAll, describe, expect, it } from "vitest";
-import { requireDockerEngine } from "@kilnjs/testkit";
-import { formatStats, startLoad, type LoadReport, type LoadRun } from "./load-generator.js";
+import { formatLoadStats, requireDockerEngine, startLoad, type LoadReport, type LoadRun } from "@kilnjs/testkit";
 import {
   LABEL_RELEASE,
   LABEL_SERVICE,
@@ -218,8 +217,8 @@ describe.skipIf(!engine)("zero downtime through the front proxy, on a real Docke
 
   function describeReport(report: LoadReport): string {
     return [
-      `overall: ${formatStats(report.overall)}`,
-      report.window ? `switch:  ${formatStats(report.window)}` : "switch: (not marked)",
+      `overall: ${formatLoadStats(report.overall)}`,
+      report.window ? `switch:  ${formatLoadStats(report.window)}` : "switch: (not marked)",
       `by instance: ${JSON.stringify(report.overall.byInstance)}`,
       `histogram: ${JSON.stringify(report.overall.histogram)}`,
       report.failureSamples.length > 0 ? `first failures: ${JSON.stringify(report.failureSamples)}` : "",
