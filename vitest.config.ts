@@ -9,7 +9,8 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["packages/*/src/**/*.test.ts"],
+          // Beside the code, and in a package's test/ folder (tests of what it ships, such as the CLI's bin).
+          include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts"],
           exclude: ["**/*.integ.test.ts", "**/node_modules/**", "**/dist/**"],
           testTimeout: 20_000,
         },
