@@ -9,8 +9,9 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          // Beside the code, and in a package's test/ folder (tests of what it ships, such as the CLI's bin).
-          include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts"],
+          // Beside the code; a package's test/ folder (tests of what it ships, such as the CLI's
+          // bin); scripts/*.test.ts (the repository scripts' own decisions: npm test's setup).
+          include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "scripts/**/*.test.ts"],
           exclude: ["**/*.integ.test.ts", "**/node_modules/**", "**/dist/**"],
           testTimeout: 20_000,
         },
