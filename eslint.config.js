@@ -9,7 +9,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["scripts/*.ts", "scripts/bench/*.ts", "examples/*/*.ts"] },
+        projectService: { allowDefaultProject: ["scripts/*.ts", "scripts/bench/*.ts", "examples/*/*.ts", "packages/cli/bin/*.js"] },
         tsconfigRootDir: import.meta.dirname,
       },
     },

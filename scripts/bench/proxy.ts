@@ -23,7 +23,7 @@ import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { closedLoop, type LoadStats } from "../../packages/cli/src/load-generator.js";
+import { runClosedLoop, type LoadStats } from "@kilnjs/testkit";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const bin = path.join(root, "packages/cli/dist/bin.js");
@@ -57,7 +57,7 @@ function freePort(): Promise<number> {
 async function waitForAnswer(port: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const stats = await closedLoop({ host: "127.0.0.1", port, concurrency: 1, durationMs: 200, maxRequests: 1, requestTimeoutMs: 1_000 });
+    const stats = await runClosedLoop({ host: "127.0.0.1", port, concurrency: 1, durationMs: 200, maxRequests: 1, requestTimeoutMs: 1_000 });
     if (stats.ok === 1) return true;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
@@ -150,8 +150,8 @@ export async function run(): Promise<void> {
         ["direct", directPort],
         ["proxy", proxyPort],
       ] as const) {
-        await closedLoop({ host: "127.0.0.1", port, concurrency: CONCURRENCY, durationMs: WARMUP_MS });
-        const stats = await closedLoop({ host: "127.0.0.1", port, concurrency: CONCURRENCY, durationMs: MEASURE_MS });
+        await runClosedLoop({ host: "127.0.0.1", port, concurrency: CONCURRENCY, durationMs: WARMUP_MS });
+        const stats = await runClosedLoop({ host: "127.0.0.1", port, concurrency: CONCURRENCY, durationMs: MEASURE_MS });
         results[name].push(stats);
         process.stdout.write(`  round ${round + 1} ${line(name, stats)}\n`);
       }

@@ -67,7 +67,7 @@ function requireSchemathesis(): string | undefined {
   if ("bin" in found) return found.bin;
   const install = 'export KILN_SCHEMATHESIS="$(bash scripts/schemathesis.sh path | tail -n 1)"';
   if (process.env.CI === "true") throw new Error(`Schemathesis is required under CI, but ${found.missing}. Install it first: ${install}.`);
-  process.stderr.write(`\n*** SKIPPED: ${found.missing}; install it (about 25 s): ${install} ***\n\n`);
+  process.stderr.write(`\n*** SKIPPED: ${found.missing}: npm test installs it when run as root or with KILN_TEST_SETUP=start; or (about 25 s): ${install} (see "What npm test sets up" in docs/development.md) ***\n\n`);
   return undefined;
 }
 

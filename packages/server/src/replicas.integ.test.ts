@@ -17,7 +17,7 @@ import { hashToken } from "./auth.js";
 const postgres = await requirePostgres();
 const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const KILN_BIN = path.join(REPO_ROOT, "packages/cli/dist/bin.js");
-const MEMORY_PROVIDER = path.join(REPO_ROOT, "packages/cli/test-fixtures/memory-provider.mjs");
+const MEMORY_PROVIDER = path.join(REPO_ROOT, "packages/cli/test/fixtures/memory-provider.mjs");
 const TOKEN = "t-replicas";
 
 interface Replica {

@@ -36,7 +36,7 @@ async function requireChromium(): Promise<string | undefined> {
   if (process.env.CI === "true") {
     throw new Error(`Chromium is required under CI, but none is executable at ${candidates.join(" or ")}. Install it first: eval "$(bash scripts/chromium.sh path | tail -1)".`);
   }
-  process.stderr.write(`\n*** SKIPPED: no Chromium at ${candidates.join(" or ")}; run bash scripts/chromium.sh path (then export KILN_CHROMIUM as it prints) ***\n\n`);
+  process.stderr.write(`\n*** SKIPPED: no Chromium at ${candidates.join(" or ")}: npm test installs Debian's when run as root; or: export KILN_CHROMIUM=<a Chromium> (see "What npm test sets up" in docs/development.md) ***\n\n`);
   return undefined;
 }
 

@@ -57,6 +57,6 @@ export async function requireDockerEngine(): Promise<boolean> {
       `A Docker engine is required under CI, but none answered at ${host}. Start one first: eval "$(bash scripts/docker-engine.sh start | tail -1)".`,
     );
   }
-  process.stderr.write(`\n*** SKIPPED: no Docker engine answered at ${host}; run npm run engine:start (then export DOCKER_HOST as it prints) ***\n\n`);
+  process.stderr.write(`\n*** SKIPPED: no Docker engine answered at ${host}: npm test starts one when run as root; or: export DOCKER_HOST=<an engine you can use> (see "What npm test sets up" in Kiln's docs/development.md) ***\n\n`);
   return false;
 }

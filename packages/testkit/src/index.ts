@@ -2,8 +2,9 @@
  * Kiln testkit: the in-memory provider (with fault injection and an optional state file shared
  * by processes), the provider conformance suite every provider runs, the state store conformance
  * suite every `StateStore` runs, helpers that gate integration tests on a real engine, on moto
- * (the EC2 emulator) or on PostgreSQL (skip loudly on a laptop, fail under CI), and a
- * fault-injecting HTTP proxy for AWS query-protocol APIs.
+ * (the EC2 emulator) or on PostgreSQL (skip loudly on a laptop, fail under CI), a
+ * fault-injecting HTTP proxy for AWS query-protocol APIs, and a bounded HTTP load generator that
+ * reports what clients saw while a service was replaced.
  *
  * The conformance suites register vitest tests, so this package imports `vitest` (a peer dependency).
  * @module
@@ -37,3 +38,10 @@ export { DEFAULT_MOTO_ENDPOINT, motoAvailable, motoEndpoint, requireMoto, resetM
 export { DEFAULT_POSTGRES_URL, postgresAvailable, postgresUrl, requirePostgres } from "./postgres.js";
 export { PROXY_FAULT_KINDS, startFaultProxy } from "./fault-proxy.js";
 export type { FaultProxy, FaultProxyCall, FaultProxyCounts, FaultProxyOptions, FaultProxyRequest, ProxyFault, ProxyFaultKind, ProxyFaultPhase } from "./fault-proxy.js";
+/**
+ * A bounded HTTP load generator: `startLoad` (open loop at a rate, with a marked window, failures
+ * by reason, served-after-stop answers, answers by instance, latency percentiles) and
+ * `runClosedLoop` (fixed concurrency, for throughput benchmarks).
+ */
+export { LOAD_HISTOGRAM_BOUNDS_MS, LOAD_MAX_DURATION_MS, LOAD_MAX_REQUESTS, formatLoadStats, runClosedLoop, startLoad } from "./load-generator.js";
+export type { ClosedLoopOptions, LoadFailureSample, LoadOptions, LoadPercentiles, LoadReport, LoadRun, LoadStats } from "./load-generator.js";

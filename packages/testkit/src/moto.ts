@@ -76,7 +76,7 @@ export async function requireMoto(): Promise<boolean> {
       `A moto server (EC2 emulator) is required under CI, but none answered at ${endpoint}. Start one first: eval "$(bash scripts/moto.sh start | tail -1)".`,
     );
   }
-  process.stderr.write(`\n*** SKIPPED: no moto server (EC2 emulator) answered at ${endpoint}; run npm run moto:start (then export the variables it prints) ***\n\n`);
+  process.stderr.write(`\n*** SKIPPED: no moto server (EC2 emulator) answered at ${endpoint}: npm test starts one when run as root or with KILN_TEST_SETUP=start; or: npm run moto:start (see "What npm test sets up" in Kiln's docs/development.md) ***\n\n`);
   return false;
 }
 

@@ -99,6 +99,7 @@ describe("postgresUrl and requirePostgres", () => {
     try {
       expect(await requirePostgres()).toBe(false);
       expect(String(write.mock.calls[0]?.[0])).toMatch(/\*\*\* SKIPPED: no PostgreSQL answered at postgres:\/\/kiln:\*\*\*@127\.0\.0\.1/);
+      expect(String(write.mock.calls[0]?.[0]), "the notice says what to do, as npm test does").toContain("npm test starts one when run as root or with KILN_TEST_SETUP=start; or: npm run postgres:start");
     } finally {
       write.mockRestore();
     }

@@ -95,6 +95,6 @@ export async function requirePostgres(): Promise<boolean> {
       `PostgreSQL is required under CI, but none answered at ${redacted(url)}. Start one first: eval "$(bash scripts/postgres.sh start | tail -1)".`,
     );
   }
-  process.stderr.write(`\n*** SKIPPED: no PostgreSQL answered at ${redacted(url)}; run npm run postgres:start (then export KILN_PG_URL as it prints) ***\n\n`);
+  process.stderr.write(`\n*** SKIPPED: no PostgreSQL answered at ${redacted(url)}: npm test starts one when run as root or with KILN_TEST_SETUP=start; or: npm run postgres:start (see "What npm test sets up" in Kiln's docs/development.md) ***\n\n`);
   return false;
 }

@@ -1,7 +1,9 @@
 /**
- * Helpers shared by the CLI's integration tests (`*.integ.test.ts`): run the built `kiln` binary
- * as a user would, make throwaway copies of examples/hello-web, inspect and clean up what Kiln
- * left in the Docker engine. Test-only: not exported from the package index, not bundled.
+ * The harness of the CLI's black-box integration tests (`packages/cli/test/*.integ.test.ts`): run
+ * the built `kiln` binary as a user would, make throwaway copies of examples/hello-web, inspect and
+ * clean up what Kiln left in the Docker engine. Repository-specific (it spawns
+ * `packages/cli/dist/bin.js` and copies `examples/hello-web`), so it lives under `test/`, which the
+ * package neither builds nor ships; general test tools belong in `@kilnjs/testkit`.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -12,6 +14,7 @@ import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { WaitOutcome } from "@kilnjs/core";
 import Docker from "dockerode";
 
 /** The monorepo's root folder. */
@@ -52,40 +55,87 @@ export function describeResult(result: CommandResult): string {
   return `exit ${result.code ?? result.signal} after ${result.elapsedMs} ms\n--- stdout ---\n${result.stdout}\n--- stderr ---\n${result.stderr}`;
 }
 
+/** Options of {@link runCommand} and {@link startCommand}. */
+export interface CommandOptions {
+  readonly cwd: string;
+  /** Added to this process's environment (with NO_COLOR=1 and FORCE_COLOR=0). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** The command is killed with SIGKILL (by its own pid) after this long; default 150 s. */
+  readonly timeoutMs?: number;
+}
+
+/** A command started in the background: its output so far, signals, and its end. */
+export interface RunningCommand {
+  readonly pid: number;
+  /** Everything it printed on stdout so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Sends `signal` to this process only (by its pid). */
+  kill(signal: NodeJS.Signals): void;
+  /** Whether it has exited. */
+  exited(): boolean;
+  /** Resolves when it exits (after `timeoutMs` it is killed with SIGKILL). */
+  readonly done: Promise<CommandResult>;
+}
+
 /**
- * Runs a command to its end and collects its output. Kills it (by its own pid) after
- * `timeoutMs` so a hung command fails the test instead of hanging the suite.
+ * Starts a command without waiting for it; see {@link RunningCommand}. Kills it (by its own pid)
+ * after `timeoutMs`, so a hung command fails the test instead of hanging the suite.
  */
-export function runCommand(command: string, args: readonly string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CommandResult> {
+export function startCommand(command: string, args: readonly string[], options: CommandOptions): RunningCommand {
   const startedAt = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd: options.cwd,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const timeoutMs = options.timeoutMs ?? 150_000;
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  let finished = false;
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const done = new Promise<CommandResult>((resolve, reject) => {
     const timer = setTimeout(() => {
-      stderr += `\n[test] killed after ${options.timeoutMs ?? 150_000} ms\n`;
+      stderr += `\n[test] killed after ${timeoutMs} ms\n`;
       child.kill("SIGKILL");
-    }, options.timeoutMs ?? 150_000);
+    }, timeoutMs);
     child.on("error", (error) => {
       clearTimeout(timer);
+      finished = true;
       reject(error);
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      finished = true;
       resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - startedAt });
     });
   });
+  if (child.pid === undefined) {
+    // spawn failed (ENOENT, …): `done` rejects with the reason.
+    return { pid: -1, stdout: () => stdout, stderr: () => stderr, kill: () => undefined, exited: () => true, done };
+  }
+  const pid = child.pid;
+  return {
+    pid,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    kill: (signal) => {
+      if (!finished) child.kill(signal);
+    },
+    exited: () => finished,
+    done,
+  };
+}
+
+/** Runs a command to its end and collects its output; see {@link startCommand}. */
+export function runCommand(command: string, args: readonly string[], options: CommandOptions): Promise<CommandResult> {
+  return startCommand(command, args, options).done;
 }
 
 /** Runs `kiln <args>` (the built binary, with this Node) in `cwd`. */
 export function kiln(cwd: string, args: readonly string[], timeoutMs?: number): Promise<CommandResult> {
-  return runCommand(process.execPath, [KILN_BIN, ...args], { cwd, ...(timeoutMs ? { timeoutMs } : {}) });
+  return kilnWith(cwd, args, timeoutMs ? { timeoutMs } : {});
 }
 
 /** Parses NDJSON output (one JSON object a line; other lines are an error). */
@@ -258,35 +308,27 @@ export function imagesWith(docker: Docker, ...labels: string[]): Promise<Docker.
   return docker.listImages({ filters: { label: labels } });
 }
 
-/** GET `http://host:port/path`: status and body text. */
-export function httpGet(host: string, port: number, pathname: string): Promise<{ status: number; body: string }> {
+/** GET `http://host:port/path`: status and body text. Rejects when there is no complete answer within `timeoutMs`. */
+export function httpGet(host: string, port: number, pathname: string, timeoutMs = 3_000): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const request = get({ host, port, path: pathname, timeout: 3_000, agent: false }, (response) => {
+    const request = get({ host, port, path: pathname, timeout: timeoutMs, agent: false }, (response) => {
       let body = "";
       response.setEncoding("utf8");
       response.on("data", (chunk: string) => (body += chunk));
       response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
       response.on("error", reject);
     });
-    request.on("timeout", () => request.destroy(new Error(`GET ${pathname} on ${host}:${port}: no answer within 3 s`)));
+    request.on("timeout", () => request.destroy(new Error(`GET ${pathname} on ${host}:${port}: no answer within ${timeoutMs} ms`)));
     request.on("error", reject);
   });
 }
 
-/** Polls `check` until it returns something other than undefined; fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 150): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: last });
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
+/**
+ * `{ done: true, value }` when `value` is defined, else `{ done: false }`: the attempt of core's
+ * `waitFor` for a check that finds something or not.
+ */
+export function foundOrNot<T>(value: T | undefined): WaitOutcome<T> {
+  return value === undefined ? { done: false } : { done: true, value };
 }
 
 /**
@@ -340,65 +382,20 @@ export interface PlanDocument {
 
 /** Runs `kiln <args>` with extra environment variables (and an optional time limit). */
 export function kilnWith(cwd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CommandResult> {
-  return runCommand(process.execPath, [KILN_BIN, ...args], { cwd, ...options });
+  return startKiln(cwd, args, options).done;
 }
 
-/** A `kiln` process started in the background: its output so far, signals, and its end. */
-export interface RunningKiln {
-  readonly pid: number;
-  /** Everything it printed on stdout so far. */
-  stdout(): string;
-  stderr(): string;
-  /** Sends `signal` to this process only (by its pid). */
-  kill(signal: NodeJS.Signals): void;
-  /** Whether it has exited. */
-  exited(): boolean;
-  /** Resolves when it exits (after `timeoutMs` it is killed with SIGKILL). */
-  readonly done: Promise<CommandResult>;
-}
+/** A `kiln` process started in the background. */
+export type RunningKiln = RunningCommand;
 
-/** Starts `kiln <args>` without waiting for it; see {@link RunningKiln}. */
+/** Starts `kiln <args>` without waiting for it; see {@link RunningCommand}. */
 export function startKiln(cwd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): RunningKiln {
-  const startedAt = Date.now();
-  const timeoutMs = options.timeoutMs ?? 150_000;
-  const child = spawn(process.execPath, [KILN_BIN, ...args], {
-    cwd,
-    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  let finished = false;
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  const done = new Promise<CommandResult>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      stderr += `\n[test] killed after ${timeoutMs} ms\n`;
-      child.kill("SIGKILL");
-    }, timeoutMs);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      finished = true;
-      reject(error);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      finished = true;
-      resolve({ code, signal, stdout, stderr, elapsedMs: Date.now() - startedAt });
-    });
-  });
-  if (child.pid === undefined) throw new Error(`could not start kiln ${args.join(" ")}`);
-  const pid = child.pid;
-  return {
-    pid,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    kill: (signal) => {
-      if (!finished) child.kill(signal);
-    },
-    exited: () => finished,
-    done,
-  };
+  const running = startCommand(process.execPath, [KILN_BIN, ...args], { cwd, ...options });
+  if (running.pid < 0) {
+    running.done.catch(() => undefined); // the reason is in the error thrown here instead
+    throw new Error(`could not start kiln ${args.join(" ")}`);
+  }
+  return running;
 }
 
 /** JSON lines printed so far, skipping an incomplete last line. */
@@ -508,15 +505,10 @@ export interface SamplerReport {
 
 /** GET `http://host:port/path` with a short timeout: the status, or 0 when it did not answer. */
 export function httpStatus(host: string, port: number, pathname: string, timeoutMs = 1_000): Promise<number> {
-  return new Promise((resolve) => {
-    const request = get({ host, port, path: pathname, timeout: timeoutMs, agent: false }, (response) => {
-      response.resume();
-      response.on("end", () => resolve(response.statusCode ?? 0));
-      response.on("error", () => resolve(0));
-    });
-    request.on("timeout", () => request.destroy(new Error("timeout")));
-    request.on("error", () => resolve(0));
-  });
+  return httpGet(host, port, pathname, timeoutMs).then(
+    (answer) => answer.status,
+    () => 0,
+  );
 }
 
 /** How many running containers of `service` answer GET /healthz with 200 on their published 8080/tcp port. */
@@ -540,7 +532,7 @@ export async function startedAtOf(docker: Docker, ids: readonly string[]): Promi
 // ---- the in-memory provider driven through the CLI ----
 
 /** The CLI's provider module for `provider: memory` (a test fixture). */
-export const MEMORY_PROVIDER_MODULE = path.join(REPO_ROOT, "packages/cli/test-fixtures/memory-provider.mjs");
+export const MEMORY_PROVIDER_MODULE = path.join(REPO_ROOT, "packages/cli/test/fixtures/memory-provider.mjs");
 
 /** The memory provider's state file as the tests read it. */
 export interface MemoryCloud {

@@ -1,37 +1,46 @@
 /**
- * A bounded HTTP load generator for the zero-downtime tests and the proxy benchmark (test support:
- * not exported from the package index, not bundled).
+ * A bounded HTTP load generator: drives a service over plain HTTP while something happens to it (a
+ * rollout, a proxy reload, an instance killed) and reports what a client saw. Kiln's zero-downtime
+ * tests and its front-proxy benchmark use it; it works against any HTTP server.
  *
- * Open loop at a target rate: every tick it sends the requests that are due, whatever the ones
- * before are doing, through one keep-alive agent with a socket cap (requests beyond the cap wait in
+ * {@link startLoad} is an open loop at a target rate: every tick it sends the requests that are due,
+ * whatever the ones before are doing, through one keep-alive agent with a socket cap (requests beyond the cap wait in
  * the agent's queue, and that wait counts in their latency). A share of the requests are slow
- * (`GET /slow?ms=N`, N up to 2 s, hello-web's knob). It counts, for the whole run and for a window
+ * (`GET /slow?ms=N`, N up to 2 s: the target must answer that path after N ms, as Kiln's
+ * examples/hello-web does). It counts, for the whole run and for a window
  * the caller marks (the "switch"): requests sent and completed, failed ones (connection errors,
  * resets, timeouts, non-2xx answers) by reason, the ones a server marked `x-served-after-stop`,
  * answers by `x-instance`, and the latency distribution (p50 / p99 / max, and a coarse histogram).
  *
- * Hard limits, whatever the caller asks: at most {@link MAX_DURATION_MS} of sending, at most
- * {@link MAX_REQUESTS} requests, each request abandoned (and counted failed) after its timeout.
+ * Hard limits, whatever the caller asks: at most {@link LOAD_MAX_DURATION_MS} of sending, at most
+ * {@link LOAD_MAX_REQUESTS} requests, each request abandoned (and counted failed) after its timeout.
  * Traffic goes only where the caller points it (the tests use 127.0.0.1).
+ *
+ * {@link runClosedLoop} is a closed loop for benchmarks: a fixed number of requests in flight, each
+ * worker sending its next one when the last ended, reporting throughput and latency.
  */
 import { Agent, request as httpRequest } from "node:http";
-import { seededRandom as random } from "@kilnjs/testkit";
+import { KilnError } from "@kilnjs/core";
+import { seededRandom as random } from "./faults.js";
 
-/** No run sends for longer than this, whatever `durationMs` says. */
-export const MAX_DURATION_MS = 90_000;
-/** No run sends more requests than this. */
-export const MAX_REQUESTS = 30_000;
-/** Upper bounds of the latency histogram's buckets, in ms (the last bucket is everything above). */
-export const HISTOGRAM_BOUNDS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 1500, 2000, 2500, 3000, 5000, 10_000] as const;
+/** No load run sends for longer than this, in ms (90 s), whatever `durationMs` says. */
+export const LOAD_MAX_DURATION_MS = 90_000;
+/** No {@link startLoad} run sends more requests than this (30,000). */
+export const LOAD_MAX_REQUESTS = 30_000;
+/** Upper bounds of the buckets of {@link LoadStats.histogram}, in ms (a last bucket holds everything above). */
+export const LOAD_HISTOGRAM_BOUNDS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 1500, 2000, 2500, 3000, 5000, 10_000] as const;
 
+/** Options of {@link startLoad}. */
 export interface LoadOptions {
+  /** Host to send to (an IP address or name; the tests use 127.0.0.1). */
   host: string;
+  /** TCP port to send to. */
   port: number;
-  /** Requests per second to send (open loop). */
+  /** Requests per second to send (open loop), in (0, 5000]. */
   ratePerSecond: number;
-  /** How long to send for, in ms (≤ {@link MAX_DURATION_MS}); `stop()` may end it earlier. */
+  /** How long to send for, in ms (≤ {@link LOAD_MAX_DURATION_MS}); `stop()` may end it earlier. */
   durationMs: number;
-  /** Stop sending after this many requests (≤ {@link MAX_REQUESTS}; default: rate × duration, capped). */
+  /** Stop sending after this many requests (≤ {@link LOAD_MAX_REQUESTS}; default: rate × duration, capped). */
   maxRequests?: number;
   /** Share of requests that are slow, 0..1 (default 0.2). */
   slowShare?: number;
@@ -63,52 +72,65 @@ export interface LoadStats {
   servedAfterStop: number;
   /** Answers by their `x-instance` header (`?` when absent). */
   byInstance: Record<string, number>;
-  /** Latency of completed requests, in ms (NaN when none completed). */
+  /** Median latency of completed requests, in ms (NaN when none completed). */
   p50Ms: number;
+  /** 99th percentile latency of completed requests (nearest rank), in ms (NaN when none completed). */
   p99Ms: number;
+  /** Largest latency of completed requests, in ms (NaN when none completed). */
   maxMs: number;
   /** Latency of the fast requests only (NaN when none): what a switch costs shows here, not hidden behind the slow ones. */
-  fast: Percentiles;
+  fast: LoadPercentiles;
   /** Of the slow requests: latency beyond the time they asked for (`/slow?ms=N`: latency − N). */
-  slowExcess: Percentiles;
+  slowExcess: LoadPercentiles;
   /** Counts of completed requests by latency bucket: `≤5ms`, …, `>10000ms`. */
   histogram: Record<string, number>;
-  /** How long this set spans, in ms, and the rate of requests sent over it. */
+  /** How long this set spans, in ms. */
   elapsedMs: number;
+  /** Requests sent per second over {@link LoadStats.elapsedMs} (one decimal). */
   sentPerSecond: number;
 }
 
 /** Latency percentiles of a subset of requests, in ms (NaN when the subset is empty). */
-export interface Percentiles {
+export interface LoadPercentiles {
+  /** Requests in the subset. */
   count: number;
+  /** Median, in ms. */
   p50Ms: number;
+  /** 99th percentile (nearest rank), in ms. */
   p99Ms: number;
+  /** Largest, in ms. */
   maxMs: number;
 }
 
-/** One failed request, for messages. */
-export interface FailureSample {
-  /** ms since the run started. */
+/** One notable request (a failure, or an answer served after stop), for assertion messages. */
+export interface LoadFailureSample {
+  /** When it was sent, in ms since the run started. */
   at: number;
+  /** The path requested (`/version`, `/slow?ms=840`). */
   path: string;
+  /** Why it counts: `status 502`, `ECONNRESET`, `timeout`, `x-served-after-stop`, … */
   reason: string;
+  /** The `x-instance` header of the answer, when there was one. */
   instance?: string;
 }
 
+/** What a {@link startLoad} run saw, when it ended. */
 export interface LoadReport {
+  /** Every request of the run. */
   overall: LoadStats;
   /** The marked window, when `markWindowStart()` was called. */
   window?: LoadStats;
   /** The first failures (at most 20), with their time. */
-  failureSamples: FailureSample[];
+  failureSamples: LoadFailureSample[];
   /** Answers marked served-after-stop (at most 20), with their time and instance. */
-  servedAfterStopSamples: FailureSample[];
+  servedAfterStopSamples: LoadFailureSample[];
   /** Why sending stopped: `duration`, `maxRequests` or `stopped`. */
   endedBy: "duration" | "maxRequests" | "stopped";
   /** Requests still unanswered when the report was made (0 unless they outlived their timeout). */
   abandoned: number;
 }
 
+/** A running {@link startLoad}: mark a window, read figures so far, stop. */
 export interface LoadRun {
   /** Starts the window whose figures are reported apart (requests *started* from now on). */
   markWindowStart(): void;
@@ -134,7 +156,7 @@ interface Sample {
   slowMs?: number;
 }
 
-function percentilesOf(latencies: number[]): Percentiles {
+function percentilesOf(latencies: number[]): LoadPercentiles {
   latencies.sort((a, b) => a - b);
   return {
     count: latencies.length,
@@ -144,7 +166,7 @@ function percentilesOf(latencies: number[]): Percentiles {
   };
 }
 
-/** The `p`-th percentile (0..100, nearest rank) of sorted values; NaN when there are none. */
+/** The `p`-th percentile (0..100, nearest rank) of values sorted in ascending order; NaN when there are none. */
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.ceil((p / 100) * sorted.length);
@@ -152,12 +174,12 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 function bucketOf(latencyMs: number): string {
-  for (const bound of HISTOGRAM_BOUNDS_MS) if (latencyMs <= bound) return `≤${bound}ms`;
-  return `>${HISTOGRAM_BOUNDS_MS[HISTOGRAM_BOUNDS_MS.length - 1]}ms`;
+  for (const bound of LOAD_HISTOGRAM_BOUNDS_MS) if (latencyMs <= bound) return `≤${bound}ms`;
+  return `>${LOAD_HISTOGRAM_BOUNDS_MS[LOAD_HISTOGRAM_BOUNDS_MS.length - 1]}ms`;
 }
 
 /** Figures over `samples`, with `sent` requests started over `elapsedMs`. */
-export function summarize(samples: readonly Sample[], sent: number, elapsedMs: number): LoadStats {
+function summarize(samples: readonly Sample[], sent: number, elapsedMs: number): LoadStats {
   const failures: Record<string, number> = {};
   const byInstance: Record<string, number> = {};
   const histogram: Record<string, number> = {};
@@ -175,7 +197,7 @@ export function summarize(samples: readonly Sample[], sent: number, elapsedMs: n
   }
   latencies.sort((a, b) => a - b);
   const ordered: Record<string, number> = {};
-  for (const bucket of [...HISTOGRAM_BOUNDS_MS.map((bound) => `≤${bound}ms`), `>${HISTOGRAM_BOUNDS_MS[HISTOGRAM_BOUNDS_MS.length - 1]}ms`]) {
+  for (const bucket of [...LOAD_HISTOGRAM_BOUNDS_MS.map((bound) => `≤${bound}ms`), `>${LOAD_HISTOGRAM_BOUNDS_MS[LOAD_HISTOGRAM_BOUNDS_MS.length - 1]}ms`]) {
     if (histogram[bucket] !== undefined) ordered[bucket] = histogram[bucket];
   }
   return {
@@ -197,8 +219,12 @@ export function summarize(samples: readonly Sample[], sent: number, elapsedMs: n
   };
 }
 
-/** One line for logs: `1234 sent, 1234 ok, 0 failed, 0 after stop, p50 3 ms, p99 1890 ms, 201.3/s`. */
-export function formatStats(stats: LoadStats): string {
+/**
+ * Formats figures as one line for logs and assertion messages: `300 sent, 300 ok, 0 failed, 0 served
+ * after stop, p50 1.2 ms, p99 250.3 ms, max 280.1 ms (fast requests: …; slow ones beyond their asked
+ * time: …), 200.1/s over 1.5 s`; failures are listed by reason (`status 503×12`).
+ */
+export function formatLoadStats(stats: LoadStats): string {
   const failures = Object.entries(stats.failures)
     .map(([reason, count]) => `${reason}×${count}`)
     .join(", ");
@@ -210,15 +236,37 @@ export function formatStats(stats: LoadStats): string {
   );
 }
 
-/** Starts a run; see {@link LoadRun}. Throws at once on options outside the hard limits. */
+/** Throws INVALID_ARGUMENT naming every problem, when there are any. */
+function checkOptions(what: string, problems: string[]): void {
+  if (problems.length > 0) throw new KilnError("INVALID_ARGUMENT", `Invalid ${what} options: ${problems.join("; ")}.`, { details: { issues: problems } });
+}
+
+/**
+ * Starts sending requests at `ratePerSecond` (open loop) to `http://host:port`; see the module
+ * comment for what is sent and counted, and {@link LoadRun} for what the caller can do while it runs.
+ * Sending ends after `durationMs`, after `maxRequests`, or on `stop()`.
+ *
+ * @example
+ * ```ts
+ * const load = startLoad({ host: "127.0.0.1", port, ratePerSecond: 200, durationMs: 30_000 });
+ * load.markWindowStart(); // … the rollout …
+ * load.markWindowEnd();
+ * const report = await load.stop();
+ * expect(report.window?.failed, formatLoadStats(report.overall)).toBe(0);
+ * ```
+ * @throws KilnError INVALID_ARGUMENT when `ratePerSecond` is outside (0, 5000], `durationMs` outside
+ *   (0, {@link LOAD_MAX_DURATION_MS}], `maxRequests` below 1 or `slowShare` outside [0, 1]
+ */
 export function startLoad(options: LoadOptions): LoadRun {
   const { host, port, ratePerSecond } = options;
-  if (!(ratePerSecond > 0 && ratePerSecond <= 5_000)) throw new RangeError(`ratePerSecond must be in (0, 5000]; got ${ratePerSecond}`);
-  if (!(options.durationMs > 0 && options.durationMs <= MAX_DURATION_MS)) throw new RangeError(`durationMs must be in (0, ${MAX_DURATION_MS}]; got ${options.durationMs}`);
-  const maxRequests = Math.min(MAX_REQUESTS, options.maxRequests ?? Math.ceil((ratePerSecond * options.durationMs) / 1000));
-  if (!(maxRequests > 0)) throw new RangeError(`maxRequests must be > 0; got ${options.maxRequests}`);
+  const maxRequests = Math.min(LOAD_MAX_REQUESTS, options.maxRequests ?? Math.ceil((ratePerSecond * options.durationMs) / 1000));
   const slowShare = options.slowShare ?? 0.2;
-  if (!(slowShare >= 0 && slowShare <= 1)) throw new RangeError(`slowShare must be in [0, 1]; got ${slowShare}`);
+  const problems: string[] = [];
+  if (!(ratePerSecond > 0 && ratePerSecond <= 5_000)) problems.push(`ratePerSecond must be in (0, 5000]; got ${ratePerSecond}`);
+  if (!(options.durationMs > 0 && options.durationMs <= LOAD_MAX_DURATION_MS)) problems.push(`durationMs must be in (0, ${LOAD_MAX_DURATION_MS}]; got ${options.durationMs}`);
+  if (!(maxRequests > 0)) problems.push(`maxRequests must be > 0; got ${options.maxRequests}`);
+  if (!(slowShare >= 0 && slowShare <= 1)) problems.push(`slowShare must be in [0, 1]; got ${slowShare}`);
+  checkOptions("load", problems);
   const maxSlowMs = Math.min(2000, Math.max(0, Math.floor(options.maxSlowMs ?? 2000)));
   const fastPath = options.fastPath ?? "/version";
   const timeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -228,8 +276,8 @@ export function startLoad(options: LoadOptions): LoadRun {
 
   const startedAt = performance.now();
   const samples: Sample[] = [];
-  const failureSamples: FailureSample[] = [];
-  const afterStopSamples: FailureSample[] = [];
+  const failureSamples: LoadFailureSample[] = [];
+  const afterStopSamples: LoadFailureSample[] = [];
   let sent = 0;
   let inFlight = 0;
   let sending = true;
@@ -341,7 +389,7 @@ export function startLoad(options: LoadOptions): LoadRun {
     if (sent >= maxRequests) endSending("maxRequests");
     else if (now() >= options.durationMs) endSending("duration");
   }, 5);
-  const hardStop = setTimeout(() => endSending("duration"), Math.min(options.durationMs, MAX_DURATION_MS) + 50);
+  const hardStop = setTimeout(() => endSending("duration"), Math.min(options.durationMs, LOAD_MAX_DURATION_MS) + 50);
 
   return {
     markWindowStart() {
@@ -361,12 +409,15 @@ export function startLoad(options: LoadOptions): LoadRun {
   };
 }
 
+/** Options of {@link runClosedLoop}. */
 export interface ClosedLoopOptions {
+  /** Host to send to (an IP address or name). */
   host: string;
+  /** TCP port to send to. */
   port: number;
-  /** Requests in flight at all times (each worker sends its next request when the last one ended). */
+  /** Requests in flight at all times, in [1, 1000] (each worker sends its next request when the last one ended). */
   concurrency: number;
-  /** How long to run, in ms (≤ {@link MAX_DURATION_MS}). */
+  /** How long to run, in ms (≤ {@link LOAD_MAX_DURATION_MS}). */
   durationMs: number;
   /** Path requested (default `/version`). */
   path?: string;
@@ -380,10 +431,16 @@ export interface ClosedLoopOptions {
  * Closed-loop throughput: `concurrency` workers over one keep-alive agent, each sending its next
  * request when the previous one ended, for `durationMs`. For benchmarks (requests per second and
  * latency at a fixed concurrency); bounded in time and count like {@link startLoad}.
+ *
+ * @returns the figures of every request (`sentPerSecond` is the throughput)
+ * @throws KilnError INVALID_ARGUMENT (the promise rejects) when `durationMs` is outside
+ *   (0, {@link LOAD_MAX_DURATION_MS}] or `concurrency` outside [1, 1000]
  */
-export async function closedLoop(options: ClosedLoopOptions): Promise<LoadStats> {
-  if (!(options.durationMs > 0 && options.durationMs <= MAX_DURATION_MS)) throw new RangeError(`durationMs must be in (0, ${MAX_DURATION_MS}]; got ${options.durationMs}`);
-  if (!(options.concurrency >= 1 && options.concurrency <= 1_000)) throw new RangeError(`concurrency must be in [1, 1000]; got ${options.concurrency}`);
+export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadStats> {
+  const problems: string[] = [];
+  if (!(options.durationMs > 0 && options.durationMs <= LOAD_MAX_DURATION_MS)) problems.push(`durationMs must be in (0, ${LOAD_MAX_DURATION_MS}]; got ${options.durationMs}`);
+  if (!(options.concurrency >= 1 && options.concurrency <= 1_000)) problems.push(`concurrency must be in [1, 1000]; got ${options.concurrency}`);
+  checkOptions("closed loop", problems);
   const maxRequests = Math.min(1_000_000, options.maxRequests ?? 1_000_000);
   const path = options.path ?? "/version";
   const timeoutMs = options.requestTimeoutMs ?? 5_000;

@@ -18,8 +18,8 @@
  * When the proxy is not implemented, these tests fail (they do not skip) and say so.
  */
 import { afterAll, describe, expect, it } from "vitest";
-import { requireDockerEngine } from "@kilnjs/testkit";
-import { formatStats, startLoad, type LoadReport, type LoadRun } from "./load-generator.js";
+import { waitFor } from "@kilnjs/core";
+import { formatLoadStats, requireDockerEngine, startLoad, type LoadReport, type LoadRun } from "@kilnjs/testkit";
 import {
   LABEL_RELEASE,
   LABEL_SERVICE,
@@ -34,20 +34,21 @@ import {
   healthBlock,
   helloWebStats,
   httpGet,
+  httpStatus,
   jsonLines,
   kilnWith,
   publishedPorts,
   replaceOnce,
   replaceTopLevelBlock,
   startKiln,
-  waitFor,
+  foundOrNot,
   withEnv,
   withProxy,
   type App,
   type CommandResult,
   type HealthSettings,
   type RunningKiln,
-} from "./test-support.js";
+} from "./harness.js";
 
 const engine = await requireDockerEngine();
 
@@ -152,7 +153,12 @@ describe.skipIf(!engine)("zero downtime through the front proxy, on a real Docke
     const readyAt = Date.now();
     const first = await httpGet("127.0.0.1", app.port, "/version").catch((error: unknown) => ({ status: 0, body: String(error) }));
     expect.soft(first.status, `the front door answers at once when kiln deploy returns (got ${first.status}: ${first.body})`).toBe(200);
-    await waitFor(`the front door 127.0.0.1:${app.port} to answer /version`, async () => ((await httpGet("127.0.0.1", app.port, "/version")).status === 200 ? true : undefined), 15_000, 100);
+    await waitFor(async () => foundOrNot((await httpStatus("127.0.0.1", app.port, "/version")) === 200 ? true : undefined), {
+      description: `the front door 127.0.0.1:${app.port} to answer /version`,
+      timeoutMs: 15_000,
+      minDelayMs: 100,
+      maxDelayMs: 100,
+    });
     timings[`${app.service}: front door ready after deploy`] = Date.now() - readyAt;
     const v1 = await idsOf(app.service, 1);
     expect(v1).toHaveLength(3);
@@ -218,8 +224,8 @@ describe.skipIf(!engine)("zero downtime through the front proxy, on a real Docke
 
   function describeReport(report: LoadReport): string {
     return [
-      `overall: ${formatStats(report.overall)}`,
-      report.window ? `switch:  ${formatStats(report.window)}` : "switch: (not marked)",
+      `overall: ${formatLoadStats(report.overall)}`,
+      report.window ? `switch:  ${formatLoadStats(report.window)}` : "switch: (not marked)",
       `by instance: ${JSON.stringify(report.overall.byInstance)}`,
       `histogram: ${JSON.stringify(report.overall.histogram)}`,
       report.failureSamples.length > 0 ? `first failures: ${JSON.stringify(report.failureSamples)}` : "",
@@ -433,12 +439,12 @@ describe.skipIf(!engine)("zero downtime through the front proxy, on a real Docke
         await new Promise((resolve) => setTimeout(resolve, 1_000));
         run = startKiln(app.dir, ["deploy", "--json"], { timeoutMs: KILN_UNDER_LOAD_TIMEOUT_MS });
         // The most delicate moment: an old instance is being drained (v2's first instance just took traffic).
-        const retiring = await waitFor(
-          "the first instance.retiring event",
-          async () => completeJsonLines(run!.stdout()).find((e) => e.type === "instance.retiring"),
-          60_000,
-          20,
-        );
+        const retiring = await waitFor(async () => foundOrNot(completeJsonLines(run!.stdout()).find((e) => e.type === "instance.retiring")), {
+          description: "the first instance.retiring event",
+          timeoutMs: 60_000,
+          minDelayMs: 20,
+          maxDelayMs: 20,
+        });
         killedAfter = `kill after ${JSON.stringify(retiring)}`;
         run.kill("SIGKILL");
         load.markWindowStart();

@@ -39,7 +39,7 @@ import {
   type CommandResult,
   type SamplerReport,
   type StateDocument,
-} from "./test-support.js";
+} from "./harness.js";
 
 const COUNT = 3;
 const MAX_UNAVAILABLE = 0;

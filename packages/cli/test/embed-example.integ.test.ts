@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { requireDockerEngine } from "@kilnjs/testkit";
-import { LABEL_ENVIRONMENT, LABEL_RELEASE, LABEL_SERVICE, REPO_ROOT, containersWith, describeResult, dockerClient, randomSuffix, removeLabelled, runCommand } from "./test-support.js";
+import { LABEL_ENVIRONMENT, LABEL_RELEASE, LABEL_SERVICE, REPO_ROOT, containersWith, describeResult, dockerClient, randomSuffix, removeLabelled, runCommand } from "./harness.js";
 
 const engine = await requireDockerEngine();
 

@@ -8,6 +8,7 @@
  * health timings; what the engine runs afterwards is checked through dockerode.
  */
 import { afterAll, describe, expect, it } from "vitest";
+import { waitFor } from "@kilnjs/core";
 import { requireDockerEngine } from "@kilnjs/testkit";
 import {
   LABEL_RELEASE,
@@ -27,14 +28,14 @@ import {
   replaceTopLevelBlock,
   startKiln,
   startedAtOf,
-  waitFor,
+  foundOrNot,
   withEnv,
   type App,
   type CommandResult,
   type HealthSettings,
   type HistoryDocument,
   type LockDocument,
-} from "./test-support.js";
+} from "./harness.js";
 
 const engine = await requireDockerEngine();
 
@@ -280,12 +281,12 @@ describe.skipIf(!engine)("rollouts on a real Docker engine, through the CLI", ()
       const app = await helloWeb("roll-lock", (spec) => withEnv(spec, { START_DELAY_MS: "2000" }), { ...QUICK_HEALTH, startPeriodMs: 3000 });
       const first = startKiln(app.dir, ["deploy", "--json"]);
       try {
-        await waitFor(
-          "the first deploy's lease in the state file",
-          async () => ((await readTargetState(app.dir, app.service))?.lease?.holder.pid === first.pid ? true : undefined),
-          30_000,
-          50,
-        );
+        await waitFor(async () => foundOrNot((await readTargetState(app.dir, app.service))?.lease?.holder.pid === first.pid ? true : undefined), {
+          description: "the first deploy's lease in the state file",
+          timeoutMs: 30_000,
+          minDelayMs: 50,
+          maxDelayMs: 50,
+        });
         expect(first.exited(), "the first deploy still runs").toBe(false);
         const second = await app.kiln(["deploy"]);
         const firstStillRan = !first.exited();
@@ -317,12 +318,12 @@ describe.skipIf(!engine)("rollouts on a real Docker engine, through the CLI", ()
       await app.write("version.txt", "v2\n");
       await app.editSpec((spec) => replaceTopLevelBlock(withEnv(spec, { START_DELAY_MS: "120000" }), "health", healthBlock({ ...QUICK_HEALTH, startPeriodMs: 120_000 })));
       const run = startKiln(app.dir, ["deploy", "--json"]);
-      const launched = await waitFor(
-        "an instance.launched event of release 2",
-        async () => completeJsonLines(run.stdout()).find((e) => e.type === "instance.launched" && instanceOf(e).release === 2),
-        60_000,
-        50,
-      ).catch(async (error: unknown) => {
+      const launched = await waitFor(async () => foundOrNot(completeJsonLines(run.stdout()).find((e) => e.type === "instance.launched" && instanceOf(e).release === 2)), {
+        description: "an instance.launched event of release 2",
+        timeoutMs: 60_000,
+        minDelayMs: 50,
+        maxDelayMs: 50,
+      }).catch(async (error: unknown) => {
         run.kill("SIGKILL");
         throw new Error(`${String(error)}\n${describeResult(await run.done)}`);
       });

@@ -27,7 +27,7 @@ import {
   type HistoryDocument,
   type PlanDocument,
   type StatusDocument,
-} from "./test-support.js";
+} from "./harness.js";
 
 const engine = await requireDockerEngine();
 

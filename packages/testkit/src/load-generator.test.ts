@@ -1,7 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { MAX_DURATION_MS, closedLoop, formatStats, percentile, startLoad } from "./load-generator.js";
+import { isKilnError } from "@kilnjs/core";
+import { LOAD_MAX_DURATION_MS, formatLoadStats, percentile, runClosedLoop, startLoad } from "./load-generator.js";
 
 /** A local stand-in for hello-web: /version, /slow?ms=N, `x-instance`, and knobs the tests flip. */
 function fakeApp(): { server: Server; port: () => number; knobs: { status: number; afterStop: boolean; instance: string }; served: () => number; listen: () => Promise<void> } {
@@ -70,7 +71,7 @@ describe("load generator", () => {
     // A slow request takes what it asked for, plus little.
     expect(report.overall.slowExcess.p50Ms).toBeGreaterThanOrEqual(0);
     expect(report.overall.slowExcess.p99Ms).toBeLessThan(100);
-    expect(formatStats(report.overall)).toMatch(/^300 sent, 300 ok, 0 failed, 0 served after stop, p50 /);
+    expect(formatLoadStats(report.overall)).toMatch(/^300 sent, 300 ok, 0 failed, 0 served after stop, p50 /);
   });
 
   it("counts non-2xx answers, served-after-stop headers and instances, overall and in the marked window only", async () => {
@@ -146,8 +147,16 @@ describe("load generator", () => {
     expect(capped.endedBy).toBe("maxRequests");
     expect(capped.overall.sent).toBe(25);
 
-    expect(() => startLoad({ host: "127.0.0.1", port: 1, ratePerSecond: 10, durationMs: MAX_DURATION_MS + 1 })).toThrow(/durationMs/);
+    expect(() => startLoad({ host: "127.0.0.1", port: 1, ratePerSecond: 10, durationMs: LOAD_MAX_DURATION_MS + 1 })).toThrow(/durationMs/);
     expect(() => startLoad({ host: "127.0.0.1", port: 1, ratePerSecond: 0, durationMs: 1_000 })).toThrow(/ratePerSecond/);
+    let error: unknown;
+    try {
+      startLoad({ host: "127.0.0.1", port: 1, ratePerSecond: 0, durationMs: 0, slowShare: 2 });
+    } catch (thrown) {
+      error = thrown;
+    }
+    expect(isKilnError(error) && error.code, "a KilnError with a stable code").toBe("INVALID_ARGUMENT");
+    expect((error as Error).message, "every problem at once").toMatch(/ratePerSecond.*durationMs.*slowShare/);
   });
 
   it("percentile is nearest-rank", () => {
@@ -162,15 +171,15 @@ describe("load generator", () => {
 describe("closed loop", () => {
   it("keeps `concurrency` requests in flight for the duration and reports the rate", async () => {
     const target = await app();
-    const stats = await closedLoop({ host: "127.0.0.1", port: target.port(), concurrency: 4, durationMs: 300 });
+    const stats = await runClosedLoop({ host: "127.0.0.1", port: target.port(), concurrency: 4, durationMs: 300 });
     expect(stats.failed).toBe(0);
     expect(stats.completed).toBe(stats.sent);
     expect(stats.sent).toBeGreaterThan(50);
     expect(stats.sentPerSecond).toBeGreaterThan(100);
     expect(stats.elapsedMs).toBeLessThan(1_500);
     expect(target.served()).toBe(stats.sent);
-    const capped = await closedLoop({ host: "127.0.0.1", port: target.port(), concurrency: 2, durationMs: 5_000, maxRequests: 10 });
+    const capped = await runClosedLoop({ host: "127.0.0.1", port: target.port(), concurrency: 2, durationMs: 5_000, maxRequests: 10 });
     expect(capped.sent).toBeLessThanOrEqual(11);
-    await expect(closedLoop({ host: "127.0.0.1", port: 1, concurrency: 0, durationMs: 100 })).rejects.toThrow(/concurrency/);
+    await expect(runClosedLoop({ host: "127.0.0.1", port: 1, concurrency: 0, durationMs: 100 })).rejects.toThrow(/concurrency/);
   });
 });
