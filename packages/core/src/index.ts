@@ -50,6 +50,8 @@ export type { Holder, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord
 export type { JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";
 export type { LeaseKeeperOptions } from "./state/lease.js";
+export { keepLease } from "./state/lease.js";
+export type { KeepLeaseOptions, KeptLease } from "./state/lease.js";
 export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/index.js";
 export type { JournalOptions } from "./journal/index.js";
 export { createKiln, chooseRollbackRelease } from "./kiln.js";
