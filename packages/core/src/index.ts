@@ -52,6 +52,23 @@ export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, fo
 export type { LeaseKeeperOptions } from "./state/lease.js";
 export { keepLease } from "./state/lease.js";
 export type { KeepLeaseOptions, KeptLease } from "./state/lease.js";
+export { CANCELLED_BEFORE_START, FINAL_DEPLOYMENT_STATES, assertDeploymentOutcome, isFinalDeploymentState, newDeploymentId } from "./deployments/queue.js";
+export type {
+  DeploymentError,
+  DeploymentEvent,
+  DeploymentKind,
+  DeploymentOutcome,
+  DeploymentQueue,
+  DeploymentRecord,
+  DeploymentRequest,
+  DeploymentResult,
+  DeploymentState,
+  EnqueueInput,
+  EnqueueOutcome,
+  FinalDeploymentState,
+  IdempotentResponse,
+} from "./deployments/queue.js";
+export { createMemoryDeploymentQueue } from "./deployments/memory-queue.js";
 export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/index.js";
 export type { JournalOptions } from "./journal/index.js";
 export { createKiln, chooseRollbackRelease } from "./kiln.js";
