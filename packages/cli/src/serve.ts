@@ -155,18 +155,15 @@ async function readTls(options: ServeOptions): Promise<{ cert: string; key: stri
   return { cert: await readFile(options.tlsCert, "utf8"), key: await readFile(options.tlsKey, "utf8") };
 }
 
-/** The PostgreSQL state store (@kilnjs/store-postgres) and deployment queue (@kilnjs/server), on one database. */
+/** The PostgreSQL state store and deployment queue (@kilnjs/store-postgres), on one pool of one database. */
 async function postgresStores(connectionString: string, schema: string, leaseTtlMs: number) {
-  const [{ createPostgresStateStore }, { createPostgresDeploymentStore }] = await Promise.all([import("@kilnjs/store-postgres"), import("@kilnjs/server")]);
-  const store = createPostgresStateStore({ connectionString, schema, leaseTtlMs });
+  const { createPostgresBackend } = await import("@kilnjs/store-postgres");
+  const backend = createPostgresBackend({ connectionString, schema, leaseTtlMs });
   // Migrations run on start: a database that cannot be reached stops the server here.
-  await store.ready();
-  const deployments = createPostgresDeploymentStore({ connectionString, schema });
+  await backend.ready();
   return {
-    store,
-    deployments,
-    close: async () => {
-      await store.close?.();
-    },
+    store: backend.store,
+    deployments: backend.queue,
+    close: () => backend.close(),
   };
 }

@@ -131,6 +131,27 @@ export { emptyTargetState, compactHistory, JOURNALED_ROLLOUTS_KEPT } from "./sta
 export type { Holder, JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";
 export type { LeaseKeeperOptions } from "./state/lease.js";
+export { keepLease } from "./state/lease.js";
+export type { KeepLeaseOptions, KeptLease } from "./state/lease.js";
+export { CANCELLED_BEFORE_START, FINAL_DEPLOYMENT_STATES, assertDeploymentOutcome, isFinalDeploymentState, newDeploymentId } from "./deployments/queue.js";
+export type {
+  DeploymentError,
+  DeploymentEvent,
+  DeploymentKind,
+  DeploymentOutcome,
+  DeploymentQueue,
+  DeploymentRecord,
+  DeploymentRequest,
+  DeploymentResult,
+  DeploymentState,
+  EnqueueInput,
+  EnqueueOutcome,
+  FinalDeploymentState,
+  IdempotentResponse,
+} from "./deployments/queue.js";
+export { createMemoryDeploymentQueue } from "./deployments/memory-queue.js";
+
+// The journal.
 export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
 export type { JournalOptions } from "./journal/journaled.js";
 

@@ -3,9 +3,14 @@ import { OpenAPIHono, createRoute, z, type RouteConfig } from "@hono/zod-openapi
 import {
   KilnError,
   formatTarget,
+  isFinalDeploymentState,
   parseTarget,
   specFromObject,
   specFromYaml,
+  type DeploymentQueue,
+  type DeploymentRecord,
+  type EnqueueOutcome,
+  type IdempotentResponse,
   type Kiln,
   type LoadedSpec,
   type Logger,
@@ -18,7 +23,6 @@ import { HTTPException } from "hono/http-exception";
 import { streamSSE, stream } from "hono/streaming";
 import { parse as parseYaml } from "yaml";
 import { mayTouch, type Principal, type Scope } from "./auth.js";
-import { FINAL_STATES, type DeploymentRecord, type DeploymentStore, type StoredResponse } from "./deployments.js";
 import type { Metrics } from "./metrics.js";
 import { problem, problemOf, problemSchema, type Problem, type ProblemCode } from "./problem.js";
 
@@ -27,7 +31,7 @@ export interface AppOptions {
   readonly kiln: Kiln;
   /** The state store the Kiln instance uses (for the list of targets). */
   readonly store: StateStore;
-  readonly deployments: DeploymentStore;
+  readonly deployments: DeploymentQueue;
   readonly authenticate: (secret: string | undefined) => Principal | undefined;
   /** Registered services: name → absolute path of its kiln.yaml. */
   readonly services: Readonly<Record<string, string>>;
@@ -216,27 +220,27 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
   }
 
   /** Runs a POST once per Idempotency-Key (per token and route); a retry gets the first answer. */
-  async function once(c: Context<Env>, body: unknown, run: () => Promise<StoredResponse>): Promise<Response> {
+  async function once(c: Context<Env>, body: unknown, run: () => Promise<IdempotentResponse>): Promise<Response> {
     const key = c.req.header("idempotency-key");
     if (!key) return reply(c, await run());
     const scope = createHash("sha256").update(`${c.get("principal").name}\0${c.req.method}\0${c.req.path}\0${key}`).digest("hex");
     const bodyHash = createHash("sha256").update(JSON.stringify(body ?? null)).digest("hex");
     const kept = await deployments.getResponse(scope);
     if (kept) return replyKept(c, kept, bodyHash);
-    const answer: StoredResponse = await run().catch((error: unknown) => {
+    const answer: IdempotentResponse = await run().catch((error: unknown) => {
       if (error instanceof HttpProblem) return { status: error.problem.status, body: error.problem };
       return { status: problemOf(error).status, body: problemOf(error) };
     });
     // Only final answers are kept: a 409 (the target was busy), an auth refusal or a 5xx may
     // change, and a retry with the same key must then be able to get through.
     if (!KEPT_STATUSES.has(answer.status) && answer.status >= 300) return reply(c, answer);
-    const first = await deployments.putResponse(scope, { ...answer, headers: { ...answer.headers, "x-kiln-body-sha256": bodyHash } });
+    const first = await deployments.keepResponse(scope, { ...answer, headers: { ...answer.headers, "x-kiln-body-sha256": bodyHash } });
     // Another request with the same key may have been first: then its answer is the answer.
     if (JSON.stringify(first.body) !== JSON.stringify(answer.body)) return replyKept(c, first, bodyHash);
     return reply(c, answer);
   }
 
-  function replyKept(c: Context<Env>, kept: StoredResponse, bodyHash: string): Response {
+  function replyKept(c: Context<Env>, kept: IdempotentResponse, bodyHash: string): Response {
     const { "x-kiln-body-sha256": keptHash, ...headers } = kept.headers ?? {};
     if (keptHash !== undefined && keptHash !== bodyHash) {
       return send(problem("IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was used with another body; use a new key for a new request.", { status: 422 }));
@@ -244,7 +248,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     return reply(c, { ...kept, headers: { ...headers, "idempotent-replayed": "true" } });
   }
 
-  function reply(c: Context<Env>, answer: StoredResponse): Response {
+  function reply(c: Context<Env>, answer: IdempotentResponse): Response {
     const isProblem = typeof answer.body === "object" && answer.body !== null && "code" in answer.body && "status" in answer.body;
     return new Response(JSON.stringify(answer.body), { status: answer.status, headers: { "content-type": isProblem ? PROBLEM : "application/json", ...answer.headers } });
   }
@@ -407,7 +411,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       const principal = authorize(c, "deploy", input.environment);
       return once(c, input.raw, async () => {
         const target = { service: input.loaded.validated.spec.service, environment: input.environment };
-        return accept(c, await deployments.create({ kind: "deploy", target, requestedBy: principal.name, request: { ...(input.service ? { service: input.service } : { spec: input.object }), environment: input.environment } }));
+        return accept(c, await deployments.enqueue({ kind: "deploy", target, requestedBy: principal.name, request: { ...(input.service ? { service: input.service } : { spec: input.object }), environment: input.environment } }));
       });
     },
   );
@@ -439,7 +443,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
         if (body.release !== undefined && !state.releases.some((release) => release.number === body.release)) {
           return { status: 404, body: problem("RELEASE_NOT_FOUND", `${formatTarget(target)} has no release ${body.release}; GET /v1/targets/${formatTarget(target)}/history lists them.`, { status: 404 }) };
         }
-        return accept(c, await deployments.create({ kind: "rollback", target, requestedBy: principal.name, request: { environment: target.environment, ...(body.release !== undefined ? { release: body.release } : {}) } }));
+        return accept(c, await deployments.enqueue({ kind: "rollback", target, requestedBy: principal.name, request: { environment: target.environment, ...(body.release !== undefined ? { release: body.release } : {}) } }));
       });
     },
   );
@@ -517,7 +521,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
           }
           if (batch.length > 0) continue;
           const current = await deployments.get(record.id);
-          if (!current || FINAL_STATES.has(current.state)) {
+          if (!current || isFinalDeploymentState(current.state)) {
             // Events written just before the end.
             const last = await deployments.readEvents(record.id, seq, 500);
             for (const stored of last) await write(stored.seq, stored.event);
@@ -562,7 +566,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       const record = await visibleDeployment(c);
       authorize(c, "deploy", record.target.environment);
       return once(c, null, async () => {
-        if (FINAL_STATES.has(record.state)) {
+        if (isFinalDeploymentState(record.state)) {
           return { status: 409, body: problem("CONFLICT", `Deployment ${record.id} already ended (${record.state}); there is nothing to cancel.`, { status: 409, details: { deployment: present(record) } }) };
         }
         const updated = await deployments.requestCancel(record.id);
@@ -584,7 +588,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
 
   // ---- helpers -------------------------------------------------------------------------------
 
-  async function accept(c: Context<Env>, outcome: Awaited<ReturnType<DeploymentStore["create"]>>): Promise<StoredResponse> {
+  async function accept(c: Context<Env>, outcome: EnqueueOutcome): Promise<IdempotentResponse> {
     if (outcome.kind === "conflict") {
       const active = outcome.active;
       const lock = await kiln.lockStatus({ target: active.target }).catch(() => undefined);
@@ -707,7 +711,7 @@ export function present(record: DeploymentRecord) {
     ...(record.finishedAt ? { finishedAt: record.finishedAt } : {}),
     cancelRequested: record.cancelRequested,
     attempts: record.attempts,
-    ...(record.claimedBy && !FINAL_STATES.has(record.state) ? { claimedBy: record.claimedBy } : {}),
+    ...(record.claimedBy && !isFinalDeploymentState(record.state) ? { claimedBy: record.claimedBy } : {}),
     ...(record.result?.release !== undefined ? { release: record.result.release } : {}),
     ...(record.result?.rolloutId ? { rolloutId: record.result.rolloutId } : {}),
     ...(record.error ? { error: record.error } : {}),

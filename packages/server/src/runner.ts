@@ -1,14 +1,26 @@
-import { KilnError, isKilnError, toKilnError, type Kiln, type KilnEvent, type LoadedSpec, type Logger } from "@kilnjs/core";
-import type { DeploymentRecord, DeploymentState, DeploymentStore } from "./deployments.js";
+import {
+  KilnError,
+  isKilnError,
+  keepLease,
+  toKilnError,
+  type DeploymentQueue,
+  type DeploymentRecord,
+  type FinalDeploymentState,
+  type Kiln,
+  type KilnEvent,
+  type LoadedSpec,
+  type Logger,
+} from "@kilnjs/core";
 import type { Metrics } from "./metrics.js";
 
 /** Options of {@link startRunner}. */
 export interface RunnerOptions {
-  readonly store: DeploymentStore;
+  /** The queue deployments are claimed from (shared by every replica). */
+  readonly store: DeploymentQueue;
   readonly kiln: Kiln;
-  /** This replica's id (in claims and logs). */
+  /** This replica's id: the worker in claims, and in logs. */
   readonly replicaId: string;
-  /** How long a claim lasts unless renewed (milliseconds); renewed every third of it. */
+  /** How long a claim's lease lasts unless renewed (milliseconds); renewed every third of it (core's `keepLease`). */
   readonly claimLeaseMs: number;
   /** How often an idle runner looks for queued deployments (milliseconds); a new request wakes it at once. */
   readonly pollIntervalMs: number;
@@ -42,9 +54,10 @@ export interface Runner {
 const EVENT_FLUSH_MS = 100;
 
 /**
- * Starts the loop that claims deployments from the shared {@link DeploymentStore} and runs them
- * with core, one per target, up to `concurrency` at once. A claim is a lease renewed every third
- * of `claimLeaseMs`; a replica that dies stops renewing, and another replica's runner claims the
+ * Starts the loop that claims deployments from the shared {@link DeploymentQueue} and runs them
+ * with core, one per target, up to `concurrency` at once. A claim is a lease kept alive by core's
+ * `keepLease` (renewed every third of `claimLeaseMs`; a renewal also brings a cancel request); a
+ * replica that dies stops renewing, and another replica's runner claims the
  * deployment again and first resumes the interrupted rollout from its journal (`resumeRollout`:
  * finishes it, or rolls it back when its health gate fails) before anything else.
  */
@@ -101,26 +114,24 @@ export function startRunner(options: RunnerOptions): Runner {
     };
     const flusher = setInterval(() => void flush(), EVENT_FLUSH_MS);
     flusher.unref();
-    let lost = false;
-    const renewer = setInterval(() => {
-      void (async () => {
-        try {
-          if (!(await store.renew(record.id, replicaId, options.claimLeaseMs))) {
-            lost = true;
-            controller.abort(new KilnError("LOCK_LOST", `Deployment ${record.id} was taken over by another replica.`));
-            return;
-          }
-          const current = await store.get(record.id);
-          if (current?.cancelRequested && !controller.signal.aborted) controller.abort(new KilnError("ABORTED", "Cancelled through the API."));
-        } catch (error) {
-          logger.warn("could not renew a deployment claim", { deploymentId: record.id, error: String(error) });
-        }
-      })();
-    }, Math.max(50, Math.floor(options.claimLeaseMs / 3)));
-    renewer.unref();
+    // The claim is a lease: renewed by core's keepLease, whose signal aborts with LOCK_LOST when a
+    // renewal finds the deployment taken over; each renewal also brings a cancel request.
+    const claim = keepLease({
+      ttlMs: options.claimLeaseMs,
+      expiresAt: record.leaseExpiresAt ?? new Date(Date.now() + options.claimLeaseMs).toISOString(),
+      minIntervalMs: 50,
+      renew: async () => {
+        const renewed = await store.renew(record.id, replicaId, options.claimLeaseMs);
+        if (!renewed) throw new KilnError("LOCK_LOST", `Deployment ${record.id} was taken over by another replica.`);
+        if (renewed.cancelRequested && !controller.signal.aborted) controller.abort(new KilnError("ABORTED", "Cancelled through the API."));
+        return renewed.leaseExpiresAt ?? new Date(Date.now() + options.claimLeaseMs).toISOString();
+      },
+      onLost: (error) => controller.abort(error),
+      onRenewalFailed: (error) => logger.warn("could not renew a deployment claim", { deploymentId: record.id, error: String(error) }),
+    });
     const onEvent = (event: KilnEvent) => buffer.push(event);
     logger.info("deployment started", { deploymentId: record.id, target: `${record.target.service}@${record.target.environment}`, kind: record.kind, attempt: record.attempts });
-    let state: DeploymentState = "failed";
+    let state: FinalDeploymentState = "failed";
     let result: DeploymentRecord["result"];
     let error: DeploymentRecord["error"];
     try {
@@ -144,15 +155,15 @@ export function startRunner(options: RunnerOptions): Runner {
       result = { release: outcome.release.number, ...(outcome.rollout ? { rolloutId: outcome.rollout.id } : {}) };
     } catch (thrown) {
       const kilnError = isKilnError(thrown) ? thrown : toKilnError(thrown, "INTERNAL", "The deployment failed");
-      state = kilnError.code === "ABORTED" && !lost ? "cancelled" : "failed";
+      state = kilnError.code === "ABORTED" && !claim.signal.aborted ? "cancelled" : "failed";
       error = { code: kilnError.code, message: kilnError.message };
       if (kilnError.code === "INTERNAL") logger.error("deployment failed with an internal error", { deploymentId: record.id, error: String(thrown) });
     } finally {
-      clearInterval(renewer);
+      const held = await claim.stop();
       clearInterval(flusher);
       await flush();
       active.delete(record.id);
-      if (lost) {
+      if (!held) {
         logger.warn("deployment taken over by another replica; this one stopped", { deploymentId: record.id });
       } else {
         await store.finish(record.id, replicaId, { state, ...(result ? { result } : {}), ...(error ? { error } : {}) });

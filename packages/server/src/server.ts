@@ -5,11 +5,21 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { serve, type ServerType } from "@hono/node-server";
-import { createKiln, createFileStateStore, loadSpec, specFromObject, type Kiln, type Logger, type ProviderSource, type StateStore } from "@kilnjs/core";
+import {
+  createFileStateStore,
+  createKiln,
+  createMemoryDeploymentQueue,
+  loadSpec,
+  specFromObject,
+  type DeploymentQueue,
+  type Kiln,
+  type Logger,
+  type ProviderSource,
+  type StateStore,
+} from "@kilnjs/core";
 import { pino } from "pino";
 import { createApp } from "./app.js";
 import { createAuthenticator, type TokenConfig } from "./auth.js";
-import { createMemoryDeploymentStore, type DeploymentStore } from "./deployments.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startRunner, type Runner } from "./runner.js";
 
@@ -21,8 +31,13 @@ export interface KilnServerOptions {
   readonly tokens: readonly TokenConfig[];
   /** Where releases and rollouts are kept. @defaultValue the embedded file store under `dataDir/state` */
   readonly store?: StateStore;
-  /** Deployments, their events and idempotent answers. @defaultValue in memory (one replica) */
-  readonly deployments?: DeploymentStore;
+  /**
+   * Where deployments wait to be run, with their events and idempotent answers: core's
+   * `DeploymentQueue`. For several replicas, the PostgreSQL queue of `@kilnjs/store-postgres`
+   * (`createPostgresBackend(…).queue`, on the state store's pool). Closed by {@link KilnServer.close}.
+   * @defaultValue `createMemoryDeploymentQueue()` (one replica)
+   */
+  readonly deployments?: DeploymentQueue;
   /** Kiln's working folder (state, fingerprint caches). @defaultValue `.kiln` in the current folder */
   readonly dataDir?: string;
   /** Registered services: name → path of its kiln.yaml (`POST /v1/deployments { service }`). @defaultValue none */
@@ -80,7 +95,7 @@ export function jsonLogger(destination?: NodeJS.WritableStream, level = "info", 
  * Creates the Kiln HTTP server (`kiln serve`): the same core functions as the CLI under `/v1`
  * (targets, deployments with events over SSE and NDJSON, cancel, rollback, plan, locks), an
  * OpenAPI 3.1 document at `/v1/openapi.json`, `/v1/health`, `/v1/ready`, Prometheus `/metrics`,
- * and a status page at `/`. Deployments are queued in the {@link DeploymentStore} and run by a
+ * and a status page at `/`. Deployments are queued in the {@link DeploymentQueue} and run by a
  * runner that claims them, so several replicas on one PostgreSQL share the work and take over
  * from one that dies. See docs/server.md.
  *
@@ -91,7 +106,7 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const logger = options.logger ?? jsonLogger(undefined, "info", { replica: replicaId });
   const dataDir = path.resolve(options.dataDir ?? path.join(process.cwd(), ".kiln"));
   const store = options.store ?? createFileStateStore({ directory: path.join(dataDir, "state") });
-  const deployments = options.deployments ?? createMemoryDeploymentStore();
+  const deployments = options.deployments ?? createMemoryDeploymentQueue();
   const lockTtlMs = options.lockTtlMs ?? 30_000;
   const metrics = createMetrics();
   const specRoot = path.resolve(options.specRoot ?? process.cwd());

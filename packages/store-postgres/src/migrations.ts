@@ -38,6 +38,48 @@ export const MIGRATIONS: readonly Migration[] = [
       `COMMENT ON COLUMN ${schema}.target_state.version IS 'How many times the row was written: one more on every update.'`,
     ],
   },
+  {
+    version: 2,
+    name: "deployment queue",
+    // The tables `kiln serve` (before this migration existed) made with its own migration list, in
+    // the same schema: IF NOT EXISTS with exactly their shape adopts them, rows and all.
+    statements: (schema) => [
+      `CREATE TABLE IF NOT EXISTS ${schema}.deployments (
+        id text PRIMARY KEY,
+        target text NOT NULL,
+        state text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        claimed_by text,
+        claim_expires_at timestamptz,
+        record jsonb NOT NULL
+      )`,
+      // An adopted table must have the columns the queue uses: fail here, not on first use.
+      `SELECT id, target, state, created_at, claimed_by, claim_expires_at, record FROM ${schema}.deployments LIMIT 0`,
+      // At most one queued or running deployment per target, decided by the database.
+      `CREATE UNIQUE INDEX IF NOT EXISTS deployments_one_active ON ${schema}.deployments (target) WHERE state IN ('queued', 'running')`,
+      `CREATE INDEX IF NOT EXISTS deployments_claimable ON ${schema}.deployments (created_at) WHERE state IN ('queued', 'running')`,
+      `CREATE INDEX IF NOT EXISTS deployments_created_at ON ${schema}.deployments (created_at)`,
+      `CREATE INDEX IF NOT EXISTS deployments_target_created_at ON ${schema}.deployments (target, created_at)`,
+      `CREATE TABLE IF NOT EXISTS ${schema}.deployment_events (
+        deployment_id text NOT NULL REFERENCES ${schema}.deployments (id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        event jsonb NOT NULL,
+        PRIMARY KEY (deployment_id, seq)
+      )`,
+      `SELECT deployment_id, seq, event FROM ${schema}.deployment_events LIMIT 0`,
+      `CREATE TABLE IF NOT EXISTS ${schema}.idempotent_responses (
+        key text PRIMARY KEY,
+        response jsonb NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      `SELECT key, response, created_at FROM ${schema}.idempotent_responses LIMIT 0`,
+      // The old list's record (version 1 of the tables above): this migration supersedes it.
+      `DROP TABLE IF EXISTS ${schema}.deployment_migrations`,
+      `COMMENT ON TABLE ${schema}.deployments IS 'Kiln deployments (the DeploymentQueue): state, claimed_by and claim_expires_at (the claim''s lease, by the database clock) are authoritative; record holds the rest of the deployment as JSON.'`,
+      `COMMENT ON TABLE ${schema}.deployment_events IS 'Each deployment''s events, numbered from 1 (seq).'`,
+      `COMMENT ON TABLE ${schema}.idempotent_responses IS 'Answers kept under an idempotency key (scoped by the caller); the first one kept stays.'`,
+    ],
+  },
 ];
 
 /** The newest schema version this code knows. */

@@ -3,7 +3,7 @@ import net from "node:net";
 import { describe, expect, it } from "vitest";
 import { KilnError, isKilnError } from "@kilnjs/core";
 import { toStateError } from "./errors.js";
-import { createPostgresStateStore, redactConnectionString } from "./index.js";
+import { createPostgresBackend, createPostgresDeploymentQueue, createPostgresStateStore, redactConnectionString } from "./index.js";
 import { migrationLockKey } from "./migrations.js";
 import { isValidSchemaName, toJsonbText } from "./sql.js";
 
@@ -87,6 +87,18 @@ describe("options", () => {
     for (const create of invalid) expect(() => create()).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
   });
 
+  it("refuses invalid options of the deployment queue and the backend the same way", () => {
+    const invalid = [
+      () => createPostgresDeploymentQueue({ connectionString: "postgres://x@127.0.0.1/x", schema: "pg_kiln" }),
+      () => createPostgresDeploymentQueue({} as never),
+      () => createPostgresDeploymentQueue({ connectionString: "" }),
+      () => createPostgresBackend({ connectionString: "postgres://x@127.0.0.1/x", schema: "Bad-Name" }),
+      () => createPostgresBackend({ connectionString: "postgres://x@127.0.0.1/x", pool: {} } as never),
+      () => createPostgresBackend({ connectionString: "postgres://x@127.0.0.1/x", leaseTtlMs: 1.5 }),
+    ];
+    for (const create of invalid) expect(() => create()).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
+  });
+
   it("keeps the migration lock key stable: FNV-1a of the schema name (processes of different versions must take the same lock)", () => {
     expect(migrationLockKey("kiln")).toBe(-1_022_410_125);
     expect(Number.isInteger(migrationLockKey("x".repeat(63)))).toBe(true);
@@ -112,6 +124,33 @@ describe("a server that is not there", () => {
     } finally {
       await store.close();
     }
+  });
+
+  it("fails a deployment queue's calls with STATE_UNAVAILABLE the same way, without the password", async () => {
+    const port = await closedPort();
+    const queue = createPostgresDeploymentQueue({ connectionString: `postgres://kiln:hunter2@127.0.0.1:${port}/kiln` });
+    try {
+      const calls = [() => queue.claim("replica-a", 15_000), () => queue.enqueue({ kind: "deploy", target: { service: "web", environment: "prod" }, request: { environment: "prod" }, requestedBy: "ci" })];
+      for (const call of calls) {
+        const error = await call().catch((thrown: unknown) => thrown);
+        expect(isKilnError(error, "STATE_UNAVAILABLE"), String(error)).toBe(true);
+        const { message, retryable } = error as { message: string; retryable: boolean };
+        expect(message).toContain(`postgres://kiln:***@127.0.0.1:${port}/kiln`);
+        expect(message).toMatch(/Check that PostgreSQL runs/);
+        expect(message).not.toContain("hunter2");
+        expect(retryable).toBe(true);
+      }
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it("closes a backend without ever having connected; its store and queue refuse calls afterwards", async () => {
+    const backend = createPostgresBackend({ connectionString: "postgres://kiln:x@127.0.0.1:1/kiln" });
+    await backend.close();
+    await backend.close();
+    await expect(backend.store.listTargets()).rejects.toMatchObject({ code: "STATE_UNAVAILABLE" });
+    await expect(backend.queue.list({ limit: 1 })).rejects.toMatchObject({ code: "STATE_UNAVAILABLE", message: expect.stringMatching(/deployment queue .* is closed/) as unknown });
   });
 
   it("closes without ever having connected", async () => {

@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from "pg";
+import type { PoolClient } from "pg";
 import {
   DEFAULT_LEASE_TTL_MS,
   KilnError,
@@ -10,7 +10,6 @@ import {
   holdLease,
   releaseLease,
   renewLease,
-  silentLogger,
   type Logger,
   type StateStore,
   type Target,
@@ -18,9 +17,8 @@ import {
   type TargetState,
   compactHistory,
 } from "@kilnjs/core";
-import { redactConnectionString, toStateError } from "./errors.js";
-import { migrate } from "./migrations.js";
-import { isValidSchemaName, quoteIdentifier, toJsonbText } from "./sql.js";
+import { Passthrough, openDatabase, type Database, type PostgresConnectionOptions } from "./database.js";
+import { quoteIdentifier, toJsonbText } from "./sql.js";
 
 /** The format of the state document in `target_state.document` (the file store's format 1, without its envelope). */
 export const DOCUMENT_FORMAT = 1;
@@ -43,31 +41,7 @@ export interface PostgresStateStoreCommonOptions {
 }
 
 /** Options of {@link createPostgresStateStore}: a connection string, or a pool of your own. */
-export type PostgresStateStoreOptions = PostgresStateStoreCommonOptions &
-  (
-    | {
-        /**
-         * `postgres://user:password@host:5432/database` (or libpq's `host=… dbname=…` form). The store
-         * makes its own pool (at most `maxConnections` connections) and ends it on `close()`.
-         */
-        readonly connectionString: string;
-        /** Connections the store's own pool opens at most. @defaultValue 10 */
-        readonly maxConnections?: number;
-        /** How long to wait for a new connection before failing with STATE_UNAVAILABLE (milliseconds). @defaultValue 10000 */
-        readonly connectTimeoutMs?: number;
-        readonly pool?: undefined;
-      }
-    | {
-        /**
-         * A `pg` pool to use. It stays yours: `close()` does not end it, and it should have an
-         * `error` listener (an idle connection that fails emits one).
-         */
-        readonly pool: Pool;
-        readonly connectionString?: undefined;
-        readonly maxConnections?: undefined;
-        readonly connectTimeoutMs?: undefined;
-      }
-  );
+export type PostgresStateStoreOptions = PostgresStateStoreCommonOptions & PostgresConnectionOptions;
 
 /** The PostgreSQL {@link StateStore}, with a way to connect and migrate before first use. */
 export interface PostgresStateStore extends StateStore {
@@ -79,7 +53,11 @@ export interface PostgresStateStore extends StateStore {
    * @throws KilnError STATE_UNAVAILABLE when the database cannot be reached or migrated
    */
   ready(): Promise<void>;
-  /** Ends the store's own pool (not one passed in); the store is not used afterwards. */
+  /**
+   * Closes the store; it is not used afterwards. The package's own pool ends once nothing else
+   * uses it (with {@link createPostgresBackend}: once the deployment queue is closed too); a pool
+   * passed in stays open.
+   */
   close(): Promise<void>;
 }
 
@@ -89,25 +67,6 @@ interface StateRow {
   document: unknown;
   now_ms: number;
 }
-
-/**
- * Carries an error thrown by the caller's `change` (or a Kiln check) through {@link withClient}
- * untouched: it is the caller's to see, not a database failure, and the connection is still good.
- */
-class Passthrough extends Error {
-  /** @param rollbackError - why the ROLLBACK after it failed, if it did (then the connection is dropped) */
-  constructor(
-    readonly error: unknown,
-    readonly rollbackError?: unknown,
-  ) {
-    super("a change's own error, passed through");
-  }
-}
-
-/** How long a statement may wait or run on the store's own connections (milliseconds). */
-const STATEMENT_TIMEOUT_MS = 30_000;
-/** How long the store's own connections may sit idle inside a transaction before the server ends it. */
-const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 
 /**
  * The PostgreSQL state store, for servers and for several Kiln processes (replicas, hosts) sharing
@@ -133,98 +92,34 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
  * @throws KilnError INVALID_ARGUMENT when the options are invalid (checked at once, before connecting)
  */
 export function createPostgresStateStore(options: PostgresStateStoreOptions): PostgresStateStore {
-  const schema = options.schema ?? "kiln";
-  if (!isValidSchemaName(schema)) {
-    throw new KilnError("INVALID_ARGUMENT", `"${schema}" is not a schema name the PostgreSQL store accepts: use lowercase letters, digits and _, starting with a letter or _ (at most 63, not pg_…).`);
-  }
-  if ((options.connectionString === undefined) === (options.pool === undefined)) {
-    throw new KilnError("INVALID_ARGUMENT", "The PostgreSQL store needs either connectionString or pool (exactly one of them).");
-  }
-  if (options.connectionString !== undefined && options.connectionString.trim() === "") {
-    throw new KilnError("INVALID_ARGUMENT", "The PostgreSQL store's connectionString is empty: give postgres://user:password@host:5432/database.");
-  }
-  const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs <= 0) throw new KilnError("INVALID_ARGUMENT", `leaseTtlMs must be a positive whole number of milliseconds, not ${String(leaseTtlMs)}.`);
-  const logger = options.logger ?? silentLogger;
-  const table = `${quoteIdentifier(schema)}.target_state`;
-  const server = describeServer(options);
+  const database = openDatabase(options, "PostgreSQL store");
+  return postgresStateStoreOn(database, checkLeaseTtlMs(options.leaseTtlMs));
+}
 
-  let pool: Pool | undefined = options.pool;
-  let creating: Promise<Pool> | undefined;
-  let migrated: Promise<void> | undefined;
+/**
+ * The default lease length, checked.
+ * @throws KilnError INVALID_ARGUMENT when it is not a positive whole number of milliseconds
+ */
+export function checkLeaseTtlMs(leaseTtlMs: number = DEFAULT_LEASE_TTL_MS): number {
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs <= 0) throw new KilnError("INVALID_ARGUMENT", `leaseTtlMs must be a positive whole number of milliseconds, not ${String(leaseTtlMs)}.`);
+  return leaseTtlMs;
+}
+
+/** The state store on a {@link Database} (its own, or one shared with the deployment queue). */
+export function postgresStateStoreOn(database: Database, leaseTtlMs: number): PostgresStateStore {
+  const { schema, server } = database;
+  const table = `${quoteIdentifier(schema)}.target_state`;
+  const release = database.use();
   let closed = false;
 
-  async function getPool(): Promise<Pool> {
-    if (pool) return pool;
-    creating ??= (async () => {
-      const { default: pg } = await import("pg");
-      const own = new pg.Pool({
-        connectionString: options.connectionString,
-        max: options.maxConnections ?? 10,
-        connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
-        idleTimeoutMillis: 10_000,
-        // An idle pool does not keep the process alive (like the lease timer, which is unref'd).
-        allowExitOnIdle: true,
-        keepAlive: true,
-        application_name: "kiln",
-        statement_timeout: STATEMENT_TIMEOUT_MS,
-        idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
-      });
-      own.on("error", (error) => logger.warn("an idle PostgreSQL connection failed; the pool replaces it", { server, error: error.message }));
-      pool = own;
-      return own;
-    })();
-    return creating;
-  }
-
-  /** Runs `run` on a connection of the pool; a connection that failed is discarded, not reused. */
-  async function withClient<T>(doing: string, run: (client: PoolClient) => Promise<T>): Promise<T> {
-    if (closed) throw new KilnError("STATE_UNAVAILABLE", `The PostgreSQL state store (${server}) is closed.`);
-    const source = await getPool();
-    let client: PoolClient;
-    try {
-      client = await source.connect();
-    } catch (error) {
-      throw toStateError(error, server, doing);
-    }
-    // pg emits `error` on a checked-out client whose connection drops, even while a query is
-    // running (the query rejects too): without a listener that would crash the process.
-    let lost: Error | undefined;
-    const onError = (error: Error) => {
-      lost ??= error;
-    };
-    client.on("error", onError);
-    let broken: unknown;
-    try {
-      return await run(client);
-    } catch (error) {
-      if (error instanceof Passthrough) {
-        broken = error.rollbackError;
-        throw error.error;
-      }
-      // A KilnError of our own (STATE_CORRUPT) leaves the connection fine; a driver error may not.
-      if (!(error instanceof KilnError)) broken = error;
-      throw toStateError(error, server, doing);
-    } finally {
-      broken = lost ?? broken;
-      if (broken !== undefined) {
-        // Destroyed by the pool; our listener stays so a late `error` cannot crash the process.
-        client.release(broken instanceof Error ? broken : new Error("the connection failed", { cause: broken }));
-      } else {
-        client.removeListener("error", onError);
-        client.release();
-      }
-    }
+  function withClient<T>(doing: string, run: (client: PoolClient) => Promise<T>): Promise<T> {
+    if (closed) return Promise.reject(new KilnError("STATE_UNAVAILABLE", `The PostgreSQL state store (${server}) is closed.`));
+    return database.withClient(doing, run);
   }
 
   function ready(): Promise<void> {
-    migrated ??= withClient(`migrating the schema "${schema}"`, async (client) => {
-      await migrate(client, schema, logger);
-    }).catch((error: unknown) => {
-      migrated = undefined; // try again on the next call
-      throw error;
-    });
-    return migrated;
+    if (closed) return Promise.reject(new KilnError("STATE_UNAVAILABLE", `The PostgreSQL state store (${server}) is closed.`));
+    return database.ready();
   }
 
   function parseRow(target: Target, row: StateRow | undefined): TargetState {
@@ -369,23 +264,8 @@ export function createPostgresStateStore(options: PostgresStateStoreOptions): Po
     },
 
     async close() {
-      if (closed) return;
       closed = true;
-      if (options.pool) return;
-      const own = pool ?? (creating ? await creating.catch(() => undefined) : undefined);
-      await own?.end();
+      await release();
     },
   };
-}
-
-/** The server as messages name it: the connection string without its password, or the pool's settings. */
-function describeServer(options: PostgresStateStoreOptions): string {
-  if (options.connectionString !== undefined) return redactConnectionString(options.connectionString);
-  const settings = (options.pool as { options?: { connectionString?: string; host?: string; port?: number; database?: string; user?: string } }).options ?? {};
-  if (settings.connectionString) return redactConnectionString(settings.connectionString);
-  const user = settings.user ?? process.env.PGUSER;
-  const host = settings.host ?? process.env.PGHOST ?? "localhost";
-  const port = settings.port ?? (process.env.PGPORT ? Number(process.env.PGPORT) : 5432);
-  const database = settings.database ?? process.env.PGDATABASE ?? "";
-  return `postgres://${user ? `${user}@` : ""}${host}:${port}/${database}`;
 }

@@ -1,10 +1,11 @@
 /**
  * Kiln testkit: the in-memory provider (with fault injection and an optional state file shared
  * by processes), the provider conformance suite every provider runs, the state store conformance
- * suite every `StateStore` runs, helpers that gate integration tests on a real engine, on moto
- * (the EC2 emulator) or on PostgreSQL (skip loudly on a laptop, fail under CI), a
- * fault-injecting HTTP proxy for AWS query-protocol APIs, and a bounded HTTP load generator that
- * reports what clients saw while a service was replaced.
+ * suite every `StateStore` runs, the deployment queue conformance suite every `DeploymentQueue`
+ * runs, helpers that gate integration tests on a real engine, on moto (the EC2 emulator) or on
+ * PostgreSQL (skip loudly on a laptop, fail under CI), a fault-injecting HTTP proxy for AWS
+ * query-protocol APIs, and a bounded HTTP load generator that reports what clients saw while a
+ * service was replaced.
  *
  * The conformance suites register vitest tests, so this package imports `vitest` (a peer dependency).
  * @module
@@ -32,6 +33,15 @@ export type { ProviderConformanceOptions } from "./conformance.js";
  */
 export { runStateStoreConformance } from "./store-conformance.js";
 export type { StateStoreConformanceOptions } from "./store-conformance.js";
+/**
+ * The deployment queue conformance suite: vitest tests of the whole `DeploymentQueue` contract
+ * (one active deployment per target, exclusive claims under leases, takeover of a lapsed lease,
+ * fenced renew and finish, cancel, events in order, idempotent answers; two queue objects on one
+ * backend). Core's in-memory queue runs it in this package, the PostgreSQL queue in
+ * `@kilnjs/store-postgres`.
+ */
+export { runDeploymentQueueConformance } from "./queue-conformance.js";
+export type { DeploymentQueueConformanceOptions } from "./queue-conformance.js";
 export { dockerEngineAvailable, requireDockerEngine } from "./engines.js";
 export { DEFAULT_MOTO_ENDPOINT, motoAvailable, motoEndpoint, requireMoto, resetMoto } from "./moto.js";
 /** Gate integration tests on PostgreSQL (`KILN_PG_URL`, else `scripts/postgres.sh`'s 127.0.0.1:5433) like `requireMoto`. */

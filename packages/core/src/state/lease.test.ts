@@ -1,11 +1,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { isKilnError } from "../errors.js";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { KilnError, isKilnError } from "../errors.js";
 import { sleep } from "../wait.js";
 import { createFileStateStore } from "./file-store.js";
-import { acquireLease, leaseStaleReason, processAlive } from "./lease.js";
+import { acquireLease, keepLease, leaseStaleReason, processAlive } from "./lease.js";
 import { emptyTargetState, type Holder } from "./types.js";
 
 /** A pid no process has on Linux (pid_max is at most 2^22). */
@@ -151,5 +151,93 @@ describe("lease rules", () => {
     expect(processAlive(process.pid)).toBe(true);
     expect(processAlive(DEAD_PID)).toBe(false);
     expect(processAlive(0)).toBe(false);
+  });
+});
+
+describe("keepLease (on fake timers)", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** A renewal that answers only when told to. */
+  function controllable() {
+    const calls: Array<{ resolve: (expiresAt: string) => void; reject: (error: unknown) => void }> = [];
+    const renew = () => new Promise<string>((resolve, reject) => void calls.push({ resolve, reject }));
+    return { calls, renew };
+  }
+
+  it("renews every third of its ttl, one renewal at a time, and follows the new expiry", async () => {
+    const { calls, renew } = controllable();
+    const kept = keepLease({ ttlMs: 3_000, expiresAt: "2026-01-01T00:00:03.000Z", renew });
+    await vi.advanceTimersByTimeAsync(999);
+    expect(calls).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(calls).toHaveLength(1);
+    // Still in flight: the next ticks start no second renewal.
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(calls).toHaveLength(1);
+    expect(kept.expiresAt).toBe("2026-01-01T00:00:03.000Z");
+    calls[0]!.resolve("2026-01-01T00:00:06.000Z");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(kept.expiresAt).toBe("2026-01-01T00:00:06.000Z");
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(calls).toHaveLength(2);
+    calls[1]!.resolve("2026-01-01T00:00:07.000Z");
+    expect(await kept.stop()).toBe(true);
+    expect(kept.expiresAt).toBe("2026-01-01T00:00:07.000Z");
+    expect(kept.signal.aborted).toBe(false);
+  });
+
+  it("retries a renewal that failed for another reason at the next tick, and keeps the lease", async () => {
+    const { calls, renew } = controllable();
+    const failures: unknown[] = [];
+    const kept = keepLease({ ttlMs: 300, expiresAt: "2026-01-01T00:00:00.300Z", renew, onRenewalFailed: (error) => failures.push(error) });
+    await vi.advanceTimersByTimeAsync(100);
+    calls[0]!.reject(new Error("database hiccup"));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(failures).toEqual([new Error("database hiccup")]);
+    expect(kept.signal.aborted).toBe(false);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(calls).toHaveLength(2);
+    calls[1]!.resolve("2026-01-01T00:00:00.500Z");
+    expect(await kept.stop()).toBe(true);
+  });
+
+  it("aborts its signal with LOCK_LOST when a renewal finds the lease lost, and renews no more", async () => {
+    const { calls, renew } = controllable();
+    const lost: KilnError[] = [];
+    const kept = keepLease({ ttlMs: 300, expiresAt: "2026-01-01T00:00:00.300Z", renew, onLost: (error) => lost.push(error) });
+    await vi.advanceTimersByTimeAsync(100);
+    const error = new KilnError("LOCK_LOST", "taken over");
+    calls[0]!.reject(error);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(lost).toEqual([error]);
+    expect(kept.signal.aborted).toBe(true);
+    expect(kept.signal.reason).toBe(error);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(calls).toHaveLength(1);
+    expect(await kept.stop()).toBe(false);
+  });
+
+  it("stop waits for the renewal in flight, then renews no more; a shorter interval than minIntervalMs is not used", async () => {
+    const { calls, renew } = controllable();
+    const kept = keepLease({ ttlMs: 30, expiresAt: "2026-01-01T00:00:00.030Z", minIntervalMs: 50, renew });
+    await vi.advanceTimersByTimeAsync(49);
+    expect(calls).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(calls).toHaveLength(1);
+    let stopped: boolean | undefined;
+    const stopping = kept.stop().then((held) => (stopped = held));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(stopped).toBeUndefined();
+    calls[0]!.resolve("2026-01-01T00:00:00.100Z");
+    await stopping;
+    expect(stopped).toBe(true);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(calls).toHaveLength(1);
+    expect(await kept.stop()).toBe(true);
   });
 });

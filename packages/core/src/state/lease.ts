@@ -117,56 +117,117 @@ export interface LeaseKeeperOptions {
   readonly logger?: Logger;
 }
 
+/** Options of {@link keepLease}. */
+export interface KeepLeaseOptions {
+  /** How long the lease lasts without a renewal (milliseconds); it is renewed every third of this. */
+  readonly ttlMs: number;
+  /** When the lease lapses now, unless renewed (ISO 8601). */
+  readonly expiresAt: string;
+  /** The shortest time between two renewals (milliseconds), for very short leases. @defaultValue 10 */
+  readonly minIntervalMs?: number;
+  /**
+   * Renews the lease where it is kept, and resolves with its new expiry (ISO 8601). Rejects with a
+   * `LOCK_LOST` {@link KilnError} when the lease is no longer the holder's (taken over, released by
+   * force, finished elsewhere); any other rejection is taken as transient and retried at the next tick.
+   */
+  renew(): Promise<string>;
+  /** Told once, with the `LOCK_LOST` error, when a renewal finds the lease lost (before `signal` aborts). */
+  onLost?(error: KilnError): void;
+  /** Told of each renewal that failed for another reason (it is retried at the next tick). */
+  onRenewalFailed?(error: unknown): void;
+}
+
+/** A lease being kept alive by {@link keepLease}. */
+export interface KeptLease {
+  /** Aborted, with the `LOCK_LOST` {@link KilnError} as its reason, when a renewal finds the lease lost. */
+  readonly signal: AbortSignal;
+  /** When the lease lapses unless renewed (ISO 8601); moves on with each renewal. */
+  readonly expiresAt: string;
+  /**
+   * Stops renewing (calling it twice is harmless) and waits for a renewal in flight.
+   * @returns whether the lease was still held when renewing stopped (false once it was lost)
+   */
+  stop(): Promise<boolean>;
+}
+
 /**
- * A held lock: renews the lease every third of its ttl on an unref'd timer (so it never keeps the
- * process alive), aborts {@link TargetLock.signal} with `LOCK_LOST` when a renewal finds another
- * holder, and clears the lease on `release()`.
+ * Keeps a lease alive, whatever holds it (a target's rollout lock, a claim on a queued
+ * deployment): renews it every third of its ttl on an unref'd timer (so it never keeps the process
+ * alive), one renewal at a time, and aborts {@link KeptLease.signal} with `LOCK_LOST` when a
+ * renewal finds it lost. A renewal that fails otherwise (a full disk, a database hiccup) is retried
+ * at the next tick: the lease stays valid until it expires.
  */
-export function holdLease(options: LeaseKeeperOptions): TargetLock {
-  const logger = options.logger ?? silentLogger;
-  const { token, holder, ttlMs } = options.lease;
+export function keepLease(options: KeepLeaseOptions): KeptLease {
   const controller = new AbortController();
-  let expiresAt = options.lease.expiresAt;
+  let expiresAt = options.expiresAt;
   let renewing: Promise<void> | undefined;
-  let released = false;
-  const stop = () => clearInterval(timer);
+  let stopped = false;
   const timer = setInterval(() => {
-    if (renewing || released) return;
+    if (renewing || stopped) return;
     renewing = options
-      .renew(token)
-      .then((lease) => {
-        expiresAt = lease.expiresAt;
+      .renew()
+      .then((renewed) => {
+        expiresAt = renewed;
       })
       .catch((error: unknown) => {
         if (error instanceof KilnError && error.code === "LOCK_LOST") {
-          logger.warn("the rollout lock was taken over; stopping", { target: formatTarget(options.target), token, error: error.message });
-          stop();
+          options.onLost?.(error);
+          clearInterval(timer);
           controller.abort(error);
         } else {
-          // A transient failure (disk full, database hiccup): try again at the next tick; the
-          // lease stays valid until it expires.
-          logger.warn("could not renew the rollout lock; retrying", { target: formatTarget(options.target), token, error: String(error) });
+          options.onRenewalFailed?.(error);
         }
       })
       .finally(() => {
         renewing = undefined;
       });
-  }, Math.max(10, Math.floor(ttlMs / 3)));
+  }, Math.max(options.minIntervalMs ?? 10, Math.floor(options.ttlMs / 3)));
   timer.unref();
+  return {
+    signal: controller.signal,
+    get expiresAt() {
+      return expiresAt;
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await renewing?.catch(() => {});
+      return !controller.signal.aborted;
+    },
+  };
+}
+
+/**
+ * A held lock: renews the lease every third of its ttl on an unref'd timer (so it never keeps the
+ * process alive), aborts {@link TargetLock.signal} with `LOCK_LOST` when a renewal finds another
+ * holder, and clears the lease on `release()`. Built on {@link keepLease}.
+ */
+export function holdLease(options: LeaseKeeperOptions): TargetLock {
+  const logger = options.logger ?? silentLogger;
+  const { token, holder, ttlMs } = options.lease;
+  const kept = keepLease({
+    ttlMs,
+    expiresAt: options.lease.expiresAt,
+    renew: async () => (await options.renew(token)).expiresAt,
+    onLost: (error) => logger.warn("the rollout lock was taken over; stopping", { target: formatTarget(options.target), token, error: error.message }),
+    // A transient failure (disk full, database hiccup): tried again at the next tick; the lease
+    // stays valid until it expires.
+    onRenewalFailed: (error) => logger.warn("could not renew the rollout lock; retrying", { target: formatTarget(options.target), token, error: String(error) }),
+  });
+  let released = false;
   return {
     holder,
     token,
     get expiresAt() {
-      return expiresAt;
+      return kept.expiresAt;
     },
     tookOver: options.tookOver,
-    signal: controller.signal,
+    signal: kept.signal,
     async release() {
       if (released) return;
       released = true;
-      stop();
-      await renewing?.catch(() => {});
-      if (controller.signal.aborted) return;
+      // Lost: the lease is another holder's now, and stays theirs.
+      if (!(await kept.stop())) return;
       await options.release(token);
     },
   };
