@@ -140,16 +140,15 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
 
   /** SIGTERM to the instance's process group, SIGKILL when the grace period is over; then its record goes. */
   async function stop(file: string, record: InstanceRecord, gracePeriodMs: number): Promise<void> {
-    const description = `${record.instance.name} (pid ${record.pid}) to stop`;
-    const gone = (timeoutMs: number) => waitFor(async () => (isRunning(record) ? { done: false } : { done: true, value: undefined }), { timeoutMs, minDelayMs: 10, maxDelayMs: 200, description });
+    const gone = (timeoutMs: number) =>
+      waitFor(async () => (isRunning(record) ? { done: false } : { done: true, value: undefined }), { timeoutMs, minDelayMs: 10, maxDelayMs: 200, description: `${record.instance.name} (pid ${record.pid}) to stop` });
     signalGroup(record, "SIGTERM");
     await gone(gracePeriodMs).catch((error: unknown) => {
       if (!isKilnError(error, "TIMEOUT")) throw error;
       signalGroup(record, "SIGKILL");
       return gone(5_000);
     });
-    await rm(file, { force: true });
-    await rm(logFile(record.instance.id), { force: true });
+    await Promise.all([rm(file, { force: true }), rm(logFile(record.instance.id), { force: true })]);
   }
 
   return {
@@ -206,7 +205,10 @@ function isRunning({ instance, pid }: InstanceRecord): boolean {
 
 /** The instance with its state as of now: `stopped` once its process has exited (nothing restarts it). */
 const current = (record: InstanceRecord): Instance => ({ ...record.instance, state: isRunning(record) ? "running" : "stopped" });
-const signalGroup = (record: InstanceRecord, signal: NodeJS.Signals) => isRunning(record) && process.kill(-record.pid, signal);
+function signalGroup(record: InstanceRecord, signal: NodeJS.Signals): void {
+  if (!isRunning(record)) return;
+  try { process.kill(-record.pid, signal); } catch (error) { if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error; } // ESRCH: it has just exited
+}
 const describeStep = (step: MachineStep) => (step.kind === "file" ? `file ${step.from} → ${step.to}` : step.kind === "shell" ? `shell ${step.script}` : `run ${step.command}`);
 
 /** A file step copies exactly the files the fingerprint covered; `shell` and `run` steps run `sh` in the image folder (`KILN_IMAGE_ROOT`). */

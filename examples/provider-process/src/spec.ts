@@ -28,9 +28,8 @@ export const processProviderSpec = defineProviderSpec({
     const issues: SpecIssue[] = [];
     const issue = (path: (string | number)[], message: string) => void issues.push({ path, kind: "invalid-value", message });
     if (!target.instance.command) issue(["instances", "command"], "required: the process provider runs this command in each instance (its images have no default command), e.g. [node, server.js]");
-    for (const [index, port] of target.instance.ports.entries()) {
-      if (port.hostPort !== undefined) issue(["instances", "ports", index, "hostPort"], "the process provider gives each instance a free port on 127.0.0.1 (in PORT); a fixed host port is not supported");
-    }
+    const hostPorts = target.instance.ports.flatMap((port, index) => (port.hostPort !== undefined ? [index] : []));
+    for (const index of hostPorts) issue(["instances", "ports", index, "hostPort"], "the process provider gives each instance a free port on 127.0.0.1 (in PORT); a fixed host port is not supported");
     if (target.instance.memoryBytes !== undefined || target.instance.cpus !== undefined) issue(["instances", "resources"], "the process provider cannot limit a process's memory or CPU; remove the limits");
     if (target.traffic.proxy) issue(["traffic", "proxy"], "the process provider runs no front proxy; clients reach each instance's endpoint");
     if (target.health.check?.kind === "command") issue(["health", "command"], "the process provider cannot run commands in an instance; use health.http or health.tcp");
