@@ -63,7 +63,7 @@ export async function importProvider(name: string, options: ImportProviderOption
 }
 
 /**
- * Provider sources for `createKiln` (`{ docker: () => …, aws: () => … }`): each is loaded by
+ * Provider sources for `createKiln` (`{ docker: () => …, <name>: () => … }`): each is loaded by
  * {@link importProvider} and created on first use, so a provider's SDK costs nothing until a
  * command needs that provider.
  */

@@ -291,7 +291,7 @@ export const specSchema = z
   })
   .describe("A Kiln service spec (kiln.yaml).");
 
-/** Provider sections under a key of the spec (`instances.aws`), as written: each provider's own shape. */
+/** Provider sections under a key of the spec (`instances.<provider>`), as written: each provider's own shape. */
 type ProviderSectionsInput = { readonly [provider: string]: unknown };
 
 type CoreSpecInput = z.input<typeof specSchema>;
