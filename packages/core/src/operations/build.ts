@@ -165,7 +165,7 @@ function assertCapabilities(provider: Provider, providerSpec: ProviderSpec, reso
   if (providerSpec.imageFormat === "machine" && !resolved.machine) {
     throw new KilnError(
       "CAPABILITY_MISSING",
-      `The ${provider.name} provider bakes machine images and the spec has no image.machine; add image.machine (provision steps and base.${provider.name}), see docs/reference/kiln-yaml.md.`,
+      `The ${provider.name} provider bakes its images from a machine recipe and the spec has no image.machine; add image.machine with its provision steps (and the base settings the provider's docs name), see docs/reference/kiln-yaml.md.`,
     );
   }
 }
