@@ -1,23 +1,40 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+
+// Tests import every `@kilnjs/<name>` package from its source, `packages/<name>/src/index.ts`, not
+// from its build: so a test sees the code beside it without a rebuild, the whole run holds one copy
+// of each package (one KilnError class), and core's own tests can use `@kilnjs/testkit` (the
+// in-memory provider) although core cannot depend on testkit (testkit depends on core; a
+// package.json dependency would be a cycle). Test-only: builds and the CLI binary that integration
+// tests spawn still resolve packages through node_modules and their dist/. Subpaths
+// (`@kilnjs/core/schema.json`) are not aliased. Type checking of tests does the same with `paths`
+// (packages/core/test/tsconfig.json).
+const packagesFromSource = [
+  { find: /^@kilnjs\/([a-z][a-z0-9-]*)$/, replacement: fileURLToPath(new URL("./packages/$1/src/index.ts", import.meta.url)) },
+];
 
 // Two projects: fast unit tests beside the code, and integration tests against real engines
 // (`*.integ.test.ts`, beside the code or in a package's test/ folder), which run one file at a
 // time so they do not fight over the engine.
 export default defineConfig({
+  resolve: { alias: packagesFromSource },
   test: {
     projects: [
       {
+        extends: true,
         test: {
           name: "unit",
           // Beside the code; a package's test/ folder (tests of what it ships, such as the CLI's
-          // bin); scripts/*.test.ts (the repository scripts' own decisions: npm test's setup);
-          // the example packages' own tests (examples/provider-process).
+          // bin, and core's lifecycle tests, which need testkit); scripts/*.test.ts (the
+          // repository scripts' own decisions: npm test's setup); the example packages' own tests
+          // (examples/provider-process).
           include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "scripts/**/*.test.ts", "examples/*/src/**/*.test.ts"],
           exclude: ["**/*.integ.test.ts", "**/node_modules/**", "**/dist/**"],
           testTimeout: 20_000,
         },
       },
       {
+        extends: true,
         test: {
           name: "integ",
           // A package's black-box tests (the CLI's, which spawn its binary) live in its test/ folder.
