@@ -4,7 +4,7 @@ import { KilnError, isAbortError, isKilnError, toKilnError } from "./errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
 import { fingerprintBuild, type FingerprintResult } from "./fingerprint/fingerprint.js";
 import { fingerprintMachine, type MachineFingerprintResult } from "./fingerprint/machine.js";
-import { journaled } from "./journal/journaled.js";
+import { journaled, type JournalHooks } from "./journal/journaled.js";
 import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { currentRelease, effectiveLimits, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
@@ -45,6 +45,12 @@ export interface KilnOptions {
    * its process id; one on another host when its lease expires. @defaultValue the store's (30000)
    */
   readonly lockTtlMs?: number;
+  /**
+   * Test-only hooks of every rollout's journal: a test harness passes `{ crashAt: "intent:launch:2" }`
+   * to kill the process right after that journal entry is written. Leave unset in real use.
+   * @defaultValue none
+   */
+  readonly journalHooks?: JournalHooks;
 }
 
 /** Options of every operation that takes the target's lock. */
@@ -242,6 +248,7 @@ export function createKiln(options: KilnOptions): Kiln {
   const logger = options.logger ?? silentLogger;
   const dataDir = path.resolve(options.dataDir ?? path.join(process.cwd(), ".kiln"));
   const store = options.store ?? createFileStateStore({ directory: path.join(dataDir, "state") });
+  const journalHooks = options.journalHooks;
   const providers = new Map<string, Promise<Provider>>();
 
   function getProvider(name: string): Promise<Provider> {
@@ -806,7 +813,7 @@ export function createKiln(options: KilnOptions): Kiln {
         }
         // The rollout record comes first, so that the build is journaled too.
         const rollout = await beginRollout(session, { provider: resolved.provider, kind: resumable?.rollout.kind ?? "deploy", fromRelease: current?.number, toRelease: rolloutPlan.toRelease });
-        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const journal = journaled(provider, { ...journalHooks, store, target, rolloutId: rollout.id, token: session.lock.token, logger });
         let release: ReleaseRecord;
         try {
           let image: ImageRef;
@@ -916,7 +923,7 @@ export function createKiln(options: KilnOptions): Kiln {
         if (replacement.action === "none") throw new KilnError("INTERNAL", "A rollback planned no replacement.");
         await settleInterrupted(session, interrupted, undefined, replacement, "a rollback was asked for instead");
         const rollout = await beginRollout(session, { provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: number });
-        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const journal = journaled(provider, { ...journalHooks, store, target, rolloutId: rollout.id, token: session.lock.token, logger });
         return runRollout(session, { rollout, provider: journal, release, createRelease: true, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
       });
     },
@@ -947,7 +954,7 @@ export function createKiln(options: KilnOptions): Kiln {
         const replacement = await planResume(session, provider, release, current, resumable.rollout.id);
         await settleInterrupted(session, interrupted, release.number, replacement, "another interrupted rollout was resumed");
         const rollout = await beginRollout(session, { provider: release.provider, kind: resumable.rollout.kind, fromRelease: current?.number, toRelease: release.number });
-        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const journal = journaled(provider, { ...journalHooks, store, target, rolloutId: rollout.id, token: session.lock.token, logger });
         const result = await runRollout(session, {
           rollout,
           provider: journal,
@@ -984,7 +991,7 @@ export function createKiln(options: KilnOptions): Kiln {
           await settleInterrupted(session, interrupted, undefined, { keep: [], retire: instances }, "it was aborted");
           const last = interrupted.at(-1)?.rollout;
           if (instances.length > 0) {
-            const via = last ? journaled(provider, { store, target, rolloutId: last.id, token: session.lock.token, logger }) : provider;
+            const via = last ? journaled(provider, { ...journalHooks, store, target, rolloutId: last.id, token: session.lock.token, logger }) : provider;
             const rolloutId = last?.id ?? "";
             for (const instance of instances) emit({ type: "instance.retiring", rolloutId, instance: describe(instance) });
             await via.instances.terminate(instances, { gracePeriodMs: interrupted.at(-1)?.release?.instance.stopGracePeriodMs ?? 10_000 }, ctx);
@@ -1010,7 +1017,7 @@ export function createKiln(options: KilnOptions): Kiln {
           return { interrupted: records, result: { outcome: "unchanged", plan: undefined, release: current, rollout: undefined } };
         }
         const rollout = await beginRollout(session, { provider: name, kind: "rollback", fromRelease: current.number, toRelease: current.number });
-        const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
+        const journal = journaled(provider, { ...journalHooks, store, target, rolloutId: rollout.id, token: session.lock.token, logger });
         const result = await runRollout(session, { rollout, provider: journal, release: current, createRelease: false, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
         return { interrupted: records, result };
       });
