@@ -1,17 +1,27 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
-// Tests import every `@kilnjs/<name>` package from its source, `packages/<name>/src/index.ts`, not
-// from its build: so a test sees the code beside it without a rebuild, the whole run holds one copy
-// of each package (one KilnError class), and core's own tests can use `@kilnjs/testkit` (the
-// in-memory provider) although core cannot depend on testkit (testkit depends on core; a
-// package.json dependency would be a cycle). Test-only: builds and the CLI binary that integration
-// tests spawn still resolve packages through node_modules and their dist/. Subpaths
-// (`@kilnjs/core/schema.json`) are not aliased. Type checking of tests does the same with `paths`
-// (packages/core/test/tsconfig.json).
-const packagesFromSource = [
-  { find: /^@kilnjs\/([a-z][a-z0-9-]*)$/, replacement: fileURLToPath(new URL("./packages/$1/src/index.ts", import.meta.url)) },
-];
+const root = path.dirname(fileURLToPath(import.meta.url));
+
+// Tests import every workspace package (`@kilnjs/core`, `@kilnjs/testkit`, …, and the example
+// provider) from its source, `<folder>/src/index.ts`, not from its build: so a test sees the code
+// beside it without a rebuild, the whole run holds one copy of each package (one KilnError class),
+// and core's own tests can use `@kilnjs/testkit` (the in-memory provider) although core cannot
+// depend on testkit (testkit depends on core; a package.json dependency would be a cycle).
+// Test-only: builds and the CLI binary that integration tests spawn still resolve packages through
+// node_modules and their dist/. Subpaths (`@kilnjs/core/schema.json`) are not aliased. Type checking
+// of core's tests does the same with `paths` (packages/core/test/tsconfig.json).
+const packagesFromSource = ["packages", "examples"].flatMap((parent) =>
+  readdirSync(path.join(root, parent), { withFileTypes: true }).flatMap((entry) => {
+    const folder = path.join(root, parent, entry.name);
+    const entryFile = path.join(folder, "src", "index.ts");
+    if (!entry.isDirectory() || !existsSync(path.join(folder, "package.json")) || !existsSync(entryFile)) return [];
+    const { name } = JSON.parse(readFileSync(path.join(folder, "package.json"), "utf8")) as { name?: string };
+    return name?.startsWith("@kilnjs/") ? [{ find: new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}$`), replacement: entryFile }] : [];
+  }),
+);
 
 // Two projects: fast unit tests beside the code, and integration tests against real engines
 // (`*.integ.test.ts`, beside the code or in a package's test/ folder), which run one file at a
