@@ -164,8 +164,8 @@ export const awsProviderSpec = defineProviderSpec({
       `traffic: target group ${loadBalancer.targetGroupArn} → port ${targetPortName(target, loadBalancer)}; new instances join after their gate and the group's health check, old ones are deregistered and drained before they stop`,
     ];
   },
+  // Core hashes the base section as written; the provider only says it in words.
   fingerprint: (_target, { base }) => ({
-    inputs: { base: base ?? null },
     baseImages: base ? [base.id !== undefined ? `aws: ${base.id}` : `aws: ${base.name ?? "?"} owned by ${(base.owners ?? []).join(", ")}`] : [],
   }),
 });

@@ -53,6 +53,22 @@ describe("fingerprintMachine", () => {
     await expectNew("command", async () => undefined, { steps: [...steps.slice(0, 2), { kind: "run", command: "true" }], ...base });
     await expectNew("base", async () => undefined, { steps, provider: "vm", contribution: { inputs: { base: { image: "debian-12-v20261101" } } } });
     await expectNew("provider", async () => undefined, { steps, ...base, provider: "other-vm" });
+    await expectNew("base section", async () => undefined, { steps, provider: "vm", base: { family: "debian-12" } });
+    await expectNew("base section's value", async () => undefined, { steps, provider: "vm", base: { family: "debian-13" } });
+  });
+
+  it("keeps the fingerprints Kiln computed before providers owned their sections, so nothing is baked again after an upgrade", async () => {
+    // Fingerprints computed by the release before (commit 3185eb5, core's own `base.aws`), for a
+    // shell script with this content and one command; the base is the provider's section as written.
+    await writeFile(path.join(dir, "setup.sh"), "#!/bin/sh\necho hi\n");
+    const recipe: ResolvedProvisionStep[] = [
+      { kind: "run", command: "apt-get install -y nginx" },
+      { kind: "shell", script: path.join(dir, "setup.sh") },
+    ];
+    const earlier = async (base?: unknown) => (await fingerprintMachine({ steps: recipe, provider: "aws", ...(base === undefined ? {} : { base }) })).fingerprint;
+    expect(await earlier({ id: "ami-0123456789abcdef0" })).toBe("sha256:95e41e5995883e840845a927a84383178aba0e82e8b4061fd956a5c3c370dfbd");
+    expect(await earlier({ name: "debian-12-*", owners: ["136693071363"] })).toBe("sha256:b11096b745d6d3507b4cfc378a736c5240460ce7a0952300dc6159243c6a18fc");
+    expect(await earlier()).toBe("sha256:51c1809672a5d21ef74b7b426aa822b0167884926a7ceb1e5f3a8cb32da677b3");
   });
 
   it("does not depend on where the spec's folder lies on this machine", async () => {

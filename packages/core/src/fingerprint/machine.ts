@@ -9,18 +9,28 @@ import type { FingerprintContribution } from "../provider/spec.js";
 import type { ResolvedProvisionStep } from "../spec/resolve.js";
 import type { FingerprintResult } from "./fingerprint.js";
 
-/** First line of the hashed manifest; change it whenever what is hashed, or how, changes. */
-const MANIFEST_HEADER = "kiln-machine-fingerprint/v2";
+/**
+ * First line of the hashed manifest; change it whenever what is hashed, or how, changes. Still v1:
+ * the manifest is the one Kiln wrote before providers owned their sections (the base line, then
+ * the steps), so an unchanged recipe keeps its fingerprint across the upgrade and is not baked
+ * again; a provider's own inputs add a line only when it has some.
+ */
+const MANIFEST_HEADER = "kiln-machine-fingerprint/v1";
 
 /** What {@link fingerprintMachine} hashes. */
 export interface MachineFingerprintOptions {
   /** The provisioning steps, with absolute paths (`ResolvedMachine.provision`). */
   readonly steps: readonly ResolvedProvisionStep[];
-  /** The provider the image is baked for; its name is part of the fingerprint. */
+  /** The provider the image is baked for; its name is part of the fingerprint with its base or inputs. */
   readonly provider: string;
   /**
-   * What the provider's settings add (`ProviderSpec.fingerprint`: the base image as written).
-   * @defaultValue nothing
+   * The provider's `image.machine.base.<provider>` section as its schema produced it
+   * (`ResolvedMachine.base`), hashed as written. @defaultValue none
+   */
+  readonly base?: unknown;
+  /**
+   * What else the provider's settings add (`ProviderSpec.fingerprint`): inputs hashed beside the
+   * base, and the base images in words. @defaultValue nothing
    */
   readonly contribution?: FingerprintContribution;
   /**
@@ -60,7 +70,8 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
     manifest.update(`${JSON.stringify(value)}\n`);
   };
   manifest.update(`${MANIFEST_HEADER}\n`);
-  line(["provider", options.provider, canonical(options.contribution?.inputs ?? null)]);
+  line(["base", canonical(options.base === undefined ? {} : { [options.provider]: options.base })]);
+  if (options.contribution?.inputs !== undefined) line(["provider", options.provider, canonical(options.contribution.inputs)]);
   const steps: MachineStep[] = [];
   const allFiles: string[] = [];
   let totalBytes = 0;

@@ -49,6 +49,7 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
       ? await fingerprintMachine({
           steps: resolved.machine!.provision,
           provider: resolved.provider,
+          ...(resolved.machine!.base !== undefined ? { base: resolved.machine!.base } : {}),
           ...(providerSpec.fingerprint ? { contribution: providerSpec.fingerprint(resolved, sectionValues(resolved)) } : {}),
           exclude,
           ...signal,

@@ -63,6 +63,18 @@ describe("the label codec", () => {
     expect(parsePortsLabel(formatPortsLabel([]))).toEqual([]);
   });
 
+  it("reads the spellings an earlier Kiln wrote: ports as name=port/protocol, the launch key as dev.kiln.launch", () => {
+    expect(parsePortsLabel("http=8080/tcp,dns=53/udp")).toEqual([
+      { name: "http", port: 8080, protocol: "tcp" },
+      { name: "dns", port: 53, protocol: "udp" },
+    ]);
+    const earlier = decodeInstanceLabels({ [LABELS.service]: "web", [LABELS.environment]: "prod", "dev.kiln.launch": "ro-0:launch:1", [LABELS.ports]: "http=8080/tcp" });
+    expect(earlier.launchKey).toBe("ro-0:launch:1");
+    expect(earlier.ports).toEqual([{ name: "http", port: 8080, protocol: "tcp" }]);
+    // The current label wins when both are there.
+    expect(decodeInstanceLabels({ "dev.kiln.launch": "old", [LABELS.launchKey]: "new" }).launchKey).toBe("new");
+  });
+
   it("labels images by service and fingerprint, and selects instances by target, release or rollout", () => {
     expect(imageLabels({ target: request.target, fingerprint: "sha256:f" })).toEqual({ [LABELS.managed]: "true", [LABELS.service]: "web", [LABELS.fingerprint]: "sha256:f" });
     expect(imageLabels({ target: request.target, fingerprint: "sha256:f", release: 3, rolloutId: "ro-9" })).toMatchObject({ [LABELS.release]: "3", [LABELS.rollout]: "ro-9" });

@@ -25,6 +25,12 @@ export const LABELS = {
 } as const;
 
 /** A label key from {@link LABELS}. */
+/**
+ * The launch key's label as Kiln wrote it before the label codec moved into core; read (never
+ * written) so that instances started by an earlier Kiln still show their launch key.
+ */
+const EARLIER_LAUNCH_KEY_LABEL = "dev.kiln.launch";
+
 export type LabelKey = (typeof LABELS)[keyof typeof LABELS];
 
 /** The labels that mark a resource as Kiln's and name its target: managed, service, environment. */
@@ -83,12 +89,16 @@ export function formatPortsLabel(ports: readonly Pick<PortConfig, "name" | "port
   return ports.map((port) => `${port.name}:${port.port}/${port.protocol}`).join(",");
 }
 
-/** Parses {@link formatPortsLabel}'s output; malformed parts are skipped. */
+/**
+ * Parses {@link formatPortsLabel}'s output; malformed parts are skipped. Also reads the spelling
+ * the Docker provider wrote before the label codec moved into core (`http=8080/tcp`), so that
+ * instances started by an earlier Kiln keep their endpoints.
+ */
 export function parsePortsLabel(text: string | undefined): PortConfig[] {
   if (!text) return [];
   const ports: PortConfig[] = [];
   for (const part of text.split(",")) {
-    const match = /^([^:]+):(\d+)\/(tcp|udp)$/.exec(part.trim());
+    const match = /^([^:=]+)[:=](\d+)\/(tcp|udp)$/.exec(part.trim());
     if (match) ports.push({ name: match[1]!, port: Number(match[2]), protocol: match[3] as "tcp" | "udp" });
   }
   return ports;
@@ -118,7 +128,7 @@ export function decodeInstanceLabels(labels: Readonly<Record<string, string | un
     release,
     rolloutId: labels[LABELS.rollout],
     fingerprint: labels[LABELS.fingerprint],
-    launchKey: labels[LABELS.launchKey],
+    launchKey: labels[LABELS.launchKey] ?? labels[EARLIER_LAUNCH_KEY_LABEL],
     ports: parsePortsLabel(labels[LABELS.ports]),
   };
 }

@@ -40,11 +40,12 @@ export type SectionValues<S extends ProviderSections> = { readonly [K in Provide
 /** What a provider adds to an image's fingerprint, beyond the recipe core fingerprints itself. */
 export interface FingerprintContribution {
   /**
-   * A JSON value hashed into the fingerprint (key order does not matter): for machine images, the
-   * base image as written (`{ base }`). Never put secrets here: the value is hashed, not stored,
-   * but it decides when an image is rebuilt.
+   * A JSON value hashed into the fingerprint beside what core hashes (the recipe's steps and, for
+   * machine images, the provider's `image.machine.base` section as written), key order aside: what
+   * else decides the image, such as a runtime version. Never put secrets here: the value is hashed,
+   * not stored, but it decides when an image is rebuilt. @defaultValue nothing
    */
-  readonly inputs: unknown;
+  readonly inputs?: unknown;
   /** The base images in words, one line each, for `kiln build` output (`ami-0123…`). */
   readonly baseImages?: readonly string[];
 }
