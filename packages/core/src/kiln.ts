@@ -1,15 +1,15 @@
 import os from "node:os";
 import path from "node:path";
-import { KilnError, isAbortError, isKilnError, toKilnError } from "./errors.js";
+import { KilnError, isKilnError, toKilnError } from "./errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput, RecoveredReleaseOutcome, RolloutKind } from "./events.js";
 import { fingerprintBuild, type FingerprintResult } from "./fingerprint/fingerprint.js";
 import { fingerprintMachine, type MachineFingerprintResult } from "./fingerprint/machine.js";
 import { journaled } from "./journal/journaled.js";
 import { markInterruptedRollouts, type InterruptedRollout } from "./journal/recover.js";
 import { silentLogger, type Logger } from "./logger.js";
-import { currentRelease, effectiveLimits, formatPlan, nextReleaseNumber, planDeploy, planReplacement, type DeployPlan, type RolloutPlan } from "./plan.js";
+import { currentRelease, formatPlan, planDeploy, planRecovery, planRollback, recoveryCandidates, resumeDeployPlan, type DeployPlan, type ReplacementPlan } from "./plan/index.js";
 import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "./provider/contract.js";
-import { applyRollout, describe, newRolloutId, waitUntilHealthy, type LaunchableRelease } from "./rollout/engine.js";
+import { applyRollout, checkAdoptable, describe, newRolloutId, type LaunchableRelease } from "./rollout/engine.js";
 import { DEFAULT_PROVIDER_SPEC, sectionValues, type ProviderSpec } from "./provider/spec.js";
 import { OBJECT_SPEC_FILE, checkSpecWith, specFromObject, type LoadedSpec } from "./spec/load.js";
 import { providersOf } from "./spec/validate.js";
@@ -518,37 +518,16 @@ export function createKiln(options: KilnOptions): Kiln {
   /**
    * Plans the rollout that resumes an interrupted release: its running instances with its image
    * are kept when they pass the release's health check (otherwise they are retired with the rest
-   * and fresh ones launched).
+   * and fresh ones launched). The check runs here, before planning, with the rollout engine's
+   * gate; the plan itself ({@link planRecovery}) is pure and takes the verdict as input.
    */
-  async function planResume(session: Session, provider: Provider, release: ReleaseRecord, current: ReleaseRecord | undefined, interruptedId: string): Promise<Extract<RolloutPlan, { action: "replace" }>> {
+  async function planResume(session: Session, provider: Provider, release: ReleaseRecord, current: ReleaseRecord | undefined, interruptedId: string): Promise<ReplacementPlan> {
     const ctx = contextFor(session.signal, session.emit);
     const instances = await provider.instances.list({ target: session.target }, ctx);
-    const plan = (list: readonly Instance[]) =>
-      planReplacement({
-        instances: list,
-        fromRelease: current?.number,
-        toRelease: release.number,
-        // Never "none": even with every instance in place, the rollout must run to record success.
-        newRelease: true,
-        imageId: release.image.id,
-        count: release.count,
-        maxSurge: release.rollout.maxSurge,
-        maxUnavailable: release.rollout.maxUnavailable,
-        rollout: release.rollout,
-        limits: effectiveLimits(provider.limits, release.traffic),
-      }) as Extract<RolloutPlan, { action: "replace" }>;
-    const first = plan(instances);
-    if (first.keep.length === 0) return first;
-    try {
-      await waitUntilHealthy({ provider, target: session.target, rolloutId: interruptedId, signal: session.signal, emit: session.emit }, release, first.keep, ctx);
-      return first;
-    } catch (error) {
-      if (isAbortError(error) || isKilnError(error, "LOCK_LOST")) throw error;
-      logger.warn("the interrupted rollout's instances are not healthy; they are replaced", { release: release.number, error: String(error) });
-      const unhealthy = new Set(first.keep.map((instance) => instance.id));
-      const second = plan(instances.filter((instance) => !unhealthy.has(instance.id)));
-      return { ...second, retire: [...first.keep, ...second.retire] };
-    }
+    const gate = { provider, target: session.target, rolloutId: interruptedId, signal: session.signal, emit: session.emit, logger };
+    const unhealthy = await checkAdoptable(gate, release, recoveryCandidates(release, instances), ctx);
+    // Never "none": the release is not the current one, so the rollout must run to record its success.
+    return planRecovery({ current, instances, release, unhealthy, ...(provider.limits ? { limits: provider.limits } : {}) }) as ReplacementPlan;
   }
 
   /** Writes a new rollout record (status running) under the session's lease. */
@@ -608,8 +587,8 @@ export function createKiln(options: KilnOptions): Kiln {
     /** Whether the release record is new (written now); false for a repair or a resumed release. */
     createRelease: boolean;
     previous: ReleaseRecord | undefined;
-    keep: readonly Instance[];
-    retire: readonly Instance[];
+    /** The planner's replacement, whose program the rollout runs. */
+    replacement: ReplacementPlan;
     /** Instances an interrupted rollout left that this one keeps; removed if this one fails. */
     adopted: readonly Instance[];
     plan: DeployPlan | undefined;
@@ -641,8 +620,7 @@ export function createKiln(options: KilnOptions): Kiln {
       provider: args.provider,
       release: launchable(release),
       previous: args.previous ? launchable(args.previous) : undefined,
-      keep: args.keep,
-      retire: orderForRetirement(args.retire, args.previous),
+      plan: args.replacement,
       signal: session.signal,
       logger,
       emit,
@@ -779,17 +757,7 @@ export function createKiln(options: KilnOptions): Kiln {
         let resumed: ReleaseRecord | undefined;
         if (resumable?.release) {
           resumed = resumable.release;
-          const rollout = await planResume(session, provider, resumed, current, resumable.rollout.id);
-          plan = {
-            ...plan,
-            rollout,
-            noop: false,
-            changes: [
-              plan.changes[0]!,
-              `resume release ${resumed.number} (rollout ${resumable.rollout.id} was interrupted): ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`,
-              ...rollout.steps.map((step) => `  ${step}`),
-            ],
-          };
+          plan = resumeDeployPlan(plan, { rolloutId: resumable.rollout.id, rollout: await planResume(session, provider, resumed, current, resumable.rollout.id) });
         }
         await settleInterrupted(session, interrupted, resumed?.number, plan.rollout.action === "replace" ? plan.rollout : undefined, "the spec now asks for another release");
         emit({ type: "plan.ready", summary: formatPlan(plan), noop: plan.noop });
@@ -844,8 +812,7 @@ export function createKiln(options: KilnOptions): Kiln {
           release,
           createRelease: rolloutPlan.newRelease && !resumed,
           previous: current,
-          keep: rolloutPlan.keep,
-          retire: rolloutPlan.retire,
+          replacement: rolloutPlan,
           adopted: resumed ? rolloutPlan.keep : [],
           plan,
         });
@@ -872,28 +839,14 @@ export function createKiln(options: KilnOptions): Kiln {
           );
         }
         const instances = await provider.instances.list({ target }, ctx);
-        // Rolling back to what already serves, intact, does nothing (as a deploy of an unchanged spec).
-        const sameAsCurrent = current !== undefined && (chosen.number === current.number || (chosen.configHash === current.configHash && chosen.image.id === current.image.id));
-        if (sameAsCurrent && interrupted.length === 0) {
-          const intact = planReplacement({
-            instances,
-            fromRelease: current.number,
-            toRelease: current.number,
-            newRelease: false,
-            imageId: current.image.id,
-            count: current.count,
-            maxSurge: current.rollout.maxSurge,
-            maxUnavailable: current.rollout.maxUnavailable,
-          });
-          if (intact.action === "none") {
-            emit({ type: "rollout.skipped", reason: `release ${chosen.number} already serves (as release ${current.number}): nothing to roll back`, release: current.number });
-            return { outcome: "unchanged", plan: undefined, release: current, rollout: undefined };
-          }
+        const replacement = planRollback({ state, instances, release: chosen, image, recovering: interrupted.length > 0, ...(provider.limits ? { limits: provider.limits } : {}) });
+        if (replacement.action === "none") {
+          emit({ type: "rollout.skipped", reason: replacement.reason, release: current!.number });
+          return { outcome: "unchanged", plan: undefined, release: current!, rollout: undefined };
         }
-        const number = nextReleaseNumber(state);
         const release: ReleaseRecord = {
           ...structuredClone(chosen),
-          number,
+          number: replacement.toRelease,
           createdAt: new Date().toISOString(),
           image,
           rollbackOf: chosen.number,
@@ -901,23 +854,10 @@ export function createKiln(options: KilnOptions): Kiln {
         };
         delete release.finishedAt;
         delete release.error;
-        const replacement = planReplacement({
-          instances,
-          fromRelease: current?.number,
-          toRelease: number,
-          newRelease: true,
-          imageId: image.id,
-          count: release.count,
-          maxSurge: release.rollout.maxSurge,
-          maxUnavailable: release.rollout.maxUnavailable,
-          rollout: release.rollout,
-          limits: effectiveLimits(provider.limits, release.traffic),
-        });
-        if (replacement.action === "none") throw new KilnError("INTERNAL", "A rollback planned no replacement.");
         await settleInterrupted(session, interrupted, undefined, replacement, "a rollback was asked for instead");
-        const rollout = await beginRollout(session, { provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: number });
+        const rollout = await beginRollout(session, { provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: replacement.toRelease });
         const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
-        return runRollout(session, { rollout, provider: journal, release, createRelease: true, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+        return runRollout(session, { rollout, provider: journal, release, createRelease: true, previous: current, replacement, adopted: [], plan: undefined });
       });
     },
 
@@ -954,8 +894,7 @@ export function createKiln(options: KilnOptions): Kiln {
           release,
           createRelease: false,
           previous: current,
-          keep: replacement.keep,
-          retire: replacement.retire,
+          replacement,
           adopted: replacement.keep,
           plan: undefined,
         });
@@ -992,18 +931,7 @@ export function createKiln(options: KilnOptions): Kiln {
           }
           return { interrupted: records, result: undefined };
         }
-        const replacement = planReplacement({
-          instances,
-          fromRelease: current.number,
-          toRelease: current.number,
-          newRelease: false,
-          imageId: current.image.id,
-          count: current.count,
-          maxSurge: current.rollout.maxSurge,
-          maxUnavailable: current.rollout.maxUnavailable,
-          rollout: current.rollout,
-          limits: effectiveLimits(provider.limits, current.traffic),
-        });
+        const replacement = planRecovery({ current, instances, release: current, ...(provider.limits ? { limits: provider.limits } : {}) });
         await settleInterrupted(session, interrupted, undefined, replacement.action === "replace" ? replacement : undefined, "it was aborted");
         if (replacement.action === "none") {
           emit({ type: "rollout.skipped", reason: replacement.reason, release: current.number });
@@ -1011,7 +939,7 @@ export function createKiln(options: KilnOptions): Kiln {
         }
         const rollout = await beginRollout(session, { provider: name, kind: "rollback", fromRelease: current.number, toRelease: current.number });
         const journal = journaled(provider, { store, target, rolloutId: rollout.id, token: session.lock.token, logger });
-        const result = await runRollout(session, { rollout, provider: journal, release: current, createRelease: false, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+        const result = await runRollout(session, { rollout, provider: journal, release: current, createRelease: false, previous: current, replacement, adopted: [], plan: undefined });
         return { interrupted: records, result };
       });
     },
@@ -1055,16 +983,6 @@ export function createKiln(options: KilnOptions): Kiln {
     },
   };
   return kiln;
-}
-
-/**
- * Orders instances to retire so that leftovers (instances of no release that serves: an
- * interrupted rollout's, a failed release's) go before the previous release's own, which are the
- * ones known to serve: capacity is then never counted on an instance nobody checked.
- */
-function orderForRetirement(instances: readonly Instance[], previous: ReleaseRecord | undefined): Instance[] {
-  const serves = (instance: Instance) => previous !== undefined && instance.release === previous.number && instance.imageId === previous.image.id;
-  return [...instances].sort((a, b) => Number(serves(a)) - Number(serves(b)));
 }
 
 /**
