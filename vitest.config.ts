@@ -10,8 +10,9 @@ export default defineConfig({
         test: {
           name: "unit",
           // Beside the code; a package's test/ folder (tests of what it ships, such as the CLI's
-          // bin); scripts/*.test.ts (the repository scripts' own decisions: npm test's setup).
-          include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "scripts/**/*.test.ts"],
+          // bin); scripts/*.test.ts (the repository scripts' own decisions: npm test's setup);
+          // the example packages' own tests (examples/provider-process).
+          include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "scripts/**/*.test.ts", "examples/*/src/**/*.test.ts"],
           exclude: ["**/*.integ.test.ts", "**/node_modules/**", "**/dist/**"],
           testTimeout: 20_000,
         },
@@ -20,7 +21,7 @@ export default defineConfig({
         test: {
           name: "integ",
           // A package's black-box tests (the CLI's, which spawn its binary) live in its test/ folder.
-          include: ["packages/*/src/**/*.integ.test.ts", "packages/*/test/**/*.integ.test.ts"],
+          include: ["packages/*/src/**/*.integ.test.ts", "packages/*/test/**/*.integ.test.ts", "examples/*/src/**/*.integ.test.ts"],
           exclude: ["**/node_modules/**", "**/dist/**"],
           fileParallelism: false,
           testTimeout: 180_000,

@@ -56,8 +56,8 @@ export const ERROR_CODES = [
   /** Reading or writing state failed. */
   "STATE_UNAVAILABLE",
   /**
-   * The provider's API refused the call for its rate limit (AWS RequestLimitExceeded, GCP
-   * rateLimitExceeded, Azure 429). Retryable; `details.retryAfterMs` says when, if known.
+   * The provider's API refused the call for its rate limit (a cloud API's request-limit
+   * error, an HTTP 429). Retryable; `details.retryAfterMs` says when, if known.
    */
   "THROTTLED",
   /** The operation was cancelled through its AbortSignal. */

@@ -287,8 +287,8 @@ export interface HealthCapability {
 }
 
 /**
- * Optional: how requests reach instances (a front proxy the provider runs, or a cloud load balancer:
- * a target group, a backend service, a backend pool). When a provider has it, the rollout
+ * Optional: how requests reach instances (a front proxy the provider runs, or a cloud load balancer's
+ * backend set). When a provider has it, the rollout
  * engine registers new instances only after their health gate passes, and deregisters (drains)
  * old ones before it stops them; a blue-green switch is one register of the new set followed by
  * one deregister of the old set.

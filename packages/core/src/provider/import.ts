@@ -30,40 +30,81 @@ export interface ImportProviderOptions {
   readonly hint?: (name: string) => string;
 }
 
-/** The npm package that holds the provider of this name: `@kilnjs/provider-<name>`. */
+/** The npm package that holds the first-party provider of this name: `@kilnjs/provider-<name>`. */
 export function providerPackage(name: string): string {
   return `@kilnjs/provider-${name}`;
 }
 
 /**
- * Loads a provider by name: the package `@kilnjs/provider-<name>` (resolved from where Kiln is
- * installed), or the module `options.modules[name]`. The module must export
+ * The packages a provider of this name is looked for in, in order: the first-party
+ * `@kilnjs/provider-<name>`, then `kiln-provider-<name>`, the name anyone may publish a provider
+ * under (the convention of `eslint-plugin-<name>` and `terraform-provider-<name>`).
+ */
+export function providerPackages(name: string): readonly string[] {
+  return [providerPackage(name), `kiln-provider-${name}`];
+}
+
+/**
+ * Loads a provider by name: the first of {@link providerPackages} that is installed (resolved
+ * from where Kiln is installed), or the module `options.modules[name]`. The module must export
  * `createProvider(options)`; its `providerSpec` export is the provider's part of the spec (when a
  * module has none, the spec of a provider it creates is used, else {@link DEFAULT_PROVIDER_SPEC}).
  *
- * @throws KilnError PROVIDER_NOT_FOUND when the package is not installed (the message says which
- *   package to install) or the module is not a provider
+ * @throws KilnError PROVIDER_NOT_FOUND when no such package is installed (the message says which
+ *   package to install), the module cannot be loaded, or it is not a provider
  */
 export async function importProvider(name: string, options: ImportProviderOptions = {}): Promise<ProviderModule> {
   const given = options.modules?.[name];
-  const specifier = given === undefined ? providerPackage(name) : /^[./]/.test(given) ? pathToFileURL(path.resolve(options.cwd ?? process.cwd(), given)).href : given;
-  let module: { createProvider?: (options?: object) => unknown; providerSpec?: ProviderSpec };
-  try {
-    module = (await import(specifier)) as typeof module;
-  } catch (error) {
-    const how = given !== undefined ? `the module ${given} given for it could not be loaded; check the path` : `install it with \`npm install ${providerPackage(name)}\``;
-    throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" is not installed: ${how}${options.hint?.(name) ?? ""}.`, { cause: error, details: { provider: name } });
-  }
+  const { module, specifier } = given === undefined ? await importPackage(name, options) : await importGiven(name, given, options);
   const create = module.createProvider;
   if (typeof create !== "function") {
-    throw new KilnError("PROVIDER_NOT_FOUND", `${given ?? providerPackage(name)} does not export createProvider(); it is not a Kiln provider.`, { details: { provider: name } });
+    throw new KilnError("PROVIDER_NOT_FOUND", `${given ?? specifier} does not export createProvider(); it is not a Kiln provider.`, { details: { provider: name } });
   }
   const spec = module.providerSpec ?? (create({}) as Provider).spec ?? DEFAULT_PROVIDER_SPEC;
   return { name, specifier, spec, create: (providerOptions) => create(providerOptions ?? {}) as Provider };
 }
 
+type LoadedModule = { createProvider?: (options?: object) => unknown; providerSpec?: ProviderSpec };
+
+async function importPackage(name: string, options: ImportProviderOptions): Promise<{ module: LoadedModule; specifier: string }> {
+  let firstError: unknown;
+  for (const specifier of providerPackages(name)) {
+    try {
+      return { module: (await import(specifier)) as LoadedModule, specifier };
+    } catch (error) {
+      // Only "this package is not installed" moves on; a package that is there but fails to load
+      // (a missing dependency of its own, a syntax error) is reported as it is.
+      if (!isPackageMissing(error, specifier)) {
+        throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" (${specifier}) is installed but could not be loaded: ${(error as Error).message}; reinstall it.`, { cause: error, details: { provider: name } });
+      }
+      firstError ??= error;
+    }
+  }
+  const [firstParty, community] = providerPackages(name);
+  throw new KilnError(
+    "PROVIDER_NOT_FOUND",
+    `The provider "${name}" is not installed: install it with \`npm install ${firstParty}\` (or a community provider, \`npm install ${community}\`)${options.hint?.(name) ?? ""}.`,
+    { cause: firstError, details: { provider: name } },
+  );
+}
+
+async function importGiven(name: string, given: string, options: ImportProviderOptions): Promise<{ module: LoadedModule; specifier: string }> {
+  const specifier = /^[./]/.test(given) ? pathToFileURL(path.resolve(options.cwd ?? process.cwd(), given)).href : given;
+  try {
+    return { module: (await import(specifier)) as LoadedModule, specifier };
+  } catch (error) {
+    throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" is not installed: the module ${given} given for it could not be loaded; check the path${options.hint?.(name) ?? ""}.`, { cause: error, details: { provider: name } });
+  }
+}
+
+/** Whether `error` says that the package `specifier` itself cannot be found (not something it imports). */
+function isPackageMissing(error: unknown, specifier: string): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes(`'${specifier}'`);
+}
+
 /**
- * Provider sources for `createKiln` (`{ docker: () => …, aws: () => … }`): each is loaded by
+ * Provider sources for `createKiln` (`{ docker: () => …, <name>: () => … }`): each is loaded by
  * {@link importProvider} and created on first use, so a provider's SDK costs nothing until a
  * command needs that provider.
  */

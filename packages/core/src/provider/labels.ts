@@ -68,7 +68,7 @@ export function imageLabels(recipe: Pick<ImageRecipe, "target" | "fingerprint" |
 /**
  * The label values an instance list must match for a selector, as key/value pairs: managed,
  * service, environment, and release or rollout when the selector names them. A provider turns
- * them into its backend's filter (Docker label filters, EC2 tag filters, a Compute Engine filter).
+ * them into its backend's filter (Docker label filters, a cloud API's tag or label filter).
  */
 export function selectorLabels(selector: Pick<InstanceSelector, "target" | "release" | "rolloutId">): Record<string, string> {
   return {

@@ -92,7 +92,7 @@ export interface ProviderSpec<S extends ProviderSections = ProviderSections> {
   validate?(target: ResolvedTarget, sections: SectionValues<S>): SpecIssue[];
   /**
    * Lines the provider adds to a plan (`kiln plan`), after core's own, each without indentation:
-   * e.g. `traffic: target group … → port http; …`. When the target has a load balancer, the
+   * e.g. `traffic: load balancer … → port http; …`. When the target has a load balancer, the
    * provider says where its traffic goes here (core then prints no traffic line of its own). Pure.
    */
   planLines?(target: ResolvedTarget, sections: SectionValues<S>): string[];

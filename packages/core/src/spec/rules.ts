@@ -158,7 +158,7 @@ function checkMachine(spec: Spec, prefix: Path, provider: ProviderSpec | undefin
       {
         path: [...prefix, "image", "machine"],
         kind: "invalid-value",
-        message: `required: the ${spec.provider} provider runs virtual machines and bakes machine images; add image.machine with provision steps and base.${spec.provider}`,
+        message: `required: the ${spec.provider} provider bakes its images from a machine recipe, not a Dockerfile; add image.machine with its provision steps (and the base settings the provider's docs name)`,
       },
     ];
   }

@@ -217,7 +217,7 @@ export const rolloutSchema = z
   .describe("How a release replaces the previous one.");
 
 /** A provider name, as `provider:` takes it. */
-export const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service: `docker` (the default), or the suffix of an installed `@kilnjs/provider-<name>` package.");
+export const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service: `docker` (the default), or `<name>` for an installed `@kilnjs/provider-<name>` or `kiln-provider-<name>` package.");
 
 /** A front proxy Kiln runs and drives: the service's one stable address. */
 export const proxySchema = z
@@ -291,7 +291,7 @@ export const specSchema = z
   })
   .describe("A Kiln service spec (kiln.yaml).");
 
-/** Provider sections under a key of the spec (`instances.aws`), as written: each provider's own shape. */
+/** Provider sections under a key of the spec (`instances.<provider>`), as written: each provider's own shape. */
 type ProviderSectionsInput = { readonly [provider: string]: unknown };
 
 type CoreSpecInput = z.input<typeof specSchema>;

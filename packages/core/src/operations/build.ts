@@ -1,0 +1,180 @@
+/**
+ * Plan and build: fingerprint the image's inputs, find an image with that fingerprint, read state
+ * and live instances, plan the deploy; build the image when none exists.
+ * @module
+ */
+import path from "node:path";
+import { KilnError } from "../errors.js";
+import { fingerprintBuild, type FingerprintResult } from "../fingerprint/fingerprint.js";
+import { fingerprintMachine, type MachineFingerprintResult } from "../fingerprint/machine.js";
+import { planDeploy, type DeployPlan } from "../plan/index.js";
+import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "../provider/contract.js";
+import { DEFAULT_PROVIDER_SPEC, sectionValues, type ProviderSpec } from "../provider/spec.js";
+import { OBJECT_SPEC_FILE } from "../spec/load.js";
+import { resolveTarget, type ResolvedTarget } from "../spec/resolve.js";
+import type { TargetState } from "../state/types.js";
+import { DEFAULT_ENVIRONMENT, formatTarget } from "../target.js";
+import type { BuildResult, SpecOptions } from "../kiln.js";
+import type { Emit, OperationContext } from "./context.js";
+
+/** What {@link prepare} found and planned. */
+export interface Prepared {
+  readonly resolved: ResolvedTarget;
+  readonly emit: Emit;
+  readonly ctx: ProviderContext;
+  readonly provider: Provider;
+  readonly fingerprint: FingerprintResult | MachineFingerprintResult;
+  readonly plan: DeployPlan;
+  readonly state: TargetState;
+  readonly instances: readonly Instance[];
+}
+
+/**
+ * Fingerprints, looks the image up, reads state and live instances, and plans.
+ * @throws KilnError SPEC_INVALID, ENVIRONMENT_NOT_FOUND, PROVIDER_NOT_FOUND, PROVIDER_UNAVAILABLE, CAPABILITY_MISSING, BUILD_CONTEXT_INVALID
+ */
+export async function prepare(context: OperationContext, spec: SpecOptions): Promise<Prepared> {
+  const { validated, baseDir, file } = await context.loaded(spec);
+  const resolved = resolveTarget(validated, spec.environment ?? DEFAULT_ENVIRONMENT, baseDir);
+  const emit = context.emitterFor(resolved.target, spec.onEvent);
+  const ctx = context.providerContext(spec.signal, emit);
+  const provider = await context.provider(resolved.provider);
+  const providerSpec = provider.spec ?? DEFAULT_PROVIDER_SPEC;
+  assertCapabilities(provider, providerSpec, resolved);
+  await provider.ping(ctx);
+  const exclude = specExclusions(file, baseDir, context.dataDir);
+  const signal = spec.signal ? { signal: spec.signal } : {};
+  const fingerprint =
+    providerSpec.imageFormat === "machine"
+      ? await fingerprintMachine({
+          steps: resolved.machine!.provision,
+          provider: resolved.provider,
+          ...(providerSpec.fingerprint ? { contribution: providerSpec.fingerprint(resolved, sectionValues(resolved)) } : {}),
+          exclude,
+          ...signal,
+        })
+      : await fingerprintBuild({
+          contextDir: resolved.build.contextDir,
+          dockerfilePath: resolved.build.dockerfilePath,
+          args: resolved.build.args,
+          ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
+          cacheFile: path.join(context.dataDir, "cache", `fingerprint-${formatTarget(resolved.target)}.json`),
+          // Kiln's own files never enter an image: its state changes on every deploy, and a spec edit
+          // (a new env value, another count) must not force a rebuild.
+          exclude,
+          logger: context.logger,
+          ...signal,
+        });
+  emit({
+    type: "image.fingerprinted",
+    fingerprint: fingerprint.fingerprint,
+    fileCount: fingerprint.fileCount,
+    totalBytes: fingerprint.totalBytes,
+    bytesHashed: fingerprint.bytesHashed,
+    durationMs: fingerprint.durationMs,
+  });
+  const [existingImage, state, instances] = await Promise.all([
+    provider.images.find({ service: resolved.target.service, fingerprint: fingerprint.fingerprint }, ctx),
+    context.store.read(resolved.target),
+    provider.instances.list({ target: resolved.target }, ctx),
+  ]);
+  const plan = planDeploy({
+    resolved,
+    fingerprint: fingerprint.fingerprint,
+    existingImage,
+    state,
+    instances,
+    ...(provider.limits ? { limits: provider.limits } : {}),
+    ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
+    ...(providerSpec.planLines ? { providerLines: providerSpec.planLines(resolved, sectionValues(resolved)) } : {}),
+  });
+  return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
+}
+
+/**
+ * Builds the image of `fingerprint`'s inputs with `provider` (for a rollout: journaled, and
+ * labelled with the rollout and release).
+ * @throws KilnError BUILD_FAILED, ABORTED
+ */
+export async function buildImage(
+  resolved: ResolvedTarget,
+  fingerprint: FingerprintResult | MachineFingerprintResult,
+  provider: Provider,
+  ctx: ProviderContext,
+  emit: Emit,
+  rollout?: { readonly id: string; readonly release: number },
+): Promise<ImageRef> {
+  emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
+  const startedAt = Date.now();
+  const labels = rollout ? { rolloutId: rollout.id, release: rollout.release } : {};
+  const recipe: ImageRecipe =
+    "steps" in fingerprint
+      ? {
+          target: resolved.target,
+          fingerprint: fingerprint.fingerprint,
+          machine: { kind: "machine", steps: fingerprint.steps, base: resolved.machine!.base, builder: resolved.machine!.builder, timeoutMs: resolved.machine!.timeoutMs },
+          ...labels,
+        }
+      : {
+          target: resolved.target,
+          fingerprint: fingerprint.fingerprint,
+          dockerfile: {
+            kind: "dockerfile",
+            contextDir: resolved.build.contextDir,
+            dockerfilePath: resolved.build.dockerfilePath,
+            files: fingerprint.files,
+            args: resolved.build.args,
+            ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
+          },
+          ...labels,
+        };
+  const image = await provider.images.build(recipe, ctx);
+  emit({ type: "image.built", fingerprint: fingerprint.fingerprint, imageId: image.id, durationMs: Date.now() - startedAt });
+  return image;
+}
+
+/** `Kiln.plan`: plans a deploy without changing anything. */
+export async function plan(context: OperationContext, spec: SpecOptions): Promise<DeployPlan> {
+  return (await prepare(context, spec)).plan;
+}
+
+/** `Kiln.build`: builds the target's image unless one with the same fingerprint exists. */
+export async function build(context: OperationContext, spec: SpecOptions): Promise<BuildResult> {
+  const { resolved, fingerprint, plan, provider, ctx, emit } = await prepare(context, spec);
+  if (plan.image.action === "reuse") {
+    emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: plan.image.image.id });
+    return { image: plan.image.image, fingerprint, built: false };
+  }
+  return { image: await buildImage(resolved, fingerprint, provider, ctx, emit), fingerprint, built: true };
+}
+
+/** @throws KilnError CAPABILITY_MISSING when the spec asks for what the provider cannot do */
+function assertCapabilities(provider: Provider, providerSpec: ProviderSpec, resolved: ResolvedTarget): void {
+  if (resolved.traffic.proxy && !provider.traffic) {
+    throw new KilnError(
+      "CAPABILITY_MISSING",
+      `The ${provider.name} provider cannot run a front proxy (it has no traffic capability), so traffic.proxy cannot be used with it; remove traffic.proxy to reach instances at their own addresses.`,
+    );
+  }
+  if (resolved.traffic.loadBalancer !== undefined && !provider.traffic) {
+    throw new KilnError(
+      "CAPABILITY_MISSING",
+      `The ${provider.name} provider cannot register instances with a load balancer (it has no traffic capability); remove traffic.loadBalancer.`,
+    );
+  }
+  if (providerSpec.imageFormat === "machine" && !resolved.machine) {
+    throw new KilnError(
+      "CAPABILITY_MISSING",
+      `The ${provider.name} provider bakes its images from a machine recipe and the spec has no image.machine; add image.machine with its provision steps (and the base settings the provider's docs name), see docs/reference/kiln-yaml.md.`,
+    );
+  }
+}
+
+/**
+ * Kiln's own files, never part of a fingerprint or a build: the data folder, and the spec file; for
+ * a spec given as an object, the `kiln.yaml`/`kiln.yml` in its base folder (the same service
+ * deployed from its file and from an object, as a server does, must fingerprint the same).
+ */
+function specExclusions(file: string, baseDir: string, dataDir: string): string[] {
+  return file === OBJECT_SPEC_FILE ? [dataDir, path.join(baseDir, "kiln.yaml"), path.join(baseDir, "kiln.yml")] : [dataDir, file];
+}

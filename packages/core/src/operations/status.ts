@@ -1,0 +1,61 @@
+/**
+ * The read-only operations and the lock's administration: `Kiln.status` (what runs beside what
+ * should, and the drift between them), `Kiln.history`, `Kiln.lockStatus`, `Kiln.forceReleaseLock`.
+ * None of them takes the lock.
+ * @module
+ */
+import { currentRelease } from "../plan/index.js";
+import type { Instance } from "../provider/contract.js";
+import type { LeaseStatus, ReleaseRecord, TargetState } from "../state/types.js";
+import { formatTarget } from "../target.js";
+import type { TargetOptions, TargetStatus } from "../kiln.js";
+import type { OperationContext } from "./context.js";
+
+/** `Kiln.status`; see its documentation. */
+export async function status(context: OperationContext, options: TargetOptions): Promise<TargetStatus> {
+  const { target, providerName } = await context.targetOf(options);
+  const [state, lock] = await Promise.all([context.store.read(target), context.store.lockStatus(target)]);
+  const release = currentRelease(state);
+  const activeRollout = state.rollouts.findLast((r) => r.status === "running");
+  if (!providerName) return { target, release, instances: [], drift: [], activeRollout, lock };
+  const ctx = context.providerContext(options.signal, context.emitterFor(target, options.onEvent));
+  const provider = await context.provider(providerName);
+  await provider.ping(ctx);
+  const instances = await provider.instances.list({ target }, ctx);
+  return { target, release, instances, drift: describeDrift(release, instances), activeRollout, lock };
+}
+
+/** `Kiln.history`: every release and rollout of the target, newest first. */
+export async function history(context: OperationContext, options: TargetOptions): Promise<TargetState> {
+  const { target } = await context.targetOf(options);
+  const state = await context.store.read(target);
+  return { ...state, releases: [...state.releases].reverse(), rollouts: [...state.rollouts].reverse() };
+}
+
+/** `Kiln.lockStatus`: the target's lock, undefined when free. */
+export async function lockStatus(context: OperationContext, options: TargetOptions): Promise<LeaseStatus | undefined> {
+  const { target } = await context.targetOf(options);
+  return context.store.lockStatus(target);
+}
+
+/** `Kiln.forceReleaseLock`: clears the target's lock whoever holds it (logged as a warning). */
+export async function forceReleaseLock(context: OperationContext, options: TargetOptions): Promise<LeaseStatus | undefined> {
+  const { target } = await context.targetOf(options);
+  const cleared = await context.store.forceRelease(target);
+  if (cleared) context.logger.warn("released the rollout lock by force", { target: formatTarget(target), holder: cleared.holder, token: cleared.token });
+  return cleared;
+}
+
+/** The differences between what runs and `release` (missing, extra or foreign instances, another image), one line each. */
+function describeDrift(release: ReleaseRecord | undefined, instances: readonly Instance[]): string[] {
+  if (!release) return instances.length > 0 ? [`${instances.length} instance(s) run, but no release succeeded yet`] : [];
+  const drift: string[] = [];
+  const ofRelease = instances.filter((i) => i.release === release.number && i.state === "running");
+  if (ofRelease.length < release.count) drift.push(`${release.count - ofRelease.length} of ${release.count} instance(s) of release ${release.number} are missing or not running`);
+  if (ofRelease.length > release.count) drift.push(`${ofRelease.length - release.count} instance(s) of release ${release.number} more than its count`);
+  const foreign = instances.filter((i) => i.release !== release.number);
+  if (foreign.length > 0) drift.push(`${foreign.length} instance(s) belong to another release: ${foreign.map((i) => i.name).join(", ")}`);
+  const wrongImage = ofRelease.filter((i) => i.imageId !== release.image.id);
+  if (wrongImage.length > 0) drift.push(`${wrongImage.length} instance(s) run another image than release ${release.number}'s`);
+  return drift;
+}
