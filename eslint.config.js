@@ -23,6 +23,13 @@ export default tseslint.config(
     },
   },
   {
+    // A package's public surface is the list in its entry, never everything a module happens to export.
+    files: ["packages/*/src/index.ts", "examples/*/src/index.ts"],
+    rules: {
+      "no-restricted-syntax": ["error", { selector: "ExportAllDeclaration", message: "List the exports of a package entry by name (no export *), so its public surface cannot drift silently." }],
+    },
+  },
+  {
     files: ["**/*.test.ts", "**/*.integ.test.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off", "@typescript-eslint/no-unsafe-assignment": "off", "@typescript-eslint/no-unsafe-member-access": "off" },
   },

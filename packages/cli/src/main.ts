@@ -3,7 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
-import type { DeployResult, Kiln, KilnError, LeaseStatus, LoadedSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
+import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
 import { parseDuration } from "./duration.js";
 import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
@@ -27,6 +27,17 @@ export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
 }
 
+/** What a test harness or wrapper injects into the `kiln` run; the `kiln` binary passes none. */
+export interface RunOptions {
+  /**
+   * Merged over the options the CLI gives `createKiln` for every command that acts on a target
+   * (plan, build, deploy, rollback, rollout resume and abort, status, history, lock), e.g. test-only
+   * `journalHooks: { crashAt: "intent:launch:2" }`. A `providers` here replaces the providers the
+   * CLI loads for the spec. `kiln serve` does not use them. @defaultValue none
+   */
+  readonly kilnOptions?: Partial<KilnOptions>;
+}
+
 const HELP_FOOTER = `
 Providers (the spec's provider:): docker (containers on a Docker engine; the default) and aws (EC2
 instances from AMIs Kiln bakes from image.machine, no SSH; credentials and region from the standard
@@ -41,9 +52,14 @@ const WAIT_FOR_LOCK_HELP = "if another rollout holds the target's lock, wait up 
 
 /**
  * Runs the `kiln` command line with `argv` (without the node and script paths) and returns the
- * exit code; never calls process.exit itself.
+ * exit code; never calls process.exit itself. `io` is where it reads and writes (default: this
+ * process's stdout, stderr and environment); `runOptions` what a harness injects ({@link RunOptions}).
  */
-export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+export async function run(
+  argv: readonly string[],
+  io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env },
+  runOptions: RunOptions = {},
+): Promise<number> {
   let exitCode: number = EXIT_CODES.success;
   const jsonRequested = argv.includes("--json");
   const colorDefault = !("NO_COLOR" in io.env) && Boolean(io.stdout.isTTY);
@@ -418,6 +434,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
       onEvent: renderer.onEvent,
       command: `kiln ${command}`,
       ...(options.verbose ? { logger: stderrLogger(output) } : {}),
+      ...runOptions.kilnOptions,
     });
     return { kiln, spec, renderer };
   }

@@ -1,9 +1,10 @@
 /**
  * The crash-point test: a rolling rollout of 3 instances (maxSurge 1, maxUnavailable 0) from
- * release 1 to release 2, with the `kiln` process killed by SIGKILL at every journal step
- * (`KILN_TEST_CRASH_AT=<phase>:<verb>:<n>`), on the in-memory provider (driven through the CLI by
+ * release 1 to release 2, with the `kiln` process killed by SIGKILL at every journal step (the
+ * CLI run by the test-only harness kiln-crash-at.ts, which passes `journalHooks.crashAt:
+ * "<phase>:<verb>:<n>"` to createKiln), on the in-memory provider (driven through the CLI by
  * `KILN_PROVIDER_MODULE_MEMORY`) and on the real Docker engine. After each kill one more
- * `kiln deploy` must converge: exactly 3 running instances of the current release, which is release
+ * `kiln deploy` (the built binary) must converge: exactly 3 running instances of the current release, which is release
  * 2; no instance, container or image that no release accounts for; and healthy capacity never below
  * count - maxUnavailable = 3, sampled throughout both runs.
  *
@@ -29,6 +30,7 @@ import {
   healthyContainers,
   imagesWith,
   jsonLines,
+  kilnCrashingAt,
   kilnWith,
   randomSuffix,
   readTargetState,
@@ -72,8 +74,13 @@ interface Provider {
   freshTarget(prefix: string): Promise<CrashTarget>;
 }
 
-function deploy(target: CrashTarget, env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
-  return kilnWith(target.dir, ["deploy", "--json"], { env: { ...target.env, ...env }, timeoutMs: 120_000 });
+function deploy(target: CrashTarget): Promise<CommandResult> {
+  return kilnWith(target.dir, ["deploy", "--json"], { env: target.env, timeoutMs: 120_000 });
+}
+
+/** `kiln deploy`, killed by SIGKILL right after it writes the journal entry of `point`. */
+function deployCrashingAt(target: CrashTarget, point: string): Promise<CommandResult> {
+  return kilnCrashingAt(target.dir, point, ["deploy", "--json"], { env: target.env, timeoutMs: 120_000 });
 }
 
 async function deployOk(target: CrashTarget): Promise<CommandResult> {
@@ -116,7 +123,7 @@ async function crashAndRecover(provider: Provider, point: string): Promise<void>
     let report!: SamplerReport;
     const runs = await (async () => {
       try {
-        return { crashed: await deploy(target, { KILN_TEST_CRASH_AT: point }), recovered: await deploy(target) };
+        return { crashed: await deployCrashingAt(target, point), recovered: await deploy(target) };
       } finally {
         report = await sampler.stop();
       }

@@ -13,7 +13,8 @@ import { get } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { WaitOutcome } from "@kilnjs/core";
 import Docker from "dockerode";
 
@@ -21,6 +22,10 @@ import Docker from "dockerode";
 export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 /** The built CLI entry point (`npx turbo run build` makes it). */
 export const KILN_BIN = path.join(REPO_ROOT, "packages/cli/dist/bin.js");
+/** The test-only `kiln` that dies at a journal step: `kiln-crash-at.ts <point> <args...>`, run with tsx. */
+export const KILN_CRASH_AT_SCRIPT = path.join(REPO_ROOT, "packages/cli/test/kiln-crash-at.ts");
+/** tsx's loader, for `node --import` (resolved here: the commands run in folders outside the repository). */
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
 /** The example app the tests deploy. */
 export const HELLO_WEB = path.join(REPO_ROOT, "examples/hello-web");
 
@@ -396,6 +401,15 @@ export function startKiln(cwd: string, args: readonly string[], options: { env?:
     throw new Error(`could not start kiln ${args.join(" ")}`);
   }
   return running;
+}
+
+/**
+ * Runs `kiln <args>` from the CLI's source with test-only `journalHooks.crashAt` set to `crashAt`
+ * (`<phase>:<verb>:<n>`), so the process kills itself with SIGKILL right after writing that journal
+ * entry; see packages/cli/test/kiln-crash-at.ts.
+ */
+export function kilnCrashingAt(cwd: string, crashAt: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CommandResult> {
+  return startCommand(process.execPath, ["--import", TSX_LOADER, KILN_CRASH_AT_SCRIPT, crashAt, ...args], { cwd, ...options }).done;
 }
 
 /** JSON lines printed so far, skipping an incomplete last line. */

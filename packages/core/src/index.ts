@@ -178,8 +178,8 @@ export type {
 export { createMemoryDeploymentQueue } from "./deployments/memory-queue.js";
 
 // The journal.
-export { CRASH_AT_ENV, journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
-export type { JournalOptions } from "./journal/journaled.js";
+export { journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
+export type { JournalHooks, JournalOptions } from "./journal/journaled.js";
 
 // The lifecycle API.
 export { createKiln, chooseRollbackRelease } from "./kiln.js";

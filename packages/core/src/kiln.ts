@@ -1,5 +1,6 @@
 import type { EventHandler } from "./events.js";
 import type { FingerprintResult } from "./fingerprint/fingerprint.js";
+import type { JournalHooks } from "./journal/journaled.js";
 import type { Logger } from "./logger.js";
 import type { DeployPlan } from "./plan/index.js";
 import type { ImageRef, Instance, Provider } from "./provider/contract.js";
@@ -42,6 +43,12 @@ export interface KilnOptions {
    * its process id; one on another host when its lease expires. @defaultValue the store's (30000)
    */
   readonly lockTtlMs?: number;
+  /**
+   * Test-only hooks of every rollout's journal: a test harness passes `{ crashAt: "intent:launch:2" }`
+   * to kill the process right after that journal entry is written. Leave unset in real use.
+   * @defaultValue none
+   */
+  readonly journalHooks?: JournalHooks;
 }
 
 /** Options of every operation that takes the target's lock. */

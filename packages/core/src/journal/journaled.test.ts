@@ -70,7 +70,7 @@ const journalOf = async () => (await store.read(target)).rollouts[0]!.journal;
 describe("journaled", () => {
   it("writes an intent before and an outcome after every build, launch and terminate, with stable step names", async () => {
     const calls: string[] = [];
-    const provider = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token, crashAt: undefined });
+    const provider = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token });
     await provider.images.build({ target, fingerprint: image.fingerprint, dockerfile: { kind: "dockerfile", contextDir: "/", dockerfilePath: "/Dockerfile", files: [], args: {} } }, ctx);
     const started = await provider.instances.launch(launchRequest(1, 2), ctx);
     await provider.instances.terminate(started.slice(0, 1), { gracePeriodMs: 0 }, ctx);
@@ -106,7 +106,7 @@ describe("journaled", () => {
   });
 
   it("journals a failed call with its error code and rethrows it", async () => {
-    const provider = journaled(fakeProvider([], true), { store, target, rolloutId: "r1", token, crashAt: undefined });
+    const provider = journaled(fakeProvider([], true), { store, target, rolloutId: "r1", token });
     await expect(provider.instances.launch(launchRequest(1), ctx)).rejects.toMatchObject({ code: "LAUNCH_FAILED" });
     const journal = await journalOf();
     expect(journal.map((e) => e.phase)).toEqual(["intent", "outcome"]);
@@ -115,7 +115,7 @@ describe("journaled", () => {
 
   it("makes no provider call when the intent cannot be written: a lost lease is LOCK_LOST", async () => {
     const calls: string[] = [];
-    const provider = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token, crashAt: undefined });
+    const provider = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token });
     await store.forceRelease(target);
     await expect(provider.instances.launch(launchRequest(1), ctx)).rejects.toMatchObject({ code: "LOCK_LOST" });
     expect(calls).toEqual([]);
@@ -131,7 +131,7 @@ describe("journaled", () => {
         deregister: async (instances) => void calls.push(`deregister ${instances.length}`),
       },
     };
-    const provider = journaled(routed, { store, target, rolloutId: "r1", token, crashAt: undefined });
+    const provider = journaled(routed, { store, target, rolloutId: "r1", token });
     const [started] = await provider.instances.launch(launchRequest(1), ctx);
     const trafficOptions = { target, proxy: { host: "127.0.0.1", port: 8080, portName: "http", retries: 2 } };
     await provider.traffic!.register([started!], trafficOptions, ctx);
@@ -141,7 +141,7 @@ describe("journaled", () => {
     expect(calls).toEqual(["launch 1", "register 1"]);
   });
 
-  it("dies right after the named entry is written (KILN_TEST_CRASH_AT)", async () => {
+  it("dies right after the entry named by the crashAt hook is written", async () => {
     for (const [crashAt, expectedCalls, entries] of [
       ["intent:launch:2", ["launch 1"], 3],
       ["outcome:launch:1", ["launch 1"], 2],
@@ -166,19 +166,25 @@ describe("journaled", () => {
     }
   });
 
-  it("reads the crash point from the environment, and refuses a malformed one", async () => {
+  it("takes the crash point only from its options, and refuses a malformed one", async () => {
     expect(parseCrashPoint("intent:terminate:3")).toEqual({ phase: "intent", step: "terminate:3" });
     expect(parseCrashPoint("outcome:build:1")).toEqual({ phase: "outcome", step: "build:1" });
     for (const bad of ["launch:1", "intent:launch", "intent:launch:0", "before:launch:1", "intent:deploy:1"]) {
-      expect(() => parseCrashPoint(bad)).toThrow(/KILN_TEST_CRASH_AT/);
+      expect(() => parseCrashPoint(bad)).toThrow(/is not a journal step/);
     }
+    const calls: string[] = [];
+    const malformed = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token, crashAt: "intent:lanch:1" });
+    await expect(malformed.instances.launch(launchRequest(1), ctx)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(calls).toEqual([]);
+    // The environment variable that shipped code used to read is a test seam no more.
     const previous = process.env.KILN_TEST_CRASH_AT;
-    process.env.KILN_TEST_CRASH_AT = "intent:lanch:1";
+    process.env.KILN_TEST_CRASH_AT = "intent:launch:1";
     try {
-      const calls: string[] = [];
-      const provider = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token });
-      await expect(provider.instances.launch(launchRequest(1), ctx)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
-      expect(calls).toEqual([]);
+      let killed = 0;
+      const unhooked = journaled(fakeProvider(calls), { store, target, rolloutId: "r1", token, kill: () => void (killed += 1) });
+      await unhooked.instances.launch(launchRequest(1), ctx);
+      expect(killed).toBe(0);
+      expect(calls).toEqual(["launch 1"]);
     } finally {
       if (previous === undefined) delete process.env.KILN_TEST_CRASH_AT;
       else process.env.KILN_TEST_CRASH_AT = previous;

@@ -24,18 +24,34 @@ import type { Target } from "../target.js";
  * reads the steps of one normal run (`journalCrashPoints(rollout)`) and then kills a new run at
  * each of them. The launch's idempotency key (`<rolloutId>:launch:<batch>`) is kept in the entry.
  *
- * Test-only crash hook. When the environment variable `KILN_TEST_CRASH_AT` is set to
- * `<phase>:<step>`, e.g. `intent:launch:2` or `outcome:terminate:1`, the process kills itself with
- * SIGKILL right after that journal entry is written (so the entry is on disk, and for an intent
- * the provider call was never made; for an outcome it was). A value that is not of this form makes
- * every journaled call fail with INVALID_ARGUMENT, so a typo in a test cannot pass silently.
+ * Test-only crash hook. A test harness passes `crashAt: "<phase>:<step>"` ({@link JournalHooks},
+ * through `createKiln`'s `journalHooks`), e.g. `intent:launch:2` or `outcome:terminate:1`, and the
+ * process kills itself with SIGKILL right after that journal entry is written (so the entry is on
+ * disk, and for an intent the provider call was never made; for an outcome it was). A value that
+ * is not of this form makes every journaled call fail with INVALID_ARGUMENT, so a typo in a test
+ * cannot pass silently. Shipped code never sets it: nothing reads it from the environment.
  */
 
-/** The environment variable naming the journal step a test wants the process to die at. */
-export const CRASH_AT_ENV = "KILN_TEST_CRASH_AT";
+/**
+ * Test-only hooks of the journal, which a test harness passes to `createKiln` (`journalHooks`) to
+ * kill a run at a chosen journal step and check that the next run recovers.
+ */
+export interface JournalHooks {
+  /**
+   * The `<phase>:<verb>:<n>` to die at (`intent:launch:2`; see {@link journalCrashPoints}), right
+   * after that entry is written. An invalid value makes every journaled call throw
+   * INVALID_ARGUMENT. @defaultValue none: never die
+   */
+  readonly crashAt?: string | undefined;
+  /**
+   * How to die at the crash point. @defaultValue `process.kill(process.pid, "SIGKILL")`
+   * (the journaled call then never returns, even if the signal were delayed).
+   */
+  readonly kill?: () => void;
+}
 
 /** Options of {@link journaled}. */
-export interface JournalOptions {
+export interface JournalOptions extends JournalHooks {
   readonly store: StateStore;
   readonly target: Target;
   /** The rollout whose record receives the entries; it must exist in the store. */
@@ -43,16 +59,6 @@ export interface JournalOptions {
   /** The fencing token of the lease the rollout runs under; every entry is written with it. */
   readonly token: number;
   readonly logger?: Logger;
-  /**
-   * Test-only: the `<phase>:<step>` to die at.
-   * @defaultValue `process.env.KILN_TEST_CRASH_AT`
-   */
-  readonly crashAt?: string | undefined;
-  /**
-   * Test-only: how to die at the crash point. @defaultValue `process.kill(process.pid, "SIGKILL")`
-   * (the journaled call then never returns, even if the signal were delayed).
-   */
-  readonly kill?: () => void;
 }
 
 type Verb = "build" | "launch" | "terminate" | "register" | "deregister";
@@ -74,7 +80,7 @@ export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; st
   if (!match) {
     throw new KilnError(
       "INVALID_ARGUMENT",
-      `${CRASH_AT_ENV}="${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch or terminate, e.g. intent:launch:2.`,
+      `The crash point "${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch, terminate, register or deregister, e.g. intent:launch:2.`,
     );
   }
   return { phase: match[1] as "intent" | "outcome", step: match[2]! };
@@ -82,7 +88,7 @@ export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; st
 
 /**
  * Every journal step a rollout wrote, as crash points (`intent:build:1`, `outcome:build:1`,
- * `intent:launch:1`, …), in order: the values {@link CRASH_AT_ENV} accepts for a run of the same plan.
+ * `intent:launch:1`, …), in order: the values {@link JournalHooks.crashAt} accepts for a run of the same plan.
  */
 export function journalCrashPoints(rollout: Pick<RolloutRecord, "journal">): string[] {
   return (rollout.journal ?? []).filter((entry) => entry.op !== "rollout.recover").map((entry) => `${entry.phase}:${entry.step}`);
@@ -102,7 +108,7 @@ export function journalCrashPoints(rollout: Pick<RolloutRecord, "journal">): str
  */
 export function journaled(provider: Provider, options: JournalOptions): Provider {
   const logger = options.logger ?? silentLogger;
-  const crashText = "crashAt" in options ? options.crashAt : process.env[CRASH_AT_ENV];
+  const crashText = options.crashAt;
   let crash: { phase: "intent" | "outcome"; step: string } | undefined;
   let crashError: KilnError | undefined;
   if (crashText !== undefined && crashText !== "") {
@@ -128,7 +134,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
       { token: options.token },
     );
     if (crash && crash.phase === entry.phase && crash.step === entry.step) {
-      logger.warn(`${CRASH_AT_ENV}: dying after the journal entry`, { phase: entry.phase, step: entry.step });
+      logger.warn("crashAt: dying after the journal entry", { phase: entry.phase, step: entry.step });
       kill();
       await new Promise<never>(() => {});
     }

@@ -100,7 +100,7 @@ export async function inSession<T>(context: OperationContext, target: Target, pr
       list: (provider) => provider.instances.list({ target }, ctx),
       settle: (resumed, next, why) => settleInterrupted(context, { target, lock, emit }, interrupted, resumed, next, why),
       beginRollout: (args) => beginRollout(context, target, lock, args),
-      journal: (provider, rolloutId) => journaled(provider, { store, target, rolloutId, token: lock.token, logger }),
+      journal: (provider, rolloutId) => journaled(provider, { ...context.options.journalHooks, store, target, rolloutId, token: lock.token, logger }),
     });
   } finally {
     await lock.release().catch((error: unknown) => {

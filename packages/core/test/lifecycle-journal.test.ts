@@ -18,8 +18,8 @@ import {
   type Provider,
   type SpecInput,
   type StateStore,
-} from "@kilnjs/core";
-import { createMemoryProvider, type MemoryProvider } from "./memory-provider.js";
+} from "../src/index.js";
+import { createMemoryProvider, type MemoryProvider } from "@kilnjs/testkit";
 
 /** A pid no process has on Linux (pid_max is at most 2^22). */
 const DEAD_PID = 2 ** 22 - 1;

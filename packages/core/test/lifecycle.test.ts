@@ -1,11 +1,12 @@
 // Tests of core's lifecycle (plan, build, deploy, rollback, status, history) through the
-// in-memory provider. They live in testkit because core cannot depend on testkit.
+// in-memory provider. Core does not depend on testkit (testkit depends on core): its tests import
+// `@kilnjs/testkit` from source through the test-only alias in the root vitest.config.ts.
 import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createKiln, isKilnError, loadSpec, type KilnEvent, type SpecInput } from "@kilnjs/core";
-import { createMemoryProvider, type MemoryProviderOptions } from "./memory-provider.js";
+import { createKiln, isKilnError, loadSpec, type KilnEvent, type SpecInput } from "../src/index.js";
+import { createMemoryProvider, type MemoryProviderOptions } from "@kilnjs/testkit";
 
 let dir: string;
 

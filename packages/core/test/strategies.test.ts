@@ -3,8 +3,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createKiln, isKilnError, type Instance, type KilnEvent, type SpecInput } from "@kilnjs/core";
-import { createMemoryProvider, type MemoryProviderOptions } from "./memory-provider.js";
+import { createKiln, isKilnError, type Instance, type KilnEvent, type SpecInput } from "../src/index.js";
+import { createMemoryProvider, type MemoryProviderOptions } from "@kilnjs/testkit";
 
 let dir: string;
 beforeEach(async () => {

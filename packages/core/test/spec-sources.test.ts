@@ -4,8 +4,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createKiln, loadSpec } from "@kilnjs/core";
-import { createMemoryProvider } from "./memory-provider.js";
+import { createKiln, loadSpec } from "../src/index.js";
+import { createMemoryProvider } from "@kilnjs/testkit";
 
 describe("a spec from its file and as an object", () => {
   let dir: string;
