@@ -119,10 +119,36 @@ export { fingerprintMachine } from "./fingerprint/machine.js";
 export type { MachineFingerprintOptions, MachineFingerprintResult } from "./fingerprint/machine.js";
 
 // Plans and rollouts.
-export { planDeploy, planReplacement, formatPlan, releaseConfigHash, currentRelease, nextReleaseNumber, effectiveLimits, describeHealth } from "./plan.js";
-export type { DeployPlan, ImagePlan, PlanInput, RolloutPlan } from "./plan.js";
-export { nextRollingBatch, planRollingBatches } from "./rollout/batches.js";
-export type { RollingBatch, RollingCounts } from "./rollout/batches.js";
+export {
+  planDeploy,
+  planRollback,
+  planRecovery,
+  recoveryCandidates,
+  planReplacement,
+  formatPlan,
+  releaseConfigHash,
+  currentRelease,
+  nextReleaseNumber,
+  effectiveLimits,
+  describeHealth,
+} from "./plan/index.js";
+export type {
+  DeployPlan,
+  HoldReason,
+  ImagePlan,
+  InstanceSelection,
+  PlanInput,
+  ProgramRelease,
+  RecoveryInput,
+  ReplacementInput,
+  ReplacementPlan,
+  RollbackInput,
+  RolloutPhase,
+  RolloutPlan,
+  RolloutStep,
+} from "./plan/index.js";
+export { nextRollingBatch, planRollingBatches } from "./plan/index.js";
+export type { RollingBatch, RollingCounts } from "./plan/index.js";
 
 // State.
 export { createFileStateStore } from "./state/file-store.js";

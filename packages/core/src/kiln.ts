@@ -2,7 +2,7 @@ import type { EventHandler } from "./events.js";
 import type { FingerprintResult } from "./fingerprint/fingerprint.js";
 import type { JournalHooks } from "./journal/journaled.js";
 import type { Logger } from "./logger.js";
-import type { DeployPlan } from "./plan.js";
+import type { DeployPlan } from "./plan/index.js";
 import type { ImageRef, Instance, Provider } from "./provider/contract.js";
 import { DEFAULT_PROVIDER_SPEC } from "./provider/spec.js";
 import { checkSpec } from "./spec/check.js";

@@ -4,7 +4,7 @@
  * target's instances).
  * @module
  */
-import { currentRelease, effectiveLimits, planReplacement } from "../plan.js";
+import { currentRelease, planRecovery } from "../plan/index.js";
 import type { Instance, Provider } from "../provider/contract.js";
 import { describe } from "../rollout/engine.js";
 import type { RecoveryResult, TargetOptions } from "../kiln.js";
@@ -30,18 +30,7 @@ export async function abortRollout(context: OperationContext, options: TargetOpt
       await removeLeftovers(session, provider, instances);
       return { interrupted: records, result: undefined };
     }
-    const replacement = planReplacement({
-      instances,
-      fromRelease: current.number,
-      toRelease: current.number,
-      newRelease: false,
-      imageId: current.image.id,
-      count: current.count,
-      maxSurge: current.rollout.maxSurge,
-      maxUnavailable: current.rollout.maxUnavailable,
-      rollout: current.rollout,
-      limits: effectiveLimits(provider.limits, current.traffic),
-    });
+    const replacement = planRecovery({ current, instances, release: current, ...(provider.limits ? { limits: provider.limits } : {}) });
     await session.settle(undefined, replacement.action === "replace" ? replacement : undefined, "it was aborted");
     if (replacement.action === "none") {
       emit({ type: "rollout.skipped", reason: replacement.reason, release: current.number });
@@ -49,7 +38,7 @@ export async function abortRollout(context: OperationContext, options: TargetOpt
     }
     const rollout = await session.beginRollout({ provider: name, kind: "rollback", fromRelease: current.number, toRelease: current.number });
     const journal = session.journal(provider, rollout.id);
-    const result = await runRollout(context, session, { rollout, provider: journal, release: current, createRelease: false, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+    const result = await runRollout(context, session, { rollout, provider: journal, release: current, createRelease: false, previous: current, replacement, adopted: [], plan: undefined });
     return { interrupted: records, result };
   });
 }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { KilnError } from "../errors.js";
 import { fingerprintBuild, type FingerprintResult } from "../fingerprint/fingerprint.js";
 import { fingerprintMachine, type MachineFingerprintResult } from "../fingerprint/machine.js";
-import { planDeploy, type DeployPlan } from "../plan.js";
+import { planDeploy, type DeployPlan } from "../plan/index.js";
 import type { ImageRecipe, ImageRef, Instance, Provider, ProviderContext } from "../provider/contract.js";
 import { DEFAULT_PROVIDER_SPEC, sectionValues, type ProviderSpec } from "../provider/spec.js";
 import { OBJECT_SPEC_FILE } from "../spec/load.js";

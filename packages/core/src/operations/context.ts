@@ -8,7 +8,7 @@ import path from "node:path";
 import { KilnError } from "../errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput } from "../events.js";
 import { silentLogger, type Logger } from "../logger.js";
-import { currentRelease } from "../plan.js";
+import { currentRelease } from "../plan/index.js";
 import type { Provider, ProviderContext } from "../provider/contract.js";
 import { DEFAULT_PROVIDER_SPEC, type ProviderSpec } from "../provider/spec.js";
 import { checkSpecWith, specFromObject, type LoadedSpec } from "../spec/load.js";

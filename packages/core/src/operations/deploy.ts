@@ -3,7 +3,7 @@
  * it out. An interrupted rollout's release that the spec still asks for is resumed, not replaced.
  * @module
  */
-import { currentRelease, formatPlan, type DeployPlan } from "../plan.js";
+import { currentRelease, formatPlan, resumeDeployPlan, type DeployPlan } from "../plan/index.js";
 import type { ImageRef } from "../provider/contract.js";
 import type { InterruptedRollout } from "../journal/recover.js";
 import type { ReleaseRecord } from "../state/types.js";
@@ -60,8 +60,7 @@ export async function deploy(context: OperationContext, options: SpecOptions): P
       release,
       createRelease: rolloutPlan.newRelease && !resumed,
       previous: current,
-      keep: rolloutPlan.keep,
-      retire: rolloutPlan.retire,
+      replacement: rolloutPlan,
       adopted: resumed ? rolloutPlan.keep : [],
       plan,
     });
@@ -83,21 +82,8 @@ function findResumable(interrupted: readonly InterruptedRollout[], { plan, resol
 /** The deploy's plan changed to resume `resumable`'s release (adopting its healthy instances). */
 async function withResume(context: OperationContext, session: Session, prepared: Prepared, resumable: InterruptedRollout): Promise<{ plan: DeployPlan; resumed: ReleaseRecord }> {
   const resumed = resumable.release!;
-  const { plan } = prepared;
   const rollout = await planResume(context, session, prepared.provider, resumed, currentRelease(prepared.state), resumable.rollout.id);
-  return {
-    resumed,
-    plan: {
-      ...plan,
-      rollout,
-      noop: false,
-      changes: [
-        plan.changes[0]!,
-        `resume release ${resumed.number} (rollout ${resumable.rollout.id} was interrupted): ${rollout.count} instance${rollout.count === 1 ? "" : "s"}, launch ${rollout.launch}, retire ${rollout.retire.length}, keep ${rollout.keep.length}`,
-        ...rollout.steps.map((step) => `  ${step}`),
-      ],
-    },
-  };
+  return { resumed, plan: resumeDeployPlan(prepared.plan, { rolloutId: resumable.rollout.id, rollout }) };
 }
 
 /** The pending record of a release the spec asks for, running `image`. */

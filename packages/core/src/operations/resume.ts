@@ -3,10 +3,10 @@
  * out its release from the release's own record (no spec, no build), adopting its healthy instances.
  * @module
  */
-import { KilnError, isAbortError, isKilnError } from "../errors.js";
-import { currentRelease, effectiveLimits, planReplacement, type RolloutPlan } from "../plan.js";
-import type { Instance, Provider } from "../provider/contract.js";
-import { waitUntilHealthy } from "../rollout/engine.js";
+import { KilnError } from "../errors.js";
+import { currentRelease, planRecovery, recoveryCandidates, type ReplacementPlan } from "../plan/index.js";
+import type { Provider } from "../provider/contract.js";
+import { checkAdoptable } from "../rollout/engine.js";
 import type { ReleaseRecord } from "../state/types.js";
 import type { RecoveryResult, TargetOptions } from "../kiln.js";
 import type { OperationContext } from "./context.js";
@@ -44,8 +44,7 @@ export async function resumeRollout(context: OperationContext, options: TargetOp
       release,
       createRelease: false,
       previous: current,
-      keep: replacement.keep,
-      retire: replacement.retire,
+      replacement,
       adopted: replacement.keep,
       plan: undefined,
     });
@@ -56,7 +55,8 @@ export async function resumeRollout(context: OperationContext, options: TargetOp
 /**
  * Plans the rollout that resumes an interrupted release: its running instances with its image
  * are kept when they pass the release's health check (otherwise they are retired with the rest
- * and fresh ones launched).
+ * and fresh ones launched). The check runs here, before planning, with the rollout engine's
+ * gate; the plan itself ({@link planRecovery}) is pure and takes the verdict as input.
  */
 export async function planResume(
   context: OperationContext,
@@ -65,32 +65,10 @@ export async function planResume(
   release: ReleaseRecord,
   current: ReleaseRecord | undefined,
   interruptedId: string,
-): Promise<Extract<RolloutPlan, { action: "replace" }>> {
+): Promise<ReplacementPlan> {
   const instances = await session.list(provider);
-  const plan = (list: readonly Instance[]) =>
-    planReplacement({
-      instances: list,
-      fromRelease: current?.number,
-      toRelease: release.number,
-      // Never "none": even with every instance in place, the rollout must run to record success.
-      newRelease: true,
-      imageId: release.image.id,
-      count: release.count,
-      maxSurge: release.rollout.maxSurge,
-      maxUnavailable: release.rollout.maxUnavailable,
-      rollout: release.rollout,
-      limits: effectiveLimits(provider.limits, release.traffic),
-    }) as Extract<RolloutPlan, { action: "replace" }>;
-  const first = plan(instances);
-  if (first.keep.length === 0) return first;
-  try {
-    await waitUntilHealthy({ provider, target: session.target, rolloutId: interruptedId, signal: session.signal, emit: session.emit }, release, first.keep, session.ctx);
-    return first;
-  } catch (error) {
-    if (isAbortError(error) || isKilnError(error, "LOCK_LOST")) throw error;
-    context.logger.warn("the interrupted rollout's instances are not healthy; they are replaced", { release: release.number, error: String(error) });
-    const unhealthy = new Set(first.keep.map((instance) => instance.id));
-    const second = plan(instances.filter((instance) => !unhealthy.has(instance.id)));
-    return { ...second, retire: [...first.keep, ...second.retire] };
-  }
+  const gate = { provider, target: session.target, rolloutId: interruptedId, signal: session.signal, emit: session.emit, logger: context.logger };
+  const unhealthy = await checkAdoptable(gate, release, recoveryCandidates(release, instances), session.ctx);
+  // Never "none": the release is pending, so the rollout must run to record its success.
+  return planRecovery({ current, instances, release, unhealthy, ...(provider.limits ? { limits: provider.limits } : {}) }) as ReplacementPlan;
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import { KilnError } from "../errors.js";
-import { currentRelease, effectiveLimits, nextReleaseNumber, planReplacement } from "../plan.js";
+import { currentRelease, planRollback } from "../plan/index.js";
 import type { ReleaseRecord, TargetState } from "../state/types.js";
 import { formatTarget } from "../target.js";
 import type { DeployResult, RollbackOptions } from "../kiln.js";
@@ -30,45 +30,18 @@ export async function rollback(context: OperationContext, options: RollbackOptio
       );
     }
     const instances = await session.list(provider);
-    // Rolling back to what already serves, intact, does nothing (as a deploy of an unchanged spec).
-    const sameAsCurrent = current !== undefined && (chosen.number === current.number || (chosen.configHash === current.configHash && chosen.image.id === current.image.id));
-    if (sameAsCurrent && interrupted.length === 0) {
-      const intact = planReplacement({
-        instances,
-        fromRelease: current.number,
-        toRelease: current.number,
-        newRelease: false,
-        imageId: current.image.id,
-        count: current.count,
-        maxSurge: current.rollout.maxSurge,
-        maxUnavailable: current.rollout.maxUnavailable,
-      });
-      if (intact.action === "none") {
-        emit({ type: "rollout.skipped", reason: `release ${chosen.number} already serves (as release ${current.number}): nothing to roll back`, release: current.number });
-        return { outcome: "unchanged", plan: undefined, release: current, rollout: undefined };
-      }
+    const replacement = planRollback({ state, instances, release: chosen, image, recovering: interrupted.length > 0, ...(provider.limits ? { limits: provider.limits } : {}) });
+    if (replacement.action === "none") {
+      emit({ type: "rollout.skipped", reason: replacement.reason, release: current!.number });
+      return { outcome: "unchanged", plan: undefined, release: current!, rollout: undefined };
     }
-    const number = nextReleaseNumber(state);
-    const release: ReleaseRecord = { ...structuredClone(chosen), number, createdAt: new Date().toISOString(), image, rollbackOf: chosen.number, status: "pending" };
+    const release: ReleaseRecord = { ...structuredClone(chosen), number: replacement.toRelease, createdAt: new Date().toISOString(), image, rollbackOf: chosen.number, status: "pending" };
     delete release.finishedAt;
     delete release.error;
-    const replacement = planReplacement({
-      instances,
-      fromRelease: current?.number,
-      toRelease: number,
-      newRelease: true,
-      imageId: image.id,
-      count: release.count,
-      maxSurge: release.rollout.maxSurge,
-      maxUnavailable: release.rollout.maxUnavailable,
-      rollout: release.rollout,
-      limits: effectiveLimits(provider.limits, release.traffic),
-    });
-    if (replacement.action === "none") throw new KilnError("INTERNAL", "A rollback planned no replacement.");
     await session.settle(undefined, replacement, "a rollback was asked for instead");
-    const rollout = await session.beginRollout({ provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: number });
+    const rollout = await session.beginRollout({ provider: chosen.provider, kind: "rollback", fromRelease: current?.number, toRelease: replacement.toRelease });
     const journal = session.journal(provider, rollout.id);
-    return runRollout(context, session, { rollout, provider: journal, release, createRelease: true, previous: current, keep: replacement.keep, retire: replacement.retire, adopted: [], plan: undefined });
+    return runRollout(context, session, { rollout, provider: journal, release, createRelease: true, previous: current, replacement, adopted: [], plan: undefined });
   });
 }
 

@@ -4,7 +4,7 @@
  * @module
  */
 import { toKilnError, isKilnError } from "../errors.js";
-import type { DeployPlan } from "../plan.js";
+import type { DeployPlan, ReplacementPlan } from "../plan/index.js";
 import type { Instance, Provider } from "../provider/contract.js";
 import { applyRollout, describe, type LaunchableRelease } from "../rollout/engine.js";
 import type { ReleaseRecord, RolloutRecord } from "../state/types.js";
@@ -24,8 +24,8 @@ export interface RolloutRun {
   /** Whether the release record is new (written now); false for a repair or a resumed release. */
   createRelease: boolean;
   previous: ReleaseRecord | undefined;
-  keep: readonly Instance[];
-  retire: readonly Instance[];
+  /** The planner's replacement, whose program the rollout runs. */
+  replacement: ReplacementPlan;
   /** Instances an interrupted rollout left that this one keeps; removed if this one fails. */
   adopted: readonly Instance[];
   plan: DeployPlan | undefined;
@@ -65,8 +65,7 @@ export async function runRollout(context: OperationContext, session: Session, ru
     provider: run.provider,
     release: launchable(release),
     previous: run.previous ? launchable(run.previous) : undefined,
-    keep: run.keep,
-    retire: orderForRetirement(run.retire, run.previous),
+    plan: run.replacement,
     signal: session.signal,
     logger,
     emit,
@@ -172,15 +171,6 @@ async function removeAdopted(context: OperationContext, session: Session, provid
   }
 }
 
-/**
- * Orders instances to retire so that leftovers (instances of no release that serves: an
- * interrupted rollout's, a failed release's) go before the previous release's own, which are the
- * ones known to serve: capacity is then never counted on an instance nobody checked.
- */
-function orderForRetirement(instances: readonly Instance[], previous: ReleaseRecord | undefined): Instance[] {
-  const serves = (instance: Instance) => previous !== undefined && instance.release === previous.number && instance.imageId === previous.image.id;
-  return [...instances].sort((a, b) => Number(serves(a)) - Number(serves(b)));
-}
 
 /** What the rollout engine needs of a release record. */
 export function launchable(release: ReleaseRecord): LaunchableRelease {

@@ -4,7 +4,7 @@
  * None of them takes the lock.
  * @module
  */
-import { currentRelease } from "../plan.js";
+import { currentRelease } from "../plan/index.js";
 import type { Instance } from "../provider/contract.js";
 import type { LeaseStatus, ReleaseRecord, TargetState } from "../state/types.js";
 import { formatTarget } from "../target.js";

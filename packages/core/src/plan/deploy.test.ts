@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { formatPlan, planDeploy, releaseConfigHash } from "./plan.js";
-import type { ImageRef, Instance } from "./provider/contract.js";
-import type { ResolvedTarget } from "./spec/resolve.js";
-import { emptyTargetState, type ReleaseRecord, type TargetState } from "./state/types.js";
+import { formatPlan, planDeploy, releaseConfigHash } from "./index.js";
+import type { ImageRef, Instance } from "../provider/contract.js";
+import type { ResolvedTarget } from "../spec/resolve.js";
+import { emptyTargetState, type ReleaseRecord, type TargetState } from "../state/types.js";
 
 const target = { service: "web", environment: "default" };
 const fingerprint = `sha256:${"a".repeat(64)}`;

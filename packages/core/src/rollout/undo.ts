@@ -1,0 +1,70 @@
+import { gracePeriodOf } from "../plan/index.js";
+import type { Instance } from "../provider/contract.js";
+import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
+import type { RolloutInput } from "./engine.js";
+import { waitUntilHealthy } from "./health-gate.js";
+
+/** How long cleanup after a failed or cancelled rollout may take, at most (milliseconds). */
+const CLEANUP_TIMEOUT_MS = 120_000;
+
+const isRunning = (instance: Instance) => instance.state === "running" || instance.state === "pending";
+
+/**
+ * Removes what the failed rollout launched and brings the previous release back to its count.
+ * Runs with its own signal (the rollout's may be aborted) and a bounded time.
+ */
+export async function undo(input: RolloutInput, launched: readonly Instance[], oldStillServing: readonly Instance[]): Promise<number | undefined> {
+  const signal = AbortSignal.timeout(CLEANUP_TIMEOUT_MS);
+  const ctx = providerContext(input, signal);
+  try {
+    // Everything this rollout launched, including any a crashed launch call left behind.
+    const mine = await input.provider.instances.list({ target: input.target, rolloutId: input.rolloutId }, ctx);
+    const byId = new Map([...launched, ...mine].map((instance) => [instance.id, instance]));
+    const instances = [...byId.values()];
+    await retireInstances(input, instances, ctx, { drain: true, gracePeriodMs: gracePeriodOfRelease(input, instances), cleanup: true });
+  } catch (error) {
+    input.logger.error("could not remove the failed rollout's instances", { rolloutId: input.rolloutId, error: String(error) });
+  }
+  const previous = input.previous;
+  if (!previous) return undefined;
+  try {
+    // Count what of the previous release really runs (old instances never retired, one caught
+    // mid-drain by the cancellation, and in a repair the kept ones), rather than trusting the
+    // rollout's own bookkeeping; all of it gets the traffic back (a blue-green switch or a drain
+    // had taken it away).
+    const running = (await input.provider.instances.list({ target: input.target, release: previous.number }, ctx)).filter(
+      (instance) => instance.rolloutId !== input.rolloutId && isRunning(instance),
+    );
+    await shiftTraffic(input, running, [], ctx);
+    const missing = previous.count - Math.max(running.length, oldStillServing.length);
+    if (missing <= 0) return previous.number;
+    const restored = await input.provider.instances.launch(
+      {
+        target: input.target,
+        release: previous.number,
+        rolloutId: input.rolloutId,
+        idempotencyKey: `${input.rolloutId}:restore`,
+        image: previous.image,
+        config: previous.instance,
+        count: missing,
+      },
+      ctx,
+    );
+    for (const instance of restored) input.emit({ type: "instance.launched", rolloutId: input.rolloutId, instance: describe(instance) });
+    await waitUntilHealthy({ ...input, signal }, previous, restored, ctx);
+    await shiftTraffic(input, restored, [], ctx);
+    return previous.number;
+  } catch (error) {
+    input.logger.error("could not restore the previous release", { rolloutId: input.rolloutId, error: String(error) });
+    return undefined;
+  }
+}
+
+/** The grace period of `instances`, each from the release it belongs to (milliseconds). */
+function gracePeriodOfRelease(input: RolloutInput, instances: readonly Instance[]): number {
+  return gracePeriodOf(
+    instances,
+    { number: input.release.number, stopGracePeriodMs: input.release.instance.stopGracePeriodMs },
+    input.previous && { stopGracePeriodMs: input.previous.instance.stopGracePeriodMs },
+  );
+}
