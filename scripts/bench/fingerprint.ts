@@ -14,7 +14,7 @@ import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fingerprintBuild, shortFingerprint, type FingerprintResult } from "../../packages/core/src/fingerprint/index.js";
+import { fingerprintBuild, shortFingerprint, type FingerprintResult } from "../../packages/core/src/fingerprint/fingerprint.js";
 import { seededRandom } from "../../packages/testkit/src/faults.js";
 
 export const CONTEXT_DIR = path.join(os.tmpdir(), "kiln-bench-context");

@@ -106,7 +106,7 @@ function rollingHeader({ count, strategy }: { count: number; strategy: { maxSurg
 
 /**
  * The health gate in words, with its deadline and how it was derived.
- * @param providerHealth - what the provider's own check looks at (`EC2 status checks not impaired`), put first
+ * @param providerHealth - what the provider's own check looks at (`the cloud's instance status checks`), put first
  */
 export function describeHealth(health: ResolvedHealth, providerHealth?: string): string {
   const check = health.check;

@@ -44,7 +44,7 @@ export interface RetireOptions {
   /**
    * Undoing a failed rollout: a failed drain is logged and the instances are terminated anyway,
    * since an instance must never outlive the rollout that failed because its router could not be
-   * reached (a wrong target group, a missing permission). @defaultValue false
+   * reached (a wrong load balancer, a missing permission). @defaultValue false
    */
   readonly cleanup?: boolean;
 }

@@ -139,7 +139,7 @@ export async function watchHealth(input: GateInput, release: Pick<LaunchableRele
 
 function probeInstance(provider: Provider, instance: Instance, health: ResolvedHealth, ctx: ProviderContext): Promise<ProbeResult> {
   const check = health.check;
-  // A provider-native check (EC2 status checks) applies with or without the spec's own check.
+  // A provider-native check (a cloud's own instance status checks) applies with or without the spec's own check.
   if (provider.health) return provider.health.probe(instance, check, health.timeoutMs, ctx);
   if (!check) return Promise.resolve(instance.state === "running" ? { ok: true } : { ok: false, reason: `it is ${instance.state}` });
   if (check.kind === "command") {
