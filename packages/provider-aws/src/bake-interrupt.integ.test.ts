@@ -77,7 +77,7 @@ describe.skipIf(!moto)("an interrupted bake (moto)", () => {
     expect((await first.exited).signal).toBe("SIGKILL");
     expect((await liveInstances(client, { [LABELS.service]: service, [AWS_TAGS.role]: "builder" })).map((instance) => instance.id)).toEqual([builder.id]);
 
-    const player = playBuilders(client);
+    const player = playBuilders(client, { owns: (name) => name === service });
     try {
       const second = runKiln(["deploy"]);
       const { code } = await second.exited;

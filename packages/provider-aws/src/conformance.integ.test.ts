@@ -13,13 +13,15 @@ describe.skipIf(!moto)("aws provider conformance (moto)", () => {
   const endpoint = motoEndpoint();
   const client = motoClient(endpoint);
   const workDirs: string[] = [];
+  /** The services this suite bakes for: its builder player finishes only theirs. */
+  const services = new Set<string>();
   let player: BuilderPlayer;
   let baseImageId: string;
 
   beforeAll(async () => {
     baseImageId = (await motoBaseImage(client)).id;
     // moto runs no user data: this plays the builder's part (tag the result, power off).
-    player = playBuilders(client);
+    player = playBuilders(client, { owns: (name) => services.has(name) });
   });
 
   afterAll(async () => {
@@ -32,6 +34,7 @@ describe.skipIf(!moto)("aws provider conformance (moto)", () => {
     name: "aws",
     createProvider: () => createAwsProvider({ endpoint, region: MOTO_REGION, credentials: { accessKeyId: "testing", secretAccessKey: "testing" }, pollIntervalMs: 50 }),
     async makeRecipe({ service, fingerprint }) {
+      services.add(service);
       const dir = await mkdtemp(path.join(tmpdir(), "kiln-aws-conformance-"));
       workDirs.push(dir);
       await writeFile(path.join(dir, "index.html"), "conformance\n");

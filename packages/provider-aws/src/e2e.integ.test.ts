@@ -27,7 +27,7 @@ describe.skipIf(!moto)("aws provider end to end (moto)", () => {
     await mkdir(path.join(dir, "dist"));
     baseImageId = (await motoBaseImage(client)).id;
     // moto runs no user data: this plays the builder's part (tag the result, power off).
-    player = playBuilders(client);
+    player = playBuilders(client, { owns: (name) => services.includes(name) });
   });
 
   afterAll(async () => {

@@ -64,7 +64,7 @@ describe.skipIf(!moto)("aws image operations (moto)", () => {
   const builders = () => liveInstances(ec2, { [LABELS.service]: service, [AWS_TAGS.role]: "builder" });
 
   it("fails a bake whose provisioning reports a non-zero status, with the status, and removes the builder", async () => {
-    const player = playBuilders(ec2, { exitStatus: 3 });
+    const player = playBuilders(ec2, { owns: (name) => name === service, exitStatus: 3 });
     try {
       const wanted = recipe();
       await expect(images.build(wanted, ctx())).rejects.toMatchObject({ code: "BUILD_FAILED", message: expect.stringContaining("exit status 3") as unknown });
@@ -95,7 +95,7 @@ describe.skipIf(!moto)("aws image operations (moto)", () => {
   });
 
   it("bakes, tags the AMI and its snapshots, finds it, and removes it with its snapshots", async () => {
-    const player = playBuilders(ec2);
+    const player = playBuilders(ec2, { owns: (name) => name === service });
     const progress: ProviderProgress[] = [];
     const wanted = recipe();
     try {

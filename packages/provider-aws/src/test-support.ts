@@ -51,10 +51,12 @@ export interface BuilderPlayer {
  * `dev.kiln.role=builder`) it does through the EC2 API what the script does at its end: it sets the
  * `dev.kiln.provision-status` tag (to `exitStatus`) and stops the instance.
  *
+ * @param options.owns - which services' builders it plays (by their `dev.kiln.service` tag), so that
+ *   suites of two checkouts sharing one moto never finish each other's bakes @defaultValue every service
  * @param options.exitStatus - the provisioning exit status to report (0 = success) @defaultValue 0
  * @param options.intervalMs - pacing of its DescribeInstances loop (milliseconds) @defaultValue 50
  */
-export function playBuilders(client: EC2Client, options: { exitStatus?: number; intervalMs?: number } = {}): BuilderPlayer {
+export function playBuilders(client: EC2Client, options: { owns?: (service: string) => boolean; exitStatus?: number; intervalMs?: number } = {}): BuilderPlayer {
   const finished: string[] = [];
   const controller = new AbortController();
   const loop = (async () => {
@@ -66,6 +68,8 @@ export function playBuilders(client: EC2Client, options: { exitStatus?: number; 
         for (const instance of (page.Reservations ?? []).flatMap((reservation) => reservation.Instances ?? [])) {
           const id = instance.InstanceId!;
           if (finished.includes(id)) continue;
+          const service = instance.Tags?.find((tag) => tag.Key === LABELS.service)?.Value ?? "";
+          if (options.owns && !options.owns(service)) continue;
           await client.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: AWS_TAGS.provisionStatus, Value: String(options.exitStatus ?? 0) }] }));
           await client.send(new StopInstancesCommand({ InstanceIds: [id] }));
           finished.push(id);
