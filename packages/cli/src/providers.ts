@@ -26,8 +26,8 @@ export function importOptions(names: readonly string[], env: NodeJS.ProcessEnv =
   return { modules, cwd: process.cwd(), hint: suggestion };
 }
 
-/** `, or did you mean "docker"?` for a name close to a known provider. */
+/** `Did you mean "docker"?` for a name close to a known provider; empty otherwise. */
 export function suggestion(name: string): string {
   const close = closest(name, [...KNOWN_PROVIDERS]);
-  return close !== name && distance(close, name) <= 2 ? `, or did you mean "${close}"?` : "";
+  return close !== name && distance(close, name) <= 2 ? `Did you mean "${close}"?` : "";
 }

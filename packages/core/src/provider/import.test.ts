@@ -57,6 +57,9 @@ describe("importProvider", () => {
     expect(isKilnError(error, "PROVIDER_NOT_FOUND")).toBe(true);
     expect(error.message).toContain(`npm install @kilnjs/provider-absent-${suffix}`);
     expect(error.message).toContain(`npm install kiln-provider-absent-${suffix}`);
+    // A caller's hint (the CLI's did-you-mean) comes before the advice to install.
+    const hinted = await failure(importProvider(`absent-${suffix}`, { hint: () => 'Did you mean "docker"?' }));
+    expect(hinted.message).toMatch(new RegExp(`^The provider "absent-${suffix}" is not installed\\. Did you mean "docker"\\? To use a provider named`));
   });
 
   it("reports an installed package that fails to load as it is, not as missing", async () => {

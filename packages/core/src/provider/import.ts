@@ -26,7 +26,7 @@ export interface ImportProviderOptions {
   readonly modules?: Readonly<Record<string, string>>;
   /** The folder relative module paths start from. @defaultValue process.cwd() */
   readonly cwd?: string;
-  /** Added to the "not installed" message, e.g. `, or did you mean "docker"?`. */
+  /** A sentence put first in the "not installed" message, e.g. `Did you mean "docker"?`; empty for none. */
   readonly hint?: (name: string) => string;
 }
 
@@ -81,9 +81,10 @@ async function importPackage(name: string, options: ImportProviderOptions): Prom
     }
   }
   const [firstParty, community] = providerPackages(name);
+  const hint = options.hint?.(name);
   throw new KilnError(
     "PROVIDER_NOT_FOUND",
-    `The provider "${name}" is not installed: install it with \`npm install ${firstParty}\` (or a community provider, \`npm install ${community}\`)${options.hint?.(name) ?? ""}.`,
+    `The provider "${name}" is not installed.${hint ? ` ${hint}` : ""} To use a provider named ${name}, install it: \`npm install ${firstParty}\` (Kiln's own) or \`npm install ${community}\` (a community provider).`,
     { cause: firstError, details: { provider: name } },
   );
 }
@@ -93,7 +94,7 @@ async function importGiven(name: string, given: string, options: ImportProviderO
   try {
     return { module: (await import(specifier)) as LoadedModule, specifier };
   } catch (error) {
-    throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" is not installed: the module ${given} given for it could not be loaded; check the path${options.hint?.(name) ?? ""}.`, { cause: error, details: { provider: name } });
+    throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" is not installed: the module ${given} given for it could not be loaded; check the path.`, { cause: error, details: { provider: name } });
   }
 }
 
