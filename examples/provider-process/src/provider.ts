@@ -8,10 +8,10 @@ import { homedir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import {
-  KilnError, LABELS, assertLaunchCount, createErrorMapper, defineProvider, formatTarget, imageLabels, instanceLabels, isKilnError, selectorLabels, throwIfAborted, waitFor,
+  KilnError, LABELS, assertLaunchCount, createErrorMapper, defineProvider, formatTarget, imageLabels, instanceLabels, isKilnError, readSection, selectorLabels, throwIfAborted, waitFor,
   type ErrorCode, type ImageRecipe, type ImageRef, type Instance, type LaunchRequest, type MachineStep, type Provider, type ProviderContext,
 } from "@kilnjs/core";
-import { processProviderSpec, type ProcessSections } from "./spec.js";
+import { processProviderSpec } from "./spec.js";
 
 /** The provider's name, equal to its package suffix (`@kilnjs/provider-process`). */
 export const PROVIDER_NAME = "process";
@@ -59,7 +59,7 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
   async function build(recipe: ImageRecipe, ctx: ProviderContext): Promise<ImageRef> {
     const { machine, target, fingerprint } = recipe;
     if (!machine) throw new KilnError("BUILD_CONTEXT_INVALID", "The process provider builds images from image.machine (provision steps); the recipe has none.");
-    const base = machine.base as ProcessSections["base"];
+    const base = readSection(processProviderSpec, "base", machine.base);
     if (base && process.versions.node.split(".")[0] !== base.node) throw new KilnError("BUILD_FAILED", `The image is for Node.js ${base.node}, but Kiln runs on ${process.version}: change image.machine.base.process.node, or the Node.js that runs Kiln.`);
     const id = `${target.service}-${fingerprint.replace(/^sha256:/, "").slice(0, 16)}`;
     await prepare();
@@ -107,7 +107,7 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
     if (program === undefined) throw new KilnError("LAUNCH_FAILED", "The process provider needs instances.command: its images have no default command.");
     const id = randomBytes(6).toString("hex");
     const root = path.join(imagesDir, image.ref.id, "root");
-    const { workingDirectory } = (request.config.providerSettings ?? { workingDirectory: "/" }) as NonNullable<ProcessSections["instances"]>;
+    const { workingDirectory } = readSection(processProviderSpec, "instances", request.config.providerSettings)!; // its schema has defaults
     // Each named port gets a free port on 127.0.0.1, in PORT_<NAME>; the first one in PORT too.
     const ports = await Promise.all(request.config.ports.map(async (port) => [port.name, await freePort()] as const));
     const env: Record<string, string> = { PATH: process.env.PATH ?? "", ...request.config.env, KILN_INSTANCE_ID: id, ...(ports[0] ? { PORT: String(ports[0][1]) } : {}) };

@@ -43,7 +43,7 @@ export type {
   TrafficCapability,
   TrafficOptions,
 } from "./provider/contract.js";
-export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, sectionValues } from "./provider/spec.js";
+export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, readSection, sectionValues } from "./provider/spec.js";
 export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, SectionValues } from "./provider/spec.js";
 export { LABELS, decodeInstanceLabels, formatPortsLabel, imageLabels, instanceLabels, parsePortsLabel, selectorLabels, targetLabels } from "./provider/labels.js";
 export type { DecodedLabels, LabelKey } from "./provider/labels.js";

@@ -5,6 +5,7 @@ import {
   LABELS,
   formatTarget,
   imageLabels,
+  readSection,
   shortFingerprint,
   throwIfAborted,
   waitFor,
@@ -17,7 +18,7 @@ import {
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
 import { FoundBeforeRetry, lookBeforeRetry } from "./instances.js";
-import { amiNameProblem, awsBuilderSchema, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
+import { amiNameProblem, awsBuilderSchema, awsProviderSpec, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
 import { AWS_TAGS, BUILDER_ROLE, fromTags, tagFilter, targetTags, toTags } from "./tags.js";
 import { RESULT_MARKER, describeStep, renderProvisionScript } from "./user-data.js";
 
@@ -28,7 +29,7 @@ const BAKE_STEPS = 5;
 
 /** The recipe's `image.machine.builder.aws` section, or its defaults. */
 function builderSettings(machine: MachineRecipe): AwsBuilderSettings {
-  return (machine.builder as AwsBuilderSettings | undefined) ?? awsBuilderSchema.parse({});
+  return readSection(awsProviderSpec, "builder", machine.builder) ?? awsBuilderSchema.parse({});
 }
 
 /** The AMI name of a recipe: the spec's template with `{service}` and `{fingerprint}` (12 hex digits) filled in. */
@@ -84,7 +85,7 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
     if (!machine) {
       throw new KilnError("CAPABILITY_MISSING", "The aws provider bakes AMIs from image.machine (provision steps and base.aws); this recipe is a Dockerfile. Add image.machine to the spec.");
     }
-    const base = machine.base as AwsBaseImage | undefined;
+    const base = readSection(awsProviderSpec, "base", machine.base);
     if (!base) throw new KilnError("INVALID_ARGUMENT", "image.machine.base.aws is required by the aws provider: the base AMI's id, or a name pattern with owners.");
     const builder = builderSettings(machine);
     const amiName = amiNameOf(recipe, builder.amiName);

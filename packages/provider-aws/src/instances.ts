@@ -3,6 +3,7 @@ import type { EC2Client, Filter, Instance as Ec2Instance, RunInstancesCommandInp
 import {
   KilnError,
   LABELS,
+  readSection,
   assertLaunchCount,
   decodeInstanceLabels,
   formatTarget,
@@ -18,7 +19,7 @@ import {
   type ProviderContext,
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
-import { AWS_KILN_TAG_COUNT, awsInstancesSchema, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
+import { AWS_KILN_TAG_COUNT, awsInstancesSchema, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
 import { AWS_TAGS, fromTags, tagFilter, toTags } from "./tags.js";
 
 /** The instance type when neither `instances.aws.instanceType` nor a launch template gives one. */
@@ -30,7 +31,7 @@ export const DEFAULT_INSTANCE_TYPE = "t3.micro";
  * profile, no key pair, no user data, the AMI's own volumes, endpoints on the private IP).
  */
 export function launchSettings(config: Pick<LaunchRequest["config"], "providerSettings">): AwsInstanceSettings {
-  return (config.providerSettings as AwsInstanceSettings | undefined) ?? awsInstancesSchema.parse({});
+  return readSection(awsProviderSpec, "instances", config.providerSettings) ?? awsInstancesSchema.parse({});
 }
 
 /**

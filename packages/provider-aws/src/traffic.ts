@@ -1,7 +1,7 @@
 import type { ElasticLoadBalancingV2Client, TargetDescription, TargetHealthDescription } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { KilnError, decodeInstanceLabels, formatTarget, isKilnError, throwIfAborted, waitFor, type Instance, type ProviderContext, type TrafficCapability, type TrafficOptions } from "@kilnjs/core";
+import { KilnError, decodeInstanceLabels, formatTarget, isKilnError, readSection, throwIfAborted, waitFor, type Instance, type ProviderContext, type TrafficCapability, type TrafficOptions } from "@kilnjs/core";
 import { awsError, awsErrorCode, messageOf, type AwsClients, type LoadBalancingModule } from "./client.js";
-import type { AwsLoadBalancer } from "./spec.js";
+import { awsProviderSpec, type AwsLoadBalancer } from "./spec.js";
 
 /** How long `register` waits for the targets to be healthy when the release has no health deadline (milliseconds): 10 minutes. */
 export const DEFAULT_REGISTER_DEADLINE_MS = 600_000;
@@ -13,7 +13,7 @@ type Elb = { sdk: LoadBalancingModule; client: ElasticLoadBalancingV2Client };
 
 /** The target group settings of `options` (the release's `traffic.loadBalancer.aws`), or CAPABILITY_MISSING. */
 function targetGroupOf(options: TrafficOptions): AwsLoadBalancer {
-  const group = options.loadBalancer as AwsLoadBalancer | undefined;
+  const group = readSection(awsProviderSpec, "loadBalancer", options.loadBalancer);
   if (!group) {
     throw new KilnError(
       "CAPABILITY_MISSING",

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import { KilnError } from "../errors.js";
 import type { SpecIssue } from "../spec/issues.js";
 import type { ResolvedTarget } from "../spec/resolve.js";
 
@@ -123,4 +124,34 @@ export function sectionValues<S extends ProviderSections = ProviderSections>(tar
     builder: target.machine?.builder,
     loadBalancer: target.traffic.loadBalancer,
   } as SectionValues<S>;
+}
+
+/**
+ * Reads a section core handed back to the provider (`InstanceConfig.providerSettings`,
+ * `MachineRecipe.base` or `.builder`, `TrafficOptions.loadBalancer`: `unknown` to core), checked and
+ * typed by the provider's own schema for `key`: the value as that schema parses it, defaults
+ * applied. An absent section gives the schema's defaults when it accepts `undefined` (`.prefault({})`),
+ * else `undefined`; without a schema for `key`, `undefined`. A release recorded by an earlier version
+ * of the provider is read through today's schema, so a changed shape fails here, loudly, not later.
+ *
+ * @example
+ * ```ts
+ * const settings = readSection(providerSpec, "instances", request.config.providerSettings); // typed by the schema
+ * ```
+ * @throws KilnError INVALID_ARGUMENT when the value does not match the schema (the message names the
+ *   section and the first problem)
+ */
+export function readSection<S extends ProviderSections, K extends ProviderSectionKey>(spec: ProviderSpec<S>, key: K, value: unknown): SectionValues<S>[K] {
+  const schema = spec.sections?.[key];
+  if (!schema) return undefined;
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data as SectionValues<S>[K];
+  if (value === undefined) return undefined;
+  const issue = parsed.error.issues[0];
+  const where = [...PROVIDER_SECTION_PATHS[key], "<provider>", ...(issue?.path ?? []).map(String)].join(".");
+  throw new KilnError(
+    "INVALID_ARGUMENT",
+    `The ${where} setting handed to the provider does not match its schema (${issue?.message ?? "invalid"}); a release recorded by another version of the provider may need a new deploy with today's spec.`,
+    { details: { section: key } },
+  );
 }
