@@ -82,6 +82,7 @@ export {
   providerSchema,
   MEMORY_PATTERN,
 } from "./spec/schema.js";
+export { NAME_MAX_LENGTH, NAME_PATTERN, nameProblems } from "./spec/names.js";
 export type { Spec, SpecInput, EnvironmentOverrides } from "./spec/schema.js";
 export { composeSpecSchemas, providersNamedIn } from "./spec/compose.js";
 export type { ComposedSchemas, ProviderRegistry } from "./spec/compose.js";

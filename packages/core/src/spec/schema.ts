@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { NAME_PATTERN, nameMessage } from "./names.js";
 
 /**
  * The `kiln.yaml` schema, defined once: TypeScript types are inferred from it, the committed JSON
@@ -8,8 +9,8 @@ import { z } from "zod";
  * `x-`, which are extension keys for YAML anchors and tools and are ignored at every level.
  */
 
-const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
-const nameText = "lowercase letters, digits and dashes, starting with a letter, at most 40 characters";
+/** A name's schema: the rule as a pattern (for the JSON Schema), and a message that says what breaks it. */
+const nameSchema = (what: string) => z.string().regex(NAME_PATTERN, { error: (issue) => nameMessage(what, issue.input) });
 
 /** Memory sizes: bytes as a number, or text with a binary (Ki, Mi, Gi) or decimal (k, M, G) unit. */
 export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|gb|gi|gib)?$/i;
@@ -217,7 +218,7 @@ export const rolloutSchema = z
   .describe("How a release replaces the previous one.");
 
 /** A provider name, as `provider:` takes it. */
-export const providerSchema = z.string().regex(NAME_PATTERN, `a provider name: ${nameText}`).describe("The provider that runs the service: `docker` (the default), or `<name>` for an installed `@kilnjs/provider-<name>` or `kiln-provider-<name>` package.");
+export const providerSchema = nameSchema("a provider name").describe("The provider that runs the service: `docker` (the default), or `<name>` for an installed `@kilnjs/provider-<name>` or `kiln-provider-<name>` package.");
 
 /** A front proxy Kiln runs and drives: the service's one stable address. */
 export const proxySchema = z
@@ -277,7 +278,7 @@ export const environmentSchema = z
 export const specSchema = z
   .strictObject({
     $schema: z.string().optional().describe("Path or URL of the JSON Schema, for editors."),
-    service: z.string().regex(NAME_PATTERN, `a service name: ${nameText}`).describe("The service's name; it names images and instances."),
+    service: nameSchema("a service name").describe("The service's name; it names images and instances."),
     provider: providerSchema.default("docker"),
     image: imageSchema.prefault({}),
     instances: instancesSchema.prefault({}),
@@ -285,7 +286,7 @@ export const specSchema = z
     rollout: rolloutSchema.prefault({}),
     traffic: trafficSchema.prefault({}),
     environments: z
-      .record(z.string().regex(NAME_PATTERN, `an environment name: ${nameText}`), environmentSchema)
+      .record(nameSchema("an environment name"), environmentSchema)
       .default({})
       .describe("Named environments (`staging`, `prod`) with their overrides."),
   })
