@@ -5,7 +5,8 @@ import { describeProgram, peakInstances } from "./format.js";
 import { writeProgram } from "./strategies.js";
 import type { ProgramRelease, ReplacementInput, RolloutPlan } from "./types.js";
 
-const isRunning = (instance: Instance) => instance.state === "running" || instance.state === "pending";
+/** Whether an instance runs or is starting: one a rollout counts, keeps or must stop. */
+export const isRunning = (instance: Instance): boolean => instance.state === "running" || instance.state === "pending";
 
 /**
  * Plans replacing the target's instances with `count` instances of `toRelease`: which stay,
@@ -68,8 +69,9 @@ export function planReplacement(options: ReplacementInput): RolloutPlan {
     toRelease,
     newRelease: options.newRelease,
     count,
-    maxSurge: options.maxSurge,
-    maxUnavailable: options.maxUnavailable,
+    // The program's own numbers: when a strategy is given, its surge and unavailability are what runs.
+    maxSurge: strategy.maxSurge,
+    maxUnavailable: strategy.maxUnavailable,
     strategy,
     keep,
     retire,

@@ -9,6 +9,7 @@ import type { Target } from "../target.js";
 import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
 import { waitUntilHealthy, watchHealth } from "./health-gate.js";
 import { undo } from "./undo.js";
+import { isRunning } from "../plan/replacement.js";
 
 export { describe } from "./actions.js";
 export { checkAdoptable, waitUntilHealthy, watchHealth } from "./health-gate.js";
@@ -54,7 +55,6 @@ export interface RolloutFailure {
   readonly restoredRelease: number | undefined;
 }
 
-const isRunning = (instance: Instance) => instance.state === "running" || instance.state === "pending";
 
 /**
  * Moves a target to a release by running the plan's program, step by step, in order: launches

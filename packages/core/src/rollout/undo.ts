@@ -1,4 +1,5 @@
 import { gracePeriodOf } from "../plan/index.js";
+import { isRunning } from "../plan/replacement.js";
 import type { Instance } from "../provider/contract.js";
 import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
 import type { RolloutInput } from "./engine.js";
@@ -7,7 +8,6 @@ import { waitUntilHealthy } from "./health-gate.js";
 /** How long cleanup after a failed or cancelled rollout may take, at most (milliseconds). */
 const CLEANUP_TIMEOUT_MS = 120_000;
 
-const isRunning = (instance: Instance) => instance.state === "running" || instance.state === "pending";
 
 /**
  * Removes what the failed rollout launched and brings the previous release back to its count.
