@@ -6,7 +6,7 @@ export interface SpecIssue {
   readonly path: readonly (string | number)[];
   /** What is wrong and what was expected, in words. */
   readonly message: string;
-  /** A short machine-readable kind: `unknown-key`, `invalid-type`, `invalid-value`, `yaml-syntax`, `reference`, ... */
+  /** A short machine-readable kind: `unknown-key`, `invalid-key` (a key that breaks its rule, such as an environment's name), `invalid-type`, `invalid-value`, `yaml-syntax`, `reference`, ... */
   readonly kind: string;
   /** For an unknown key: the known key it most resembles. */
   readonly suggestion?: string;

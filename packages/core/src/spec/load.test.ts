@@ -95,6 +95,13 @@ describe("parseSpec", () => {
     expect(formatSpecIssue(issues[0]!)).toBe('kiln.yaml:3:3: instances.cuont: unknown key "cuont" (did you mean "count"?)');
   });
 
+  it("points an environment name that breaks the naming rule at its key, not at its first setting", () => {
+    const issues = issuesOf(parseSpec("service: web\nenvironments:\n  Prod_1:\n    instances: { count: 1 }\n", { file: "kiln.yaml" }));
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({ path: ["environments", "Prod_1"], kind: "invalid-key", line: 3, column: 3 });
+    expect(issues[0]!.message).toContain('an environment name: "Prod_1"');
+  });
+
   it("suggests a top-level key and gives no suggestion for a key unlike any", () => {
     const issues = issuesOf(parseSpec("service: web\nhelth: {}\nzzzzzzzz: 1\n", { file: "kiln.yaml" }));
     expect(issues.map((i) => [formatSpecIssue(i), i.suggestion])).toEqual([

@@ -209,7 +209,7 @@ function locateIssue(doc: Document, issue: SpecIssue, at: (offset: number) => Po
   // An unknown key points at the key. A path that ends before the document does (a missing key, or
   // an environment's merged value that comes from the top level) points at the key of the deepest
   // mapping that exists: `prod:` rather than the first line inside it.
-  const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key");
+  const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key" || issue.kind === "invalid-key");
   let offset = atKey ? (pair.key as Node | null)?.range?.[0] : undefined;
   offset ??= node?.range?.[0];
   return offset === undefined ? issue : { ...issue, ...at(offset) };

@@ -144,7 +144,7 @@ function fromZodIssues(zodIssues: readonly z.core.$ZodIssue[], prefix: (string |
       for (const key of issue.keys) issues.push(unknownKey([...path, key], key, schemas, registry));
     } else if (issue.code === "invalid_key") {
       // A record's key broke its rule (an environment's name): say which rule, not "Invalid key in record".
-      for (const inner of issue.issues) issues.push({ path, kind: "invalid-value", message: inner.message });
+      for (const inner of issue.issues) issues.push({ path, kind: "invalid-key", message: inner.message });
     } else if (issue.code === "invalid_type") {
       issues.push({ path, kind: "invalid-type", message: describeInvalidType(issue) });
     } else {
