@@ -26,7 +26,11 @@ export interface ImportProviderOptions {
   readonly modules?: Readonly<Record<string, string>>;
   /** The folder relative module paths start from. @defaultValue process.cwd() */
   readonly cwd?: string;
-  /** A sentence put first in the "not installed" message, e.g. `Did you mean "docker"?`; empty for none. */
+  /**
+   * A did-you-mean for a misspelt name, e.g. `Did you mean "docker"?`, or empty for none. When it
+   * gives one, the "not installed" message suggests no package to install: a typo's package
+   * names nothing Kiln knows, and anyone could publish one under it.
+   */
   readonly hint?: (name: string) => string;
 }
 
@@ -82,11 +86,10 @@ async function importPackage(name: string, options: ImportProviderOptions): Prom
   }
   const [firstParty, community] = providerPackages(name);
   const hint = options.hint?.(name);
-  throw new KilnError(
-    "PROVIDER_NOT_FOUND",
-    `The provider "${name}" is not installed.${hint ? ` ${hint}` : ""} To use a provider named ${name}, install it: \`npm install ${firstParty}\` (Kiln's own) or \`npm install ${community}\` (a community provider).`,
-    { cause: firstError, details: { provider: name } },
-  );
+  const advice = hint
+    ? `${hint} Fix the spec's provider.`
+    : `A provider is installed as \`${firstParty}\` (Kiln's scope) or \`${community}\` (anyone's); install the package of the provider you mean, if it exists.`;
+  throw new KilnError("PROVIDER_NOT_FOUND", `The provider "${name}" is not installed. ${advice}`, { cause: firstError, details: { provider: name } });
 }
 
 async function importGiven(name: string, given: string, options: ImportProviderOptions): Promise<{ module: LoadedModule; specifier: string }> {
