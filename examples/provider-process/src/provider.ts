@@ -107,7 +107,7 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
     if (program === undefined) throw new KilnError("LAUNCH_FAILED", "The process provider needs instances.command: its images have no default command.");
     const id = randomBytes(6).toString("hex");
     const root = path.join(imagesDir, image.ref.id, "root");
-    const { workingDirectory } = readSection(processProviderSpec, "instances", request.config.providerSettings)!; // its schema has defaults
+    const { workingDirectory } = readSection(processProviderSpec, "instances", request.config.providerSettings);
     // Each named port gets a free port on 127.0.0.1, in PORT_<NAME>; the first one in PORT too.
     const ports = await Promise.all(request.config.ports.map(async (port) => [port.name, await freePort()] as const));
     const env: Record<string, string> = { PATH: process.env.PATH ?? "", ...request.config.env, KILN_INSTANCE_ID: id, ...(ports[0] ? { PORT: String(ports[0][1]) } : {}) };

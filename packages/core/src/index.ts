@@ -44,7 +44,7 @@ export type {
   TrafficOptions,
 } from "./provider/contract.js";
 export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, readSection, sectionValues } from "./provider/spec.js";
-export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, SectionValues } from "./provider/spec.js";
+export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, ReadSection, SectionValues } from "./provider/spec.js";
 export { LABELS, decodeInstanceLabels, formatPortsLabel, imageLabels, instanceLabels, parsePortsLabel, selectorLabels, targetLabels } from "./provider/labels.js";
 export type { DecodedLabels, LabelKey } from "./provider/labels.js";
 export { CONNECTION_ERROR_CODES, assertLaunchCount, createErrorMapper, isConnectionError } from "./provider/errors.js";

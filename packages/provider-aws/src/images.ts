@@ -18,7 +18,7 @@ import {
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
 import { FoundBeforeRetry, lookBeforeRetry } from "./instances.js";
-import { amiNameProblem, awsBuilderSchema, awsProviderSpec, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
+import { amiNameProblem, awsProviderSpec, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
 import { AWS_TAGS, BUILDER_ROLE, fromTags, tagFilter, targetTags, toTags } from "./tags.js";
 import { RESULT_MARKER, describeStep, renderProvisionScript } from "./user-data.js";
 
@@ -29,7 +29,7 @@ const BAKE_STEPS = 5;
 
 /** The recipe's `image.machine.builder.aws` section, or its defaults. */
 function builderSettings(machine: MachineRecipe): AwsBuilderSettings {
-  return readSection(awsProviderSpec, "builder", machine.builder) ?? awsBuilderSchema.parse({});
+  return readSection(awsProviderSpec, "builder", machine.builder);
 }
 
 /** The AMI name of a recipe: the spec's template with `{service}` and `{fingerprint}` (12 hex digits) filled in. */

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, expectTypeOf, it } from "vitest";
 import { z } from "zod";
 import { isKilnError } from "../errors.js";
 import { defineProviderSpec, readSection } from "./spec.js";
@@ -21,6 +21,9 @@ describe("readSection", () => {
     expect(readSection(spec, "instances", undefined)).toEqual({ machineType: "e2-small" });
     expect(readSection(spec, "base", undefined)).toBeUndefined();
     expect(readSection(spec, "loadBalancer", { anything: true })).toBeUndefined();
+    // Typed to match: a section with defaults never comes back undefined, one without may.
+    expectTypeOf(readSection(spec, "instances", undefined)).not.toBeNullable();
+    expectTypeOf(readSection(spec, "base", undefined)).toBeNullable();
   });
 
   it("refuses a value the schema does not accept, naming the section and the field", () => {

@@ -127,6 +127,16 @@ export function sectionValues<S extends ProviderSections = ProviderSections>(tar
 }
 
 /**
+ * What {@link readSection} returns for `key`: the schema's output; `undefined` too unless the
+ * schema accepts an absent section (then its defaults always come back).
+ */
+export type ReadSection<S extends ProviderSections, K extends ProviderSectionKey> = S[K] extends z.ZodType
+  ? undefined extends z.input<S[K]>
+    ? z.output<S[K]>
+    : z.output<S[K]> | undefined
+  : undefined;
+
+/**
  * Reads a section core handed back to the provider (`InstanceConfig.providerSettings`,
  * `MachineRecipe.base` or `.builder`, `TrafficOptions.loadBalancer`: `unknown` to core), checked and
  * typed by the provider's own schema for `key`: the value as that schema parses it, defaults
@@ -141,12 +151,12 @@ export function sectionValues<S extends ProviderSections = ProviderSections>(tar
  * @throws KilnError INVALID_ARGUMENT when the value does not match the schema (the message names the
  *   section and the first problem)
  */
-export function readSection<S extends ProviderSections, K extends ProviderSectionKey>(spec: ProviderSpec<S>, key: K, value: unknown): SectionValues<S>[K] {
+export function readSection<S extends ProviderSections, K extends ProviderSectionKey>(spec: ProviderSpec<S>, key: K, value: unknown): ReadSection<S, K> {
   const schema = spec.sections?.[key];
-  if (!schema) return undefined;
+  if (!schema) return undefined as ReadSection<S, K>;
   const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data as SectionValues<S>[K];
-  if (value === undefined) return undefined;
+  if (parsed.success) return parsed.data as ReadSection<S, K>;
+  if (value === undefined) return undefined as ReadSection<S, K>;
   const issue = parsed.error.issues[0];
   const where = [...PROVIDER_SECTION_PATHS[key], "<provider>", ...(issue?.path ?? []).map(String)].join(".");
   throw new KilnError(
