@@ -163,10 +163,12 @@ export async function run(
       const loading = importOptions(core.providersOf(loaded.validated), io.env);
       await core.checkSpec(loaded, { providerSpec: async (name) => (await core.importProvider(name, loading)).spec });
       const service = loaded.validated.spec.service;
+      const warnings = loaded.validated.warnings ?? [];
+      if (!output.json) writeWarnings(output, warnings, core.formatSpecIssue);
       output.stdout.write(
         output.json
-          ? `${JSON.stringify({ type: "valid", file: loaded.file, service, environments })}\n`
-          : `${loaded.file} is valid: service "${service}"${environments.length > 0 ? `, environments ${environments.join(", ")}` : ""}.\n`,
+          ? `${JSON.stringify({ type: "valid", file: loaded.file, service, environments, warnings })}\n`
+          : `${loaded.file} is valid: service "${service}"${environments.length > 0 ? `, environments ${environments.join(", ")}` : ""}${warnings.length > 0 ? `, with ${warnings.length} warning${warnings.length === 1 ? "" : "s"}` : ""}.\n`,
       );
       return EXIT_CODES.success;
     }));
@@ -424,6 +426,7 @@ export async function run(
     const core = await import("@kilnjs/core");
     if (options.environment === "") throw new core.KilnError("INVALID_ARGUMENT", "--environment needs a name; leave it out to use the spec's top-level settings.");
     const spec = await core.loadSpec(specPath(options));
+    writeWarnings(output, spec.validated.warnings ?? [], core.formatSpecIssue);
     const renderer = document && output.json ? { onEvent() {}, done() {} } : createRenderer(output);
     const { importOptions } = await import("./providers.js");
     const names = core.providersOf(spec.validated);
@@ -433,11 +436,18 @@ export async function run(
       dataDir: path.join(spec.baseDir, ".kiln"),
       onEvent: renderer.onEvent,
       command: `kiln ${command}`,
+      // Secrets written `from: { env: NAME }` are read from the CLI's own environment.
+      env: io.env,
       ...(options.verbose ? { logger: stderrLogger(output) } : {}),
       ...runOptions.kilnOptions,
     });
     return { kiln, spec, renderer };
   }
+}
+
+/** Prints the spec's warnings (`warning: kiln.yaml:6:5: instances.env.DB_PASSWORD: ...`) on stderr. */
+function writeWarnings(output: Output, warnings: readonly SpecIssue[], format: (issue: SpecIssue) => string): void {
+  for (const warning of warnings) output.stderr.write(`warning: ${format(warning)}\n`);
 }
 
 /** An image id for a table: a `sha256:` digest shortened to 12 hex digits; other ids (AMI ids) whole. */

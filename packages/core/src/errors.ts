@@ -23,6 +23,11 @@ export const ERROR_CODES = [
   "IMAGE_IN_USE",
   /** Reading the build context failed (a file vanished, a permission was denied). */
   "BUILD_CONTEXT_INVALID",
+  /**
+   * A secret's value could not be read from where the spec says it comes from (an unset
+   * environment variable, a missing file, a secret store that refused or does not hold it).
+   */
+  "SECRET_UNAVAILABLE",
   /** Launching an instance failed. */
   "LAUNCH_FAILED",
   /** Terminating an instance failed. */

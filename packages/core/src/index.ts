@@ -43,6 +43,11 @@ export type {
   TrafficCapability,
   TrafficOptions,
 } from "./provider/contract.js";
+export { REDACTED, SecretValue } from "./secrets/value.js";
+export type { SecretDelivery, SecretMount, SecretSource, SecretStoreCapability } from "./secrets/types.js";
+export { looksLikeSecretName } from "./secrets/names.js";
+export { describeSecretSource, readSecret, secretDigest } from "./secrets/read.js";
+export type { SecretSources } from "./secrets/read.js";
 export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, readSection, sectionValues } from "./provider/spec.js";
 export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, ReadSection, SectionValues } from "./provider/spec.js";
 export { LABELS, decodeInstanceLabels, formatPortsLabel, imageLabels, instanceLabels, parsePortsLabel, selectorLabels, targetLabels } from "./provider/labels.js";
@@ -105,6 +110,7 @@ export type {
   ResolvedProvisionStep,
   ResolvedProxy,
   ResolvedRollout,
+  ResolvedSecret,
   ResolvedTarget,
   ResolvedTcpCheck,
   ResolvedTraffic,

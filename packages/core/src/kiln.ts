@@ -49,6 +49,11 @@ export interface KilnOptions {
    * @defaultValue none
    */
   readonly journalHooks?: JournalHooks;
+  /**
+   * The variables that secrets written `from: { env: NAME }` are read from (`secrets`,
+   * `image.dockerfile.secrets`). @defaultValue process.env
+   */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** Options of every operation that takes the target's lock. */

@@ -338,6 +338,8 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
 
   const provider: MemoryProvider = {
     name: options.name ?? "memory",
+    // Instances "receive" secrets as environment variables or files: the launch request carries them.
+    spec: { imageFormat: "dockerfile", secretDelivery: ["env", "file"] },
     calls,
     get live() {
       const now = Date.now();

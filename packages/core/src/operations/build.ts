@@ -13,6 +13,8 @@ import { DEFAULT_PROVIDER_SPEC, sectionValues, type ProviderSpec } from "../prov
 import { OBJECT_SPEC_FILE } from "../spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "../spec/resolve.js";
 import type { TargetState } from "../state/types.js";
+import { newSecretDigestKey, readSecret, readSecrets, type SecretSources } from "../secrets/read.js";
+import type { SecretValue } from "../secrets/value.js";
 import { DEFAULT_ENVIRONMENT, formatTarget } from "../target.js";
 import type { BuildResult, SpecOptions } from "../kiln.js";
 import type { Emit, OperationContext } from "./context.js";
@@ -27,6 +29,10 @@ export interface Prepared {
   readonly plan: DeployPlan;
   readonly state: TargetState;
   readonly instances: readonly Instance[];
+  /** Where secrets are read from, for the build's and the launches' secrets. */
+  readonly sources: SecretSources;
+  /** The values of the target's secrets (`resolved.instance.secrets`), by name. */
+  readonly secretValues: ReadonlyMap<string, SecretValue>;
 }
 
 /**
@@ -35,7 +41,7 @@ export interface Prepared {
  */
 export async function prepare(context: OperationContext, spec: SpecOptions): Promise<Prepared> {
   const { validated, baseDir, file } = await context.loaded(spec);
-  const resolved = resolveTarget(validated, spec.environment ?? DEFAULT_ENVIRONMENT, baseDir);
+  let resolved = resolveTarget(validated, spec.environment ?? DEFAULT_ENVIRONMENT, baseDir);
   const emit = context.emitterFor(resolved.target, spec.onEvent);
   const ctx = context.providerContext(spec.signal, emit);
   const provider = await context.provider(resolved.provider);
@@ -79,6 +85,16 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
     context.store.read(resolved.target),
     provider.instances.list({ target: resolved.target }, ctx),
   ]);
+  const sources = context.secretSources(ctx);
+  let secretValues: ReadonlyMap<string, SecretValue> = new Map();
+  if (resolved.secrets && resolved.secrets.length > 0) {
+    // The digest key is the target's own, made once; the digests (never the values) go into the
+    // release, so a changed value makes a new release.
+    const key = state.secretDigestKey ?? (await context.store.update(resolved.target, (current) => (current.secretDigestKey ??= newSecretDigestKey())));
+    const read = await readSecrets(resolved.secrets, key, sources);
+    resolved = { ...resolved, instance: { ...resolved.instance, secrets: read.mounts } };
+    secretValues = read.values;
+  }
   const plan = planDeploy({
     resolved,
     fingerprint: fingerprint.fingerprint,
@@ -89,13 +105,13 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
     ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
     ...(providerSpec.planLines ? { providerLines: providerSpec.planLines(resolved, sectionValues(resolved)) } : {}),
   });
-  return { resolved, emit, ctx, provider, fingerprint, plan, state, instances };
+  return { resolved, emit, ctx, provider, fingerprint, plan, state, instances, sources, secretValues };
 }
 
 /**
  * Builds the image of `fingerprint`'s inputs with `provider` (for a rollout: journaled, and
- * labelled with the rollout and release).
- * @throws KilnError BUILD_FAILED, ABORTED
+ * labelled with the rollout and release). Build secrets are read from `sources` just before.
+ * @throws KilnError BUILD_FAILED, ABORTED, SECRET_UNAVAILABLE
  */
 export async function buildImage(
   resolved: ResolvedTarget,
@@ -103,8 +119,13 @@ export async function buildImage(
   provider: Provider,
   ctx: ProviderContext,
   emit: Emit,
+  sources: SecretSources,
   rollout?: { readonly id: string; readonly release: number },
 ): Promise<ImageRef> {
+  const buildSecrets = Object.entries(resolved.build.secrets ?? {});
+  const secrets = new Map(
+    await Promise.all(buildSecrets.map(async ([id, source]) => [id, await readSecret(`image.dockerfile.secrets.${id}`, source, sources)] as const)),
+  );
   emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
   const startedAt = Date.now();
   const labels = rollout ? { rolloutId: rollout.id, release: rollout.release } : {};
@@ -126,6 +147,7 @@ export async function buildImage(
             files: fingerprint.files,
             args: resolved.build.args,
             ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
+            ...(secrets.size > 0 ? { secrets } : {}),
           },
           ...labels,
         };
@@ -141,12 +163,12 @@ export async function plan(context: OperationContext, spec: SpecOptions): Promis
 
 /** `Kiln.build`: builds the target's image unless one with the same fingerprint exists. */
 export async function build(context: OperationContext, spec: SpecOptions): Promise<BuildResult> {
-  const { resolved, fingerprint, plan, provider, ctx, emit } = await prepare(context, spec);
+  const { resolved, fingerprint, plan, provider, ctx, emit, sources } = await prepare(context, spec);
   if (plan.image.action === "reuse") {
     emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: plan.image.image.id });
     return { image: plan.image.image, fingerprint, built: false };
   }
-  return { image: await buildImage(resolved, fingerprint, provider, ctx, emit), fingerprint, built: true };
+  return { image: await buildImage(resolved, fingerprint, provider, ctx, emit, sources), fingerprint, built: true };
 }
 
 /** @throws KilnError CAPABILITY_MISSING when the spec asks for what the provider cannot do */

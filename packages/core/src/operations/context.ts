@@ -9,6 +9,7 @@ import { KilnError } from "../errors.js";
 import type { EventHandler, KilnEvent, KilnEventInput } from "../events.js";
 import { silentLogger, type Logger } from "../logger.js";
 import { currentRelease } from "../plan/index.js";
+import type { SecretSources } from "../secrets/read.js";
 import type { Provider, ProviderContext } from "../provider/contract.js";
 import { DEFAULT_PROVIDER_SPEC, type ProviderSpec } from "../provider/spec.js";
 import { checkSpecWith, specFromObject, type LoadedSpec } from "../spec/load.js";
@@ -41,6 +42,8 @@ export interface OperationContext {
   emitterFor(target: Target, onEvent: EventHandler | undefined): Emit;
   /** The context handed to provider calls. */
   providerContext(signal: AbortSignal | undefined, emit: Emit): ProviderContext;
+  /** Where secrets are read from: `KilnOptions.env` (default: the process's environment), and providers' secret stores. */
+  secretSources(ctx: ProviderContext): SecretSources;
   /**
    * The spec, validated with the sections and rules of every configured provider it names (a
    * provider it names that this Kiln does not have is checked when a target uses it, which fails
@@ -122,6 +125,7 @@ export function createOperationContext(options: KilnOptions): OperationContext {
     createdProviders: () => [...providers.values()],
     emitterFor,
     providerContext: (signal, emit) => ({ signal: signal ?? new AbortController().signal, logger, emit }),
+    secretSources: (ctx) => ({ env: options.env ?? process.env, provider, ctx }),
     loaded,
     targetOf,
     holder: () => ({ user: safeUser(), host: os.hostname(), pid: process.pid, command: options.command ?? "library", since: new Date().toISOString() }),

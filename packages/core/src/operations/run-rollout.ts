@@ -11,6 +11,8 @@ import type { ReleaseRecord, RolloutRecord } from "../state/types.js";
 import type { DeployResult } from "../kiln.js";
 import type { OperationContext } from "./context.js";
 import type { Session } from "./session.js";
+import { readRecordedSecrets } from "../secrets/read.js";
+import type { SecretValue } from "../secrets/value.js";
 
 /** How long the cleanup of a failed resume may take (milliseconds). */
 const CLEANUP_TIMEOUT_MS = 120_000;
@@ -29,6 +31,8 @@ export interface RolloutRun {
   /** Instances an interrupted rollout left that this one keeps; removed if this one fails. */
   adopted: readonly Instance[];
   plan: DeployPlan | undefined;
+  /** The values of `release`'s secrets when the caller read them already (a deploy); else read from the release's sources. */
+  secretValues?: ReadonlyMap<string, SecretValue>;
 }
 
 /**
@@ -69,6 +73,7 @@ export async function runRollout(context: OperationContext, session: Session, ru
     signal: session.signal,
     logger,
     emit,
+    secretValues: secretReader(context, session, run),
   });
   const finishedAt = new Date().toISOString();
   if (!failure) {
@@ -173,6 +178,33 @@ async function removeAdopted(context: OperationContext, session: Session, provid
 
 
 /** What the rollout engine needs of a release record. */
+/**
+ * How the rollout reads a release's secrets: `run.secretValues` for the release a deploy just
+ * read them for; otherwise (a rollback, a resume, the previous release restored) from the
+ * release's recorded sources, once per release, warning when a value changed since the release
+ * was made (today's value is used: a rollback restores an image and settings, not old secrets).
+ */
+function secretReader(context: OperationContext, session: Session, run: RolloutRun): (release: LaunchableRelease) => Promise<ReadonlyMap<string, SecretValue>> {
+  const read = new Map<number, Promise<ReadonlyMap<string, SecretValue>>>();
+  return (release) => {
+    if (release.number === run.release.number && run.secretValues) return Promise.resolve(run.secretValues);
+    let values = read.get(release.number);
+    if (!values) {
+      values = (async () => {
+        const key = (await context.store.read(session.target)).secretDigestKey;
+        const ctx = context.providerContext(session.signal, session.emit);
+        const { values: found, changed } = await readRecordedSecrets(release.instance.secrets ?? [], key, context.secretSources(ctx));
+        if (changed.length > 0) {
+          context.logger.warn(`release ${release.number}: ${changed.map((name) => `secrets.${name}`).join(", ")} changed since the release was made; its instances get today's value`, { release: release.number });
+        }
+        return found;
+      })();
+      read.set(release.number, values);
+    }
+    return values;
+  };
+}
+
 export function launchable(release: ReleaseRecord): LaunchableRelease {
   return {
     number: release.number,

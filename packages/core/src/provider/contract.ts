@@ -1,3 +1,5 @@
+import type { SecretValue } from "../secrets/value.js";
+import type { SecretMount, SecretStoreCapability } from "../secrets/types.js";
 import type { Logger } from "../logger.js";
 import type { ResolvedCheck, ResolvedHealth, ResolvedProxy } from "../spec/resolve.js";
 import type { Target } from "../target.js";
@@ -37,6 +39,12 @@ export interface DockerfileRecipe {
   readonly args: Readonly<Record<string, string>>;
   /** The build stage to stop at (`--target`). */
   readonly stage?: string;
+  /**
+   * Build secrets by id (`image.dockerfile.secrets`), for `RUN --mount=type=secret,id=<id>`: the
+   * provider must hand them to the build without writing them into any layer, the image's history
+   * or its build arguments (BuildKit secret mounts). Absent or empty: the build has none.
+   */
+  readonly secrets?: ReadonlyMap<string, SecretValue>;
 }
 
 /** A file step of a machine recipe: what to copy into the image. */
@@ -126,8 +134,14 @@ export interface PortConfig {
 /** How each instance of a release runs: the provider-neutral part of a release. */
 export interface InstanceConfig {
   readonly ports: readonly PortConfig[];
-  /** Environment variables; recorded in state, so never put secrets here. */
+  /** Environment variables; recorded in state, so never put secrets here: they go in {@link InstanceConfig.secrets}. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * The secrets each instance receives, by reference and digest; their values come with the
+   * launch ({@link LaunchRequest.secrets}). Absent or empty: none. Part of the release: a changed
+   * value (digest) makes a new release.
+   */
+  readonly secrets?: readonly SecretMount[];
   /** Extra labels (tags) for each instance, beside Kiln's own {@link LABELS}. */
   readonly labels: Readonly<Record<string, string>>;
   /** The command to run instead of the image's default, as an argument list. */
@@ -168,6 +182,12 @@ export interface LaunchRequest {
   readonly config: InstanceConfig;
   /** How many instances to start (1 or more). */
   readonly count: number;
+  /**
+   * The values of `config.secrets`, by {@link SecretMount.name}, read just before the launch. A
+   * provider hands each to the instance as its `to` says (an environment variable, a file on a
+   * memory-backed mount) and writes it nowhere else: not in labels, tags, logs or errors.
+   */
+  readonly secrets?: ReadonlyMap<string, SecretValue>;
 }
 
 /** Where a port of an instance can be reached from where Kiln runs. */
@@ -349,6 +369,8 @@ export interface Provider {
   readonly limits?: ProviderLimits;
   /** Optional provider-native health probe; without it core sends HTTP probes to instance endpoints. */
   readonly health?: HealthCapability;
+  /** Optional: reads secrets from the platform's secret store; see {@link SecretStoreCapability}. */
+  readonly secrets?: SecretStoreCapability;
   /**
    * Checks that the backend answers.
    * @throws KilnError PROVIDER_UNAVAILABLE with a message that says how to start or reach it

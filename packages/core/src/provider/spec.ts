@@ -81,6 +81,19 @@ export interface ProviderSpec<S extends ProviderSections = ProviderSections> {
   /** The sections the provider owns, by key. */
   readonly sections?: S;
   /**
+   * The shape of a reference to a secret in the provider's secret store, written
+   * `secrets.<name>.from.<provider>` (and `image.dockerfile.secrets.<id>.from.<provider>`); the
+   * provider's `Provider.secrets.read` receives it as this schema produced it. Absent: the
+   * provider has no secret store.
+   */
+  readonly secretSource?: z.ZodType;
+  /**
+   * How the provider can hand a secret to its instances (`secrets.<name>.to`): as an environment
+   * variable (`env`) and/or as a file (`file`). A target whose spec asks for another way is
+   * refused by validation. @defaultValue none: the provider's instances cannot receive secrets
+   */
+  readonly secretDelivery?: readonly ("env" | "file")[];
+  /**
    * Environment override schemas, for sections whose override is not simply every key optional.
    * @defaultValue the section's schema with `.partial()` (objects), else the schema itself
    */

@@ -4,6 +4,7 @@ import type { KilnEventInput, RolloutKind } from "../events.js";
 import type { Logger } from "../logger.js";
 import type { HoldReason, InstanceSelection, ReplacementPlan, RolloutStep } from "../plan/index.js";
 import type { ImageRef, Instance, InstanceConfig, Provider, ProviderContext } from "../provider/contract.js";
+import type { SecretValue } from "../secrets/value.js";
 import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
@@ -44,6 +45,22 @@ export interface RolloutInput {
   readonly signal: AbortSignal;
   readonly logger: Logger;
   emit(event: KilnEventInput): void;
+  /**
+   * The values of a release's secrets (`instance.secrets`), by name, for its launches; called
+   * only for a release that has secrets. @defaultValue none: such a launch fails
+   */
+  secretValues?(release: LaunchableRelease): Promise<ReadonlyMap<string, SecretValue>>;
+}
+
+/**
+ * The `secrets` of a launch request for `release`: its secrets' values, read through
+ * `input.secretValues`; empty for a release without secrets.
+ * @throws KilnError INTERNAL when the release has secrets and the input cannot read them
+ */
+export async function launchSecrets(input: RolloutInput, release: LaunchableRelease): Promise<{ secrets?: ReadonlyMap<string, SecretValue> }> {
+  if (!release.instance.secrets || release.instance.secrets.length === 0) return {};
+  if (!input.secretValues) throw new KilnError("INTERNAL", `Release ${release.number} has secrets, but the rollout was given no way to read them.`);
+  return { secrets: await input.secretValues(release) };
 }
 
 /** The outcome of a rollout that failed. */
@@ -153,6 +170,7 @@ class RolloutRun {
         image: this.input.release.image,
         config: this.input.release.instance,
         count,
+        ...(await launchSecrets(this.input, this.input.release)),
       },
       this.ctx,
     );

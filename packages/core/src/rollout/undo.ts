@@ -2,7 +2,7 @@ import { gracePeriodOf } from "../plan/index.js";
 import { isRunning } from "../plan/replacement.js";
 import type { Instance } from "../provider/contract.js";
 import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
-import type { RolloutInput } from "./engine.js";
+import { launchSecrets, type RolloutInput } from "./engine.js";
 import { waitUntilHealthy } from "./health-gate.js";
 
 /** How long cleanup after a failed or cancelled rollout may take, at most (milliseconds). */
@@ -47,6 +47,7 @@ export async function undo(input: RolloutInput, launched: readonly Instance[], o
         image: previous.image,
         config: previous.instance,
         count: missing,
+        ...(await launchSecrets(input, previous)),
       },
       ctx,
     );

@@ -1,3 +1,4 @@
+import { distance } from "fastest-levenshtein";
 import { z } from "zod";
 import type { ProviderSectionKey, ProviderSpec } from "../provider/spec.js";
 import {
@@ -9,7 +10,11 @@ import {
   machineBuilderSchema,
   machineSchema,
   providerSchema,
+  buildSecretSchema,
+  dockerfileSchema,
   resourcesSchema,
+  secretSchema,
+  secretSourceSchema,
   specSchema,
   trafficSchema,
 } from "./schema.js";
@@ -75,11 +80,27 @@ function compose(registry: ProviderRegistry): ComposedSchemas {
     return shape;
   };
 
+  // A secret's source: core's `env` and `file`, and each provider's secret store by its name.
+  const storeShape: Record<string, z.ZodType> = {};
+  for (const [name, spec] of registry) {
+    if (!spec) storeShape[name] = z.unknown().optional();
+    else if (spec.secretSource) storeShape[name] = spec.secretSource.optional();
+  }
+  const secretFrom = described(secretSourceSchema.extend(storeShape), secretSourceSchema);
+  const secret = described(secretSchema.extend({ from: secretFrom }), secretSchema);
+  const secretKey = specSchema.shape.secrets.unwrap().keyType;
+  const secrets = z.record(secretKey, secret).default({}).describe(specSchema.shape.secrets.description ?? "");
+  const buildSecrets = z
+    .record(dockerfileSchema.shape.secrets.unwrap().keyType, described(buildSecretSchema.extend({ from: secretFrom }), buildSecretSchema))
+    .default({})
+    .describe(dockerfileSchema.shape.secrets.description ?? "");
+  const dockerfile = described(dockerfileSchema.extend({ secrets: buildSecrets }), dockerfileSchema);
+
   const instances = described(instancesSchema.extend(sections("instances", false)), instancesSchema);
   const base = described(machineBaseSchema.extend(sections("base", false)), machineBaseSchema);
   const builder = described(machineBuilderSchema.extend(sections("builder", false)), machineBuilderSchema);
   const machine = described(machineSchema.extend({ base: base.prefault({}), builder: builder.prefault({}) }), machineSchema);
-  const image = described(imageSchema.extend({ machine: machine.optional() }), imageSchema);
+  const image = described(imageSchema.extend({ dockerfile: dockerfile.prefault({}), machine: machine.optional() }), imageSchema);
   const loadBalancer = described(loadBalancerSchema.extend(sections("loadBalancer", false)), loadBalancerSchema);
   const traffic = described(trafficSchema.extend({ loadBalancer: loadBalancer.optional() }), trafficSchema);
 
@@ -88,7 +109,7 @@ function compose(registry: ProviderRegistry): ComposedSchemas {
     environmentSchema.extend({
       image: z
         .strictObject({
-          dockerfile: overrides.image.unwrap().shape.dockerfile,
+          dockerfile: dockerfile.partial().optional(),
           machine: machineSchema
             .partial()
             .extend({
@@ -102,6 +123,7 @@ function compose(registry: ProviderRegistry): ComposedSchemas {
         .partial()
         .extend({ resources: resourcesSchema.partial().optional(), ...sections("instances", true) })
         .optional(),
+      secrets: z.record(secretKey, secret.partial()).optional(),
       traffic: z
         .strictObject({
           proxy: overrides.traffic.unwrap().shape.proxy,
@@ -116,6 +138,7 @@ function compose(registry: ProviderRegistry): ComposedSchemas {
       image: image.prefault({}),
       instances: instances.prefault({}),
       traffic: traffic.prefault({}),
+      secrets,
       environments: z
         .record(specSchema.shape.environments.unwrap().keyType, environment)
         .default({})
@@ -167,19 +190,43 @@ export function providerRegistry(input: unknown, given: Readonly<Record<string, 
 
 /**
  * The provider names a spec (as written) uses: its top-level `provider` (`docker` when absent)
- * and each environment's, valid names only, without duplicates.
+ * and each environment's, and the secret stores its secrets are read from
+ * (`secrets.<name>.from.<provider>`, `image.dockerfile.secrets.<id>.from.<provider>`); valid
+ * names only, without duplicates. A source key that is a near-miss of `env` or `file` (`evn`)
+ * names no store: it stays an unknown key, with its did-you-mean.
  */
 export function providersNamedIn(input: unknown): string[] {
   const names = new Set<string>();
   const add = (value: unknown) => {
     if (typeof value === "string" && providerSchema.safeParse(value).success) names.add(value);
   };
+  const addStores = (secrets: unknown) => {
+    if (!isPlainObject(secrets)) return;
+    for (const secret of Object.values(secrets)) {
+      if (!isPlainObject(secret) || !isPlainObject(secret.from)) continue;
+      for (const key of Object.keys(secret.from)) if (!nearCoreSourceKey(key)) add(key);
+    }
+  };
+  const addTarget = (object: Record<string, unknown>) => {
+    addStores(object.secrets);
+    if (isPlainObject(object.image) && isPlainObject(object.image.dockerfile)) addStores(object.image.dockerfile.secrets);
+  };
   const object = isPlainObject(input) ? input : {};
   add(object.provider ?? "docker");
+  addTarget(object);
   if (isPlainObject(object.environments)) {
-    for (const environment of Object.values(object.environments)) if (isPlainObject(environment)) add(environment.provider);
+    for (const environment of Object.values(object.environments)) {
+      if (!isPlainObject(environment)) continue;
+      add(environment.provider);
+      addTarget(environment);
+    }
   }
   return [...names];
+}
+
+/** Whether a secret source's key is core's own (`env`, `file`) or a near-miss of one. */
+function nearCoreSourceKey(key: string): boolean {
+  return ["env", "file"].some((core) => distance(core, key) <= 2);
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

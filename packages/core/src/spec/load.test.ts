@@ -68,7 +68,7 @@ describe("parseSpec", () => {
     expect(spec.instances.count).toBe(3); // the key beside `<<` wins
     expect(spec.instances.env).toEqual({ LOG_FORMAT: "json" }); // merged in from the anchor
     expect(spec.instances.stopGracePeriodMs).toBe(5000);
-    expect(spec.image.dockerfile).toEqual({ context: "app", file: "Dockerfile", args: { NODE_ENV: "production" } });
+    expect(spec.image.dockerfile).toEqual({ context: "app", file: "Dockerfile", args: { NODE_ENV: "production" }, secrets: {} });
     expect(spec).not.toHaveProperty("x-defaults");
     expect(spec.instances).not.toHaveProperty("x-note");
     expect(Object.keys(environments).sort()).toEqual(["prod", "staging"]);

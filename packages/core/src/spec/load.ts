@@ -113,7 +113,7 @@ function parseWithLocator(text: string, options: ParseSpecOptions): { result: Sp
   }
 
   const result = validateSpec(input, options);
-  if (result.ok) return { result, locate };
+  if (result.ok) return { result: { ...result, value: { ...result.value, warnings: byPosition((result.value.warnings ?? []).map(locate)) } }, locate };
   return fail(byPosition(result.issues.map(locate)));
 }
 
@@ -198,7 +198,7 @@ export function checkSpecWith(loaded: LoadedSpec, providers: Readonly<Record<str
   const all = { ...providers };
   const result = validateSpec(loaded.validated.input, { providers: all });
   if (!result.ok) throw specInvalidError(byPosition(result.issues.map(loaded.locate)), loaded.file === OBJECT_SPEC_FILE ? "The spec object" : loaded.file);
-  return { ...loaded, validated: result.value };
+  return { ...loaded, validated: { ...result.value, warnings: byPosition((result.value.warnings ?? []).map(loaded.locate)) } };
 }
 
 type Position = Pick<SpecIssue, "file" | "line" | "column">;

@@ -2,6 +2,7 @@ import path from "node:path";
 import { closest, distance } from "fastest-levenshtein";
 import { KilnError } from "../errors.js";
 import type { InstanceConfig } from "../provider/contract.js";
+import type { SecretDelivery, SecretSource } from "../secrets/types.js";
 import { DEFAULT_ENVIRONMENT, type Target } from "../target.js";
 import { MEMORY_PATTERN, instancesSchema, type Spec } from "./schema.js";
 import type { ValidatedSpec } from "./validate.js";
@@ -119,6 +120,14 @@ export interface ResolvedRollout {
   readonly order: "start-first" | "stop-first";
 }
 
+/** A secret the instances receive, before its value is read: `SecretMount` without the digest. */
+export interface ResolvedSecret {
+  /** Its key under `secrets`. */
+  readonly name: string;
+  readonly source: SecretSource;
+  readonly to: SecretDelivery;
+}
+
 /** Everything Kiln needs to deploy one target, with paths absolute and units in bytes and milliseconds. */
 export interface ResolvedTarget {
   readonly target: Target;
@@ -129,7 +138,14 @@ export interface ResolvedTarget {
     readonly dockerfilePath: string;
     readonly args: Readonly<Record<string, string>>;
     readonly stage?: string;
+    /** Build secrets by id, where each value comes from (`image.dockerfile.secrets`); absent: none. */
+    readonly secrets?: Readonly<Record<string, SecretSource>>;
   };
+  /**
+   * The secrets the instances receive (`secrets`), sorted by name; absent: none. Their values are
+   * read, and their digests put in `instance.secrets`, when a deploy or plan prepares.
+   */
+  readonly secrets?: readonly ResolvedSecret[];
   /** How the machine image is baked, when the spec has `image.machine` (VM providers). */
   readonly machine?: ResolvedMachine;
   readonly count: number;
@@ -213,7 +229,21 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       dockerfilePath: path.resolve(contextDir, spec.image.dockerfile.file),
       args: { ...spec.image.dockerfile.args },
       ...(spec.image.dockerfile.target ? { stage: spec.image.dockerfile.target } : {}),
+      ...(Object.keys(spec.image.dockerfile.secrets).length > 0
+        ? { secrets: Object.fromEntries(Object.entries(spec.image.dockerfile.secrets).map(([id, secret]) => [id, secretSource(secret.from, baseDir)])) }
+        : {}),
     },
+    ...(Object.keys(spec.secrets).length > 0
+      ? {
+          secrets: Object.entries(spec.secrets)
+            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+            .map(([name, secret]): ResolvedSecret => ({
+              name,
+              source: secretSource(secret.from, baseDir),
+              to: secret.to?.file !== undefined ? { kind: "file", path: secret.to.file } : { kind: "env", name: secret.to?.env ?? name },
+            })),
+        }
+      : {}),
     ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, spec.provider, baseDir) } : {}),
     count,
     instance: {
@@ -267,6 +297,14 @@ function resolveMachine(machine: NonNullable<Spec["image"]["machine"]>, provider
     builder: sectionOf(machine.builder, provider),
     timeoutMs: machine.timeoutMs,
   };
+}
+
+/** A secret's source as a reference: a file's path made absolute, a provider's store by its name. */
+function secretSource(from: Spec["secrets"][string]["from"], baseDir: string): SecretSource {
+  if (from.env !== undefined) return { kind: "env", name: from.env };
+  if (from.file !== undefined) return { kind: "file", path: path.resolve(baseDir, from.file) };
+  const [provider, reference] = Object.entries(from).find(([key, value]) => key !== "env" && key !== "file" && value !== undefined) ?? ["", undefined];
+  return { kind: "store", provider, reference };
 }
 
 /** A provider's section in a place of the spec that holds one per provider (`instances`, `image.machine.base`, …). */

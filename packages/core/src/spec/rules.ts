@@ -1,4 +1,5 @@
 import type { ProviderSpec } from "../provider/spec.js";
+import { checkSecretRules } from "../secrets/rules.js";
 import { minimumHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable } from "./arithmetic.js";
 import type { SpecIssue } from "./issues.js";
 import type { Spec } from "./schema.js";
@@ -9,7 +10,7 @@ type Path = (string | number)[];
  * Core's own rules beyond types, for one target's merged settings (the top level, or one
  * environment after merging): port names unique and referenced right, one health check, host
  * ports, stop-first, the proxy, surge and unavailability, canary steps, the machine recipe, where
- * a load balancer belongs, and the health deadline. `provider` is the target's provider's spec,
+ * a load balancer belongs, the health deadline and secrets (`checkSecretRules`). `provider` is the target's provider's spec,
  * when it is loaded. Every issue's path starts with `prefix`. Pure.
  */
 export function checkSpecRules(spec: Spec, prefix: Path, provider: ProviderSpec | undefined): SpecIssue[] {
@@ -21,6 +22,7 @@ export function checkSpecRules(spec: Spec, prefix: Path, provider: ProviderSpec 
     ...checkRollout(spec, prefix),
     ...checkMachine(spec, prefix, provider),
     ...checkLoadBalancer(spec, prefix),
+    ...checkSecretRules(spec, prefix, provider),
   ];
 }
 

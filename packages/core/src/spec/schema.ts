@@ -18,6 +18,33 @@ export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|g
 const milliseconds = (description: string, least = 0) =>
   z.number().int().min(least, `expected at least ${least} ms`).describe(`${description} (milliseconds)`);
 
+/** An environment variable's name, as POSIX shells accept it. */
+const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Where a secret's value comes from: exactly one of `env`, `file`, or a provider's secret store
+ * `<provider>` (composed in by `composeSpecSchemas` from each provider's `ProviderSpec.secretSource`).
+ */
+export const secretSourceSchema = z
+  .strictObject({
+    env: z
+      .string()
+      .regex(ENV_NAME_PATTERN, "an environment variable name: letters, digits and _")
+      .optional()
+      .describe("An environment variable of the process that runs Kiln (the shell of `kiln deploy`, the server's environment)."),
+    file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("A file on the machine that runs Kiln, relative to the spec file's folder; its content, less one trailing newline. Keep it out of the build context."),
+  })
+  .describe("Where the secret's value comes from: exactly one of `env`, `file`, or a provider's secret store (`aws: { secretsManager: ... }`, as that provider's reference describes). Kiln reads it at each deploy and records only this reference and a keyed digest.");
+
+/** A build secret: a value a `RUN --mount=type=secret,id=<id>` step reads, never stored in the image. */
+export const buildSecretSchema = z
+  .strictObject({ from: secretSourceSchema })
+  .describe("A build secret: `RUN --mount=type=secret,id=<id>` reads it at /run/secrets/<id> (or `env=NAME`); it enters no layer, no history and no fingerprint (changing it alone rebuilds nothing).");
+
 /** Build an image from a Dockerfile (container providers). */
 export const dockerfileSchema = z
   .strictObject({
@@ -30,8 +57,12 @@ export const dockerfileSchema = z
     args: z
       .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a build argument name: letters, digits and _"), z.string())
       .default({})
-      .describe("Build arguments (`--build-arg`). They are part of the fingerprint: never put secrets here."),
+      .describe("Build arguments (`--build-arg`). They are part of the fingerprint and show in the image's history: a name that looks like a secret (`NPM_TOKEN`) is refused; declare it under `secrets` instead."),
     target: z.string().min(1).optional().describe("The build stage to stop at (`--target`)."),
+    secrets: z
+      .record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "a build secret id: letters, digits, _, . and -, at most 64 characters"), buildSecretSchema)
+      .default({})
+      .describe("Build secrets by id, for `RUN --mount=type=secret,id=<id>` (Docker builds them with BuildKit; see docs/secrets.md)."),
   })
   .describe("Build a container image from a Dockerfile.");
 
@@ -107,6 +138,26 @@ export const resourcesSchema = z
     cpus: z.number().positive().max(512).optional().describe("CPU limit in cores (0.5 = half a core)."),
   })
   .describe("Resource limits of each instance; no limit where a key is absent.");
+
+/** How each instance receives a secret: exactly one of `env` and `file`. */
+export const secretDeliverySchema = z
+  .strictObject({
+    env: z.string().regex(ENV_NAME_PATTERN, "an environment variable name: letters, digits and _").optional().describe("As this environment variable."),
+    file: z
+      .string()
+      .regex(/^\/[^\0]*[^/]$/, "an absolute file path, such as /run/secrets/db-password")
+      .optional()
+      .describe("As a file at this absolute path (Docker: on a memory-backed mount, read-only, never on disk)."),
+  })
+  .describe("How each instance receives the secret: exactly one of `env` and `file`. Default: an environment variable named as the secret.");
+
+/** One secret of the instances: where its value comes from and how each instance receives it. */
+export const secretSchema = z
+  .strictObject({
+    from: secretSourceSchema,
+    to: secretDeliverySchema.optional(),
+  })
+  .describe("A secret each instance receives. State, history, plans, events and the HTTP API hold only its reference and a keyed digest: a changed value makes a new release without showing it.");
 
 /** The instances of a release. */
 export const instancesSchema = z
@@ -265,6 +316,9 @@ export const environmentSchema = z
       .extend({ http: httpCheckSchema.partial().optional(), tcp: tcpCheckSchema.partial().optional(), command: commandCheckSchema.partial().optional() })
       .optional(),
     rollout: rolloutSchema.partial().optional(),
+    secrets: z
+      .record(z.string().regex(ENV_NAME_PATTERN, "a secret name: letters, digits and _"), secretSchema.partial())
+      .optional(),
     traffic: z
       .strictObject({
         proxy: proxySchema.partial().optional(),
@@ -285,6 +339,10 @@ export const specSchema = z
     health: healthSchema.prefault({}),
     rollout: rolloutSchema.prefault({}),
     traffic: trafficSchema.prefault({}),
+    secrets: z
+      .record(z.string().regex(ENV_NAME_PATTERN, "a secret name: letters, digits and _ (it is the default environment variable name)"), secretSchema)
+      .default({})
+      .describe("Secrets the instances receive, by name: each says where its value comes from (`from`) and how instances get it (`to`). See docs/secrets.md."),
     environments: z
       .record(nameSchema("an environment name"), environmentSchema)
       .default({})
@@ -300,14 +358,19 @@ type CoreEnvironmentInput = z.input<typeof environmentSchema>;
 type CoreMachineInput = NonNullable<NonNullable<CoreSpecInput["image"]>["machine"]>;
 type CoreEnvironmentMachineInput = NonNullable<NonNullable<CoreEnvironmentInput["image"]>["machine"]>;
 
-/** Adds provider sections to the places that hold them: `instances`, `image.machine.base`/`builder`, `traffic.loadBalancer`. */
-type WithSections<T extends { instances?: unknown; image?: unknown; traffic?: unknown }, Machine extends object> = Omit<T, "instances" | "image" | "traffic"> & {
+/** A secret's source as written: core's `env` or `file`, or a provider's store section (`aws: {...}`). */
+type SecretFromInput = z.input<typeof secretSourceSchema> & ProviderSectionsInput;
+
+/** Adds provider sections to the places that hold them: `instances`, `image.machine.base`/`builder`, `traffic.loadBalancer`, secret sources. */
+type WithSections<T extends { instances?: unknown; image?: unknown; traffic?: unknown }, Machine extends object> = Omit<T, "instances" | "image" | "traffic" | "secrets"> & {
   instances?: NonNullable<T["instances"]> & ProviderSectionsInput;
-  image?: Omit<NonNullable<T["image"]>, "machine"> & {
+  image?: Omit<NonNullable<T["image"]>, "machine" | "dockerfile"> & {
+    dockerfile?: Omit<NonNullable<NonNullable<CoreSpecInput["image"]>["dockerfile"]>, "secrets"> & { secrets?: Record<string, { from: SecretFromInput }> };
     // Core's own `base` and `builder` hold nothing but provider sections.
     machine?: Omit<Machine, "base" | "builder"> & { base?: ProviderSectionsInput; builder?: ProviderSectionsInput };
   };
   traffic?: Omit<NonNullable<T["traffic"]>, "loadBalancer"> & { loadBalancer?: ProviderSectionsInput };
+  secrets?: Record<string, { from?: SecretFromInput; to?: z.input<typeof secretDeliverySchema> }>;
 };
 
 /** One environment's overrides as written, provider sections included. */

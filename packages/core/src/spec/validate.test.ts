@@ -16,11 +16,12 @@ describe("validateSpec", () => {
     expect(result.value.spec).toEqual({
       service: "web",
       provider: "docker",
-      image: { dockerfile: { context: ".", file: "Dockerfile", args: {} } },
+      image: { dockerfile: { context: ".", file: "Dockerfile", args: {}, secrets: {} } },
       instances: { count: 1, ports: [], env: {}, labels: {}, resources: {}, stopGracePeriodMs: 10_000 },
       health: { intervalMs: 1000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3, startPeriodMs: 0, stabilityWindowMs: 0 },
       rollout: { strategy: "rolling", maxSurge: 1, maxUnavailable: 0, pauseBetweenBatchesMs: 0, bakeTimeMs: 0, autoRollback: true, order: "start-first" },
       traffic: {},
+      secrets: {},
       environments: {},
     });
     expect(result.value.environments).toEqual({});

@@ -7,6 +7,7 @@ import { formatPath, specInvalidError, type SpecIssue } from "./issues.js";
 import { withSuggestion } from "./keys.js";
 import { resolveTarget } from "./resolve.js";
 import { checkSpecRules } from "./rules.js";
+import { secretWarnings } from "../secrets/rules.js";
 import type { Spec } from "./schema.js";
 
 /** A spec that passed validation, with every environment already merged and defaulted. */
@@ -23,6 +24,12 @@ export interface ValidatedSpec {
    * before it uses that provider.
    */
   readonly checkedProviders: readonly string[];
+  /**
+   * What is allowed but probably a mistake, each with its key path (and position, for a file):
+   * an `instances.env` key that looks like a secret. `kiln validate`, `plan` and `deploy` print
+   * them; nothing is refused. @defaultValue none
+   */
+  readonly warnings?: readonly SpecIssue[];
 }
 
 /** Result of {@link validateSpec}: either a spec or every issue found, never both. */
@@ -54,14 +61,18 @@ export function stripExtensionKeys(value: unknown): unknown {
   return out;
 }
 
+/** Keys whose value an environment replaces whole: a secret's `from` and `to` name one thing each. */
+const REPLACED_KEYS = new Set(["from", "to"]);
+
 /**
  * Deep-merges an environment's overrides over the top-level settings: objects merge key by key,
- * arrays and scalars replace. Pure; neither input is changed.
+ * arrays and scalars replace, and so do a secret's `from` and `to` (an environment that reads a
+ * secret from a file instead of a variable means the file only). Pure; neither input is changed.
  */
 export function mergeOverrides(base: unknown, overrides: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(overrides)) return overrides === undefined ? base : overrides;
   const out: Record<string, unknown> = { ...base };
-  for (const [key, child] of Object.entries(overrides)) out[key] = mergeOverrides(base[key], child);
+  for (const [key, child] of Object.entries(overrides)) out[key] = REPLACED_KEYS.has(key) && child !== undefined ? child : mergeOverrides(base[key], child);
   return out;
 }
 
@@ -90,6 +101,7 @@ export function validateSpec(input: unknown, options: ValidateOptions = {}): Spe
 
   const spec = parsed.data as Spec;
   issues.push(...targetIssues(spec, [], registry));
+  const warnings = secretWarnings(spec, []);
   const environments: Record<string, Spec> = {};
   const { environments: rawEnvironments = {}, ...rawBase } = cleaned as { environments?: Record<string, unknown> };
   for (const [name, rawOverrides] of Object.entries(rawEnvironments)) {
@@ -104,11 +116,13 @@ export function validateSpec(input: unknown, options: ValidateOptions = {}): Spe
     const topLevel = new Set(issues.filter((issue) => issue.path[0] !== "environments").map((issue) => `${formatPath(issue.path)}\u0000${issue.message}`));
     const own = targetIssues(merged.data as Spec, envPath, registry, name);
     issues.push(...own.filter((issue) => !topLevel.has(`${formatPath(issue.path.slice(2))}\u0000${issue.message}`)));
+    const inherited = new Set(warnings.map((warning) => formatPath(warning.path)));
+    warnings.push(...secretWarnings(merged.data as Spec, envPath).filter((warning) => !inherited.has(formatPath(warning.path.slice(2)))));
     environments[name] = merged.data as Spec;
   }
   if (issues.length > 0) return { ok: false, issues };
   const checkedProviders = [...registry].filter(([, providerSpec]) => providerSpec !== undefined).map(([providerName]) => providerName);
-  return { ok: true, value: { spec, environments, input: cleaned, checkedProviders }, issues: [] };
+  return { ok: true, value: { spec, environments, input: cleaned, checkedProviders, warnings }, issues: [] };
 }
 
 /**

@@ -156,6 +156,12 @@ export interface TargetState {
   lease?: Lease;
   /** The last fencing token granted for this target (0 or absent: none yet). */
   fencingToken?: number;
+  /**
+   * The key of the target's secret digests (`SecretMount.digest`): 32 random bytes, base64, made
+   * by the first deploy with secrets. Never printed or served: status, history and the HTTP API
+   * show releases and rollouts, not this. Losing it makes the next deploy a new release.
+   */
+  secretDigestKey?: string;
 }
 
 /** An exclusive, leased hold on one target; release it when the rollout ends. */
