@@ -89,6 +89,10 @@ describe("secrets in a deploy", () => {
     const everything = [await stateText(), JSON.stringify(events), JSON.stringify(result), JSON.stringify(await kiln.status({ target: "web" })), JSON.stringify(await kiln.history({ target: "web" }))].join("\n");
     for (const form of [VALUE, JSON.stringify(VALUE).slice(1, -1), Buffer.from(VALUE).toString("base64")]) expect(everything).not.toContain(form);
     expect(everything).toContain("TEST_DB_PASSWORD"); // the reference is there
+    const key = (JSON.parse(await stateText()) as { state: { secretDigestKey?: string } }).state.secretDigestKey;
+    expect(key).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+    const shown = JSON.stringify([await kiln.status({ target: "web" }), await kiln.history({ target: "web" })]);
+    expect(shown).not.toContain(key!); // the digest key is never shown
   });
 
   it("makes a new release when a value changes, and none when it does not", async () => {
@@ -98,6 +102,9 @@ describe("secrets in a deploy", () => {
     const first = await kiln.deploy({ spec: spec(), baseDir: dir });
     expect((await kiln.deploy({ spec: spec(), baseDir: dir })).outcome).toBe("unchanged");
     env.TEST_DB_PASSWORD = "second";
+    const plan = await kiln.plan({ spec: spec(), baseDir: dir });
+    expect(plan.changes.join("\n")).toContain("secrets: DB_PASSWORD (env, changed), TLS_KEY (file /run/secrets/tls.key)");
+    expect(plan.changes.join("\n")).not.toContain("second");
     const second = await kiln.deploy({ spec: spec(), baseDir: dir });
     expect(second.outcome).toBe("deployed");
     expect(second.release.number).toBe(first.release.number + 1);

@@ -25,10 +25,11 @@ export async function status(context: OperationContext, options: TargetOptions):
   return { target, release, instances, drift: describeDrift(release, instances), activeRollout, lock };
 }
 
-/** `Kiln.history`: every release and rollout of the target, newest first. */
+/** `Kiln.history`: every release and rollout of the target, newest first; never the secret digest key. */
 export async function history(context: OperationContext, options: TargetOptions): Promise<TargetState> {
   const { target } = await context.targetOf(options);
-  const state = await context.store.read(target);
+  // The key of the secret digests stays in the store: with it, a digest could be checked against guesses.
+  const { secretDigestKey: _key, ...state } = await context.store.read(target);
   return { ...state, releases: [...state.releases].reverse(), rollouts: [...state.rollouts].reverse() };
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { InstanceConfig, ProviderLimits } from "../provider/contract.js";
+import type { SecretMount } from "../secrets/types.js";
 import type { ResolvedTraffic } from "../spec/resolve.js";
 import type { ReleaseRecord, TargetState } from "../state/types.js";
 import { describeHealth } from "./format.js";
@@ -67,6 +68,8 @@ export function planDeploy(input: PlanInput): DeployPlan {
       changes.push(`  traffic: the ${resolved.provider} provider's load balancer (traffic.loadBalancer.${resolved.provider}); new instances join after their gate, old ones are drained before they stop`);
     }
     for (const line of input.providerLines ?? []) changes.push(`  ${line}`);
+    const secrets = secretsLine(resolved.instance.secrets ?? [], current?.instance.secrets);
+    if (secrets) changes.push(`  ${secrets}`);
   }
   return { target: resolved.target, fingerprint, configHash, image, rollout, noop: image.action === "reuse" && rollout.action === "none", changes };
 }
@@ -133,4 +136,22 @@ function stableJson(value: unknown): string {
       .join(",")}}`;
   }
   return JSON.stringify(value);
+}
+
+/**
+ * `secrets: DB_PASSWORD (env, changed), TLS_KEY (file /run/secrets/tls.key, new)`: each secret of
+ * the release and how it reaches instances, with what changed since the current release's
+ * (`before`; undefined on a first release), by digest: the plan never sees a value. Undefined
+ * without secrets.
+ */
+function secretsLine(secrets: readonly SecretMount[], before: readonly SecretMount[] | undefined): string | undefined {
+  if (secrets.length === 0) return undefined;
+  const previous = before === undefined ? undefined : new Map(before.map((mount) => [mount.name, mount.digest]));
+  const parts = secrets.map((mount) => {
+    const how = mount.to.kind === "env" ? (mount.to.name === mount.name ? "env" : `env ${mount.to.name}`) : `file ${mount.to.path}`;
+    const was = previous?.get(mount.name);
+    const change = previous === undefined ? "" : was === undefined ? ", new" : was === mount.digest ? "" : ", changed";
+    return `${mount.name} (${how}${change})`;
+  });
+  return `secrets: ${parts.join(", ")}; values are read at deploy time, never recorded`;
 }
