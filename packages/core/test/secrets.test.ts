@@ -14,6 +14,7 @@ import {
   looksLikeSecretName,
   parseSpec,
   validateSpec,
+  type ImageRecipe,
   type KilnEvent,
   type LaunchRequest,
   type Provider,
@@ -47,8 +48,16 @@ function spec(overrides: Partial<SpecInput> = {}): SpecInput {
 /** A Kiln on the memory provider whose launches are recorded, with `env` as its secret variables. */
 function setup(env: Record<string, string | undefined>, provider: Provider = createMemoryProvider()) {
   const launches: LaunchRequest[] = [];
+  const builds: ImageRecipe[] = [];
   const recorded: Provider = {
     ...provider,
+    images: {
+      ...provider.images,
+      build: (recipe, ctx) => {
+        builds.push(recipe);
+        return provider.images.build(recipe, ctx);
+      },
+    },
     instances: {
       ...provider.instances,
       launch: (request, ctx) => {
@@ -59,7 +68,7 @@ function setup(env: Record<string, string | undefined>, provider: Provider = cre
   };
   const events: KilnEvent[] = [];
   const kiln = createKiln({ providers: { memory: recorded }, dataDir: path.join(dir, ".kiln"), env, onEvent: (event) => events.push(event) });
-  return { kiln, launches, events };
+  return { kiln, launches, builds, events };
 }
 
 async function stateText(): Promise<string> {
@@ -71,9 +80,12 @@ async function stateText(): Promise<string> {
 describe("secrets in a deploy", () => {
   it("hands the values to every launch and records only references and keyed digests", async () => {
     await writeFile(path.join(dir, "tls.key"), `${VALUE}-file\n`);
-    const { kiln, launches, events } = setup({ TEST_DB_PASSWORD: VALUE });
+    const { kiln, launches, builds, events } = setup({ TEST_DB_PASSWORD: VALUE });
     const result = await kiln.deploy({ spec: spec(), baseDir: dir });
     expect(result.outcome).toBe("deployed");
+    // The secret's file lies in the build context, and is never sent to the build.
+    expect(builds[0]?.dockerfile?.files).toEqual(expect.arrayContaining(["app.txt"]));
+    expect(builds[0]?.dockerfile?.files).not.toContain("tls.key");
     expect(launches.length).toBeGreaterThan(0);
     for (const launch of launches) {
       expect(launch.secrets?.get("DB_PASSWORD")?.reveal()).toBe(VALUE);

@@ -58,6 +58,11 @@ export interface KilnServerOptions {
   readonly pollIntervalMs?: number;
   /** Structured JSON logs. @defaultValue pino to stdout at `info` */
   readonly logger?: Logger;
+  /**
+   * The variables that secrets written `from: { env: NAME }` are read from: the server's, never
+   * the caller's (an HTTP request names a secret, it never carries one). @defaultValue process.env
+   */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** A Kiln server: the HTTP app, the deployment runner, and their resources. */
@@ -111,7 +116,7 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const metrics = createMetrics();
   const specRoot = path.resolve(options.specRoot ?? process.cwd());
   const services = Object.fromEntries(Object.entries(options.services ?? {}).map(([name, file]) => [name, path.resolve(file)]));
-  const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs });
+  const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs, ...(options.env ? { env: options.env } : {}) });
   const authenticator = createAuthenticator(options.tokens);
   const page = statusPage();
   const runner: Runner = startRunner({

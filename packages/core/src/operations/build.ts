@@ -48,7 +48,8 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
   const providerSpec = provider.spec ?? DEFAULT_PROVIDER_SPEC;
   assertCapabilities(provider, providerSpec, resolved);
   await provider.ping(ctx);
-  const exclude = specExclusions(file, baseDir, context.dataDir);
+  // A secret read from a file beside the spec must never be sent to a build either.
+  const exclude = [...specExclusions(file, baseDir, context.dataDir), ...secretFiles(resolved)];
   const signal = spec.signal ? { signal: spec.signal } : {};
   const fingerprint =
     providerSpec.imageFormat === "machine"
@@ -200,4 +201,10 @@ function assertCapabilities(provider: Provider, providerSpec: ProviderSpec, reso
  */
 function specExclusions(file: string, baseDir: string, dataDir: string): string[] {
   return file === OBJECT_SPEC_FILE ? [dataDir, path.join(baseDir, "kiln.yaml"), path.join(baseDir, "kiln.yml")] : [dataDir, file];
+}
+
+/** The files secrets are read from (`from.file`, runtime and build secrets): never part of an image. */
+function secretFiles(resolved: ResolvedTarget): string[] {
+  const sources = [...(resolved.secrets ?? []).map((secret) => secret.source), ...Object.values(resolved.build.secrets ?? {})];
+  return sources.flatMap((source) => (source.kind === "file" ? [source.path] : []));
 }
