@@ -151,7 +151,12 @@ export async function run(
       return EXIT_CODES.success;
     }));
 
-  common(program.command("validate").description("check the spec and report every problem with file:line:column"))
+  common(
+    program
+      .command("validate")
+      .description("check the spec and report every problem with file:line:column")
+      .addHelpText("after", "\nWarnings (printed, never refused): an instances.env key that looks like a secret (DB_PASSWORD,\nAPI_KEY, ...), since env values are recorded in state; move it to secrets (docs/secrets.md)."),
+  )
     .action(action(async (options, output) => {
       const core = await import("@kilnjs/core");
       const loaded = await core.loadSpec(specPath(options));
@@ -210,7 +215,10 @@ export async function run(
     program
       .command("deploy")
       .description("build if needed, create a release and roll it out; undo it if health checks fail")
-      .addHelpText("after", "\nA rollout left unfinished by a process that died (kill -9, a crash) is recovered first: its\nrelease is resumed when the spec still asks for it, and leftovers are retired once the new\ninstances are healthy. See kiln rollout --help."),
+      .addHelpText(
+        "after",
+        "\nA rollout left unfinished by a process that died (kill -9, a crash) is recovered first: its\nrelease is resumed when the spec still asks for it, and leftovers are retired once the new\ninstances are healthy. See kiln rollout --help.\n\nSecrets (the spec's secrets and image.dockerfile.secrets) are read at each deploy from this\nprocess's environment (from.env), files (from.file) or a provider's secret store; only their\nreferences and keyed digests are recorded, and a changed value makes a new release. See\ndocs/secrets.md.",
+      ),
   )
     .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
     .action(
