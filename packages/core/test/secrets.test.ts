@@ -160,6 +160,35 @@ describe("secrets in a deploy", () => {
   });
 });
 
+describe("build secrets", () => {
+  it("reach the build as values, outside the fingerprint, and are cut out of its output", async () => {
+    const memory = createMemoryProvider();
+    const printing: Provider = {
+      ...memory,
+      images: {
+        ...memory.images,
+        build: (recipe, ctx) => {
+          // A careless RUN step that prints the secret.
+          ctx.emit({ type: "image.build.log", message: `token is ${recipe.dockerfile?.secrets?.get("npm")?.reveal() ?? "missing"}` });
+          return memory.images.build(recipe, ctx);
+        },
+      },
+    };
+    const env: Record<string, string> = { NPM_TOKEN: VALUE };
+    const { kiln, builds, events } = setup(env, printing);
+    const withBuildSecret = spec({ secrets: {}, image: { dockerfile: { secrets: { npm: { from: { env: "NPM_TOKEN" } } } } } });
+    const first = await kiln.build({ spec: withBuildSecret, baseDir: dir });
+    expect(builds[0]?.dockerfile?.secrets?.get("npm")?.reveal()).toBe(VALUE);
+    const logs = events.filter((event) => event.type === "image.build.log").map((event) => JSON.stringify(event));
+    expect(logs.join("\n")).toContain("token is [secret]");
+    expect(JSON.stringify(events)).not.toContain(VALUE);
+    env.NPM_TOKEN = "another";
+    const second = await kiln.build({ spec: withBuildSecret, baseDir: dir });
+    expect(second.built).toBe(false); // a build secret is not part of the fingerprint
+    expect(second.fingerprint.fingerprint).toBe(first.fingerprint.fingerprint);
+  });
+});
+
 describe("secret values", () => {
   it("never show themselves when printed, serialised or inspected", () => {
     const value = new SecretValue(VALUE);

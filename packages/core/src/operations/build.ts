@@ -14,7 +14,7 @@ import { OBJECT_SPEC_FILE } from "../spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "../spec/resolve.js";
 import type { TargetState } from "../state/types.js";
 import { newSecretDigestKey, readSecret, readSecrets, type SecretSources } from "../secrets/read.js";
-import type { SecretValue } from "../secrets/value.js";
+import { REDACTED, type SecretValue } from "../secrets/value.js";
 import { DEFAULT_ENVIRONMENT, formatTarget } from "../target.js";
 import type { BuildResult, SpecOptions } from "../kiln.js";
 import type { Emit, OperationContext } from "./context.js";
@@ -152,7 +152,8 @@ export async function buildImage(
           },
           ...labels,
         };
-  const image = await provider.images.build(recipe, ctx);
+  // A RUN step that prints a build secret must not carry it into Kiln's events and logs.
+  const image = await provider.images.build(recipe, secrets.size > 0 ? redactingContext(ctx, [...secrets.values()]) : ctx);
   emit({ type: "image.built", fingerprint: fingerprint.fingerprint, imageId: image.id, durationMs: Date.now() - startedAt });
   return image;
 }
@@ -207,4 +208,15 @@ function specExclusions(file: string, baseDir: string, dataDir: string): string[
 function secretFiles(resolved: ResolvedTarget): string[] {
   const sources = [...(resolved.secrets ?? []).map((secret) => secret.source), ...Object.values(resolved.build.secrets ?? {})];
   return sources.flatMap((source) => (source.kind === "file" ? [source.path] : []));
+}
+
+/** `ctx` whose build output lines (`image.build.log`, `image.build.step`) have each of `secrets` replaced by `[secret]`. */
+function redactingContext(ctx: ProviderContext, secrets: readonly SecretValue[]): ProviderContext {
+  const values = secrets.map((secret) => secret.reveal()).filter((value) => value.length > 0);
+  const redact = (text: string) => values.reduce((out, value) => out.split(value).join(REDACTED), text);
+  return {
+    ...ctx,
+    emit: (progress) =>
+      ctx.emit(progress.type === "image.build.log" ? { ...progress, message: redact(progress.message) } : { ...progress, description: redact(progress.description) }),
+  };
 }
