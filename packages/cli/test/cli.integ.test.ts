@@ -307,7 +307,7 @@ describe.skipIf(!engine)("kiln CLI against a real Docker engine", () => {
         name: 'a wrong type (count: "three")',
         edit: (spec) => replaceOnce(spec, "  count: 3\n", '  count: "three"\n'),
         marker: '  count: "three"',
-        expect: [/instances\.count/, /expected number/],
+        expect: [/instances\.count/, /expected a number/],
       },
       {
         name: "tab indentation",

@@ -18,6 +18,14 @@ export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|g
 const milliseconds = (description: string, least = 0) =>
   z.number().int().min(least, `expected at least ${least} ms`).describe(`${description} (milliseconds)`);
 
+/**
+ * A value of a free-form map (`env`, `labels`, `args`): text, or a number or boolean taken as its
+ * text, since YAML reads `PORT: 8080` as a number and `DEBUG: true` as a boolean.
+ */
+const scalarText = z
+  .union([z.string(), z.number(), z.boolean()], { error: "expected text (a string), a number or true/false" })
+  .transform((value) => String(value));
+
 /** An environment variable's name, as POSIX shells accept it. */
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -55,7 +63,7 @@ export const dockerfileSchema = z
       .default("Dockerfile")
       .describe("The Dockerfile, relative to the context folder; it may lie outside the context (`../Dockerfile`)."),
     args: z
-      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a build argument name: letters, digits and _"), z.string())
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a build argument name: letters, digits and _"), scalarText)
       .default({})
       .describe("Build arguments (`--build-arg`). They are part of the fingerprint and show in the image's history: a name that looks like a secret (`NPM_TOKEN`) is refused; declare it under `secrets` instead."),
     target: z.string().min(1).optional().describe("The build stage to stop at (`--target`)."),
@@ -165,10 +173,10 @@ export const instancesSchema = z
     count: z.number().int().min(1).max(1000).default(1).describe("How many instances run."),
     ports: z.array(portSchema).default([]).describe("Ports the instances listen on."),
     env: z
-      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name: letters, digits and _"), z.string())
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name: letters, digits and _"), scalarText)
       .default({})
-      .describe("Environment variables. They are recorded in the release: never put secrets here."),
-    labels: z.record(z.string().min(1), z.string()).default({}).describe("Extra labels on each instance."),
+      .describe("Environment variables. A number or true/false is taken as its text (`PORT: 8080` is \"8080\"; quote a value to keep it as written, such as \"1.10\"). They are recorded in the release: secrets go in `secrets`."),
+    labels: z.record(z.string().min(1), scalarText).default({}).describe("Extra labels on each instance (numbers and true/false taken as their text)."),
     command: z.array(z.string()).min(1).optional().describe("Command to run instead of the image's default."),
     resources: resourcesSchema.prefault({}),
     stopGracePeriodMs: milliseconds("How long an instance may take to stop after SIGTERM before it is killed").default(10_000),

@@ -50,7 +50,7 @@ describe("validateSpec", () => {
     const issues = issuesOf(validateSpec({ instances: { count: "three" } }));
     expect(issues).toEqual(
       expect.arrayContaining([
-        { path: ["service"], kind: "invalid-type", message: "required: expected string" },
+        { path: ["service"], kind: "invalid-type", message: "required: expected a string" },
         expect.objectContaining({ path: ["instances", "count"], kind: "invalid-type" }),
       ]),
     );
@@ -220,5 +220,59 @@ describe("traffic and pinned host ports", () => {
     expect(issuesOf(validateSpec({ service: "web", instances: { ports: [{ name: "http", port: 8080 }] }, traffic: { proxy: { port: 8080, targetPort: "admin" } } }))).toEqual([
       expect.objectContaining({ path: ["traffic", "proxy", "targetPort"], kind: "reference" }),
     ]);
+  });
+});
+
+describe("messages in Kiln's words", () => {
+  const issuesFor = (input: unknown) => {
+    const result = validateSpec(input);
+    return result.ok ? [] : result.issues;
+  };
+
+  it("says what is allowed instead of the schema library's wording", () => {
+    const issues = issuesFor({ service: "web", instances: { count: 0, env: { "9BAD": "x" } }, health: { http: { port: 70000 } }, rollout: { steps: [] } });
+    const messages = issues.map((issue) => issue.message).join("\n");
+    expect(messages).not.toMatch(/Too small|Too big|Invalid input|Invalid key in record|Invalid option/);
+    const byPath = Object.fromEntries(issues.map((issue) => [issue.path.join("."), issue.message]));
+    expect(byPath["instances.count"]).toBe("must be at least 1");
+    expect(byPath["instances.env.9BAD"]).toBe("an environment variable name: letters, digits and _");
+    expect(byPath["health.http.port"]).toBe("must be at most 65535");
+    expect(byPath["rollout.steps"]).toBe("needs at least 1 item");
+  });
+
+  it("suggests the enum value that was probably meant", () => {
+    const [issue] = issuesFor({ service: "web", rollout: { strategy: "rollin" } });
+    expect(issue).toMatchObject({ path: ["rollout", "strategy"], suggestion: "rolling" });
+    expect(issue!.message).toBe('must be one of "rolling", "blue-green", "canary", not "rollin" (a string)');
+    expect(issuesFor({ service: "web", rollout: { strategy: "zzz" } })[0]).not.toHaveProperty("suggestion");
+  });
+
+  it("takes numbers and booleans in env, labels and args as their text", () => {
+    const result = validateSpec({ service: "web", instances: { env: { PORT: 8080, DEBUG: true }, labels: { tier: 2 } }, image: { dockerfile: { args: { VERSION: 3 } } } });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.value.spec.instances.env).toEqual({ PORT: "8080", DEBUG: "true" });
+    expect(result.value.spec.instances.labels).toEqual({ tier: "2" });
+    expect(result.value.spec.image.dockerfile.args).toEqual({ VERSION: "3" });
+    const [issue] = issuesFor({ service: "web", instances: { env: { LIST: [1] } } });
+    expect(issue).toMatchObject({ path: ["instances", "env", "LIST"], message: "expected text (a string), a number or true/false" });
+  });
+});
+
+describe("every problem at once", () => {
+  it("reports a bad port reference beside the schema's problems", () => {
+    const result = validateSpec({ service: "Web_App", instances: { count: 0, ports: [{ name: "http", port: 8080 }] }, health: { http: { port: "htp" } }, rollout: { strategy: "rollin" } });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    const paths = result.issues.map((issue) => issue.path.join("."));
+    expect(paths).toEqual(expect.arrayContaining(["service", "instances.count", "rollout.strategy", "health.http.port"]));
+    expect(result.issues.find((issue) => issue.path.join(".") === "health.http.port")!.message).toMatch(/"htp" is not a port name from instances.ports \("http"\)/);
+  });
+
+  it("does not report a reference into ports that the schema refused", () => {
+    const result = validateSpec({ service: "web", instances: { ports: [{ name: "http", port: "x" }] }, health: { http: { port: "http" } } });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.issues.map((issue) => issue.path.join("."))).toEqual(["instances.ports.0.port"]);
   });
 });

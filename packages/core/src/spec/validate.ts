@@ -6,6 +6,7 @@ import { composeSpecSchemas, providerRegistry, providersNamedIn, type ComposedSc
 import { formatPath, specInvalidError, type SpecIssue } from "./issues.js";
 import { withSuggestion } from "./keys.js";
 import { resolveTarget } from "./resolve.js";
+import { describeIssue } from "./messages.js";
 import { checkSpecRules } from "./rules.js";
 import { secretWarnings } from "../secrets/rules.js";
 import type { Spec } from "./schema.js";
@@ -95,8 +96,10 @@ export function validateSpec(input: unknown, options: ValidateOptions = {}): Spe
   const registry = providerRegistry(cleaned, options.providers);
   const schemas = composeSpecSchemas(registry);
   const issues: SpecIssue[] = [];
-  const parsed = schemas.spec.safeParse(cleaned);
+  // The input in each issue lets messages say what was given ("not "rollin""), and suggest.
+  const parsed = schemas.spec.safeParse(cleaned, { reportInput: true });
   if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues, [], schemas, registry));
+  if (!parsed.success && isPlainObject(cleaned)) issues.push(...salvagedRuleIssues(cleaned, parsed.error.issues, schemas, registry));
   if (!parsed.success || !isPlainObject(cleaned)) return { ok: false, issues };
 
   const spec = parsed.data as Spec;
@@ -107,7 +110,7 @@ export function validateSpec(input: unknown, options: ValidateOptions = {}): Spe
   for (const [name, rawOverrides] of Object.entries(rawEnvironments)) {
     const envPath = ["environments", name];
     if (!schemas.environment.safeParse(rawOverrides).success) continue; // already reported by the whole-spec parse
-    const merged = schemas.spec.safeParse({ ...(mergeOverrides(rawBase, rawOverrides) as object), environments: {} });
+    const merged = schemas.spec.safeParse({ ...(mergeOverrides(rawBase, rawOverrides) as object), environments: {} }, { reportInput: true });
     if (!merged.success) {
       issues.push(...fromZodIssues(merged.error.issues, envPath, schemas, registry));
       continue;
@@ -140,6 +143,47 @@ export function providersOf(validated: Pick<ValidatedSpec, "input">): string[] {
   return providersNamedIn(validated.input);
 }
 
+/**
+ * The rule problems (a health check naming a port that does not exist, …) of a spec whose schema
+ * check failed, so that every problem is reported at once: the values the schema refused are
+ * left out (their defaults take their place; a missing `service` gets a stand-in), and the rules
+ * run on what remains. A rule problem at, above or below a value left out is not reported (it
+ * may be a consequence), nor is a reference into `instances.ports` when a port was left out.
+ */
+function salvagedRuleIssues(cleaned: Record<string, unknown>, zodIssues: readonly z.core.$ZodIssue[], schemas: ComposedSchemas, registry: ProviderRegistry): SpecIssue[] {
+  const salvaged = structuredClone(cleaned);
+  const removed: (string | number)[][] = [];
+  for (const issue of zodIssues) {
+    const path = issue.path.filter((part): part is string | number => typeof part !== "symbol");
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) removeAt(salvaged, [...path, key]);
+      continue;
+    }
+    // An array's bad element goes with its array (removing it would shift the others' indexes).
+    const at = path.findIndex((part) => typeof part === "number");
+    const cut = at >= 0 ? path.slice(0, at) : path;
+    if (cut.length === 0) continue;
+    removeAt(salvaged, cut);
+    removed.push(cut);
+  }
+  if (typeof salvaged.service !== "string") salvaged.service = "service";
+  const parsed = schemas.spec.safeParse(salvaged);
+  if (!parsed.success) return [];
+  const overlaps = (path: readonly (string | number)[]) => removed.some((cut) => cut.every((part, index) => path[index] === undefined || path[index] === part));
+  const portsLeftOut = overlaps(["instances", "ports"]);
+  return targetIssues(parsed.data as Spec, [], registry).filter((issue) => !overlaps(issue.path) && !(issue.kind === "reference" && portsLeftOut));
+}
+
+/** Deletes the value at `path` (object keys only), if it is there. */
+function removeAt(root: Record<string, unknown>, path: readonly (string | number)[]): void {
+  let node: unknown = root;
+  for (const part of path.slice(0, -1)) {
+    if (!isPlainObject(node)) return;
+    node = node[String(part)];
+  }
+  if (isPlainObject(node)) delete node[String(path.at(-1))];
+}
+
 /** Core's rules, then the target's provider's own, for one target's merged settings. */
 function targetIssues(spec: Spec, prefix: (string | number)[], registry: ProviderRegistry, environment = DEFAULT_ENVIRONMENT): SpecIssue[] {
   const provider = registry.get(spec.provider);
@@ -158,11 +202,10 @@ function fromZodIssues(zodIssues: readonly z.core.$ZodIssue[], prefix: (string |
       for (const key of issue.keys) issues.push(unknownKey([...path, key], key, schemas, registry));
     } else if (issue.code === "invalid_key") {
       // A record's key broke its rule (an environment's name): say which rule, not "Invalid key in record".
-      for (const inner of issue.issues) issues.push({ path, kind: "invalid-key", message: inner.message });
-    } else if (issue.code === "invalid_type") {
-      issues.push({ path, kind: "invalid-type", message: describeInvalidType(issue) });
+      for (const inner of issue.issues) issues.push({ path, kind: "invalid-key", message: describeIssue(inner).message });
     } else {
-      issues.push({ path, kind: "invalid-value", message: issue.message });
+      const { message, suggestion } = describeIssue(issue);
+      issues.push({ path, kind: issue.code === "invalid_type" ? "invalid-type" : "invalid-value", message, ...(suggestion !== undefined ? { suggestion } : {}) });
     }
   }
   return issues;
@@ -177,11 +220,6 @@ function unknownKey(path: (string | number)[], key: string, schemas: ComposedSch
   if (issue.suggestion !== undefined || !SECTION_PARENTS.includes(parent)) return issue;
   const known = [...registry.keys()].map((name) => `"${name}"`).join(", ");
   return { ...issue, message: `unknown key "${key}": a section here is named after a provider the spec uses (${known}), and no provider "${key}" is` };
-}
-
-function describeInvalidType(issue: z.core.$ZodIssueInvalidType): string {
-  if (issue.message.includes("received undefined")) return `required: expected ${issue.expected}`;
-  return issue.message.replace(/^Invalid input: /, "");
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
