@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -151,6 +153,18 @@ describe("lease rules", () => {
     expect(processAlive(process.pid)).toBe(true);
     expect(processAlive(DEAD_PID)).toBe(false);
     expect(processAlive(0)).toBe(false);
+  });
+
+  it.runIf(process.platform === "linux")("counts a killed process its parent has not reaped yet (a zombie) as gone", () => {
+    const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+    const pid = child.pid!;
+    expect(processAlive(pid)).toBe(true);
+    child.kill("SIGKILL");
+    // Synchronously, so that this process's event loop cannot reap it: it stays a zombie.
+    const deadline = Date.now() + 10_000;
+    while (!readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ") && Date.now() < deadline);
+    expect(() => process.kill(pid, 0)).not.toThrow(); // kill(pid, 0) alone would call it alive
+    expect(processAlive(pid)).toBe(false);
   });
 });
 

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { KilnError } from "../errors.js";
 import { silentLogger, type Logger } from "../logger.js";
@@ -12,16 +13,33 @@ import type { Holder, Lease, LeaseStatus, TargetLock, TargetState } from "./type
 /** The lease length when the caller names none (milliseconds). */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
 
-/** Whether a process with this id runs on this host (`kill(pid, 0)`: ESRCH means gone). */
+/**
+ * Whether a process with this id runs on this host (`kill(pid, 0)`: ESRCH means gone). On Linux a
+ * zombie counts as gone: a process killed with SIGKILL whose parent has not reaped it yet (a
+ * harness that starts the next command before it waits for the last) still answers `kill(pid, 0)`,
+ * but it will never renew or release its lease (`/proc/<pid>/stat`, state `Z`, see proc(5)).
+ */
 export function processAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     // EPERM: it exists but belongs to another user.
     return (error as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+  return !isZombie(pid);
+}
+
+/** Whether `pid` is a zombie (Linux `/proc`; false where there is none to read). */
+function isZombie(pid: number): boolean {
+  if (process.platform !== "linux") return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // "pid (command) state ...": the command may hold spaces and parentheses, so read after the last ")".
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return false;
   }
 }
 
