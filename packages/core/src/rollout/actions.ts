@@ -39,6 +39,8 @@ export async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance
 export interface RetireOptions {
   /** Drain the instances from traffic first. */
   readonly drain: boolean;
+  /** With `drain`: drain only the instances with these ids (the others never joined traffic). @defaultValue every instance */
+  readonly drainOnly?: ReadonlySet<string>;
   /** The grace period to drain and to stop them with (milliseconds). */
   readonly gracePeriodMs: number;
   /**
@@ -56,9 +58,10 @@ export interface RetireOptions {
 export async function retireInstances(input: RolloutInput, instances: readonly Instance[], ctx: ProviderContext, options: RetireOptions): Promise<void> {
   if (instances.length === 0) return;
   for (const instance of instances) input.emit({ type: "instance.retiring", rolloutId: input.rolloutId, instance: describe(instance) });
-  if (options.drain) {
+  const draining = options.drainOnly ? instances.filter((instance) => options.drainOnly!.has(instance.id)) : instances;
+  if (options.drain && draining.length > 0) {
     try {
-      await shiftTraffic(input, [], instances, ctx, options.gracePeriodMs);
+      await shiftTraffic(input, [], draining, ctx, options.gracePeriodMs);
     } catch (error) {
       if (!options.cleanup) throw error;
       input.logger.warn("could not drain the failed rollout's instances from traffic; terminating them anyway", { rolloutId: input.rolloutId, error: String(error) });

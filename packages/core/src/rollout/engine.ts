@@ -103,7 +103,7 @@ export async function applyRollout(input: RolloutInput): Promise<RolloutFailure 
       return { error, undone: false, restoredRelease: undefined };
     }
     input.logger.warn("rollout failed, undoing it", { rolloutId: input.rolloutId, code: error.code });
-    const restoredRelease = await undo(input, run.launched, run.old);
+    const restoredRelease = await undo(input, run.launched, run.old, run.registered);
     return { error, undone: true, restoredRelease };
   }
 }
@@ -114,6 +114,8 @@ class RolloutRun {
   old: Instance[];
   /** Every instance this rollout launched. */
   readonly launched: Instance[] = [];
+  /** The ids of the instances this rollout registered with traffic (the undo drains only those of its own). */
+  readonly registered = new Set<string>();
   /** Instances of the new release that passed their gate (and kept ones). */
   private readonly healthy: Instance[];
   /** The instances seen when planning, by id. */
@@ -148,10 +150,16 @@ class RolloutRun {
         this.healthy.push(...started);
         return;
       }
-      case "register":
-        return shiftTraffic(this.input, this.select(step.instances), [], this.ctx);
-      case "switch-traffic":
-        return shiftTraffic(this.input, this.select(step.register), this.select({ ids: step.deregister, launches: [] }), this.ctx, step.drainMs);
+      case "register": {
+        const joining = this.select(step.instances);
+        for (const instance of joining) this.registered.add(instance.id);
+        return shiftTraffic(this.input, joining, [], this.ctx);
+      }
+      case "switch-traffic": {
+        const joining = this.select(step.register);
+        for (const instance of joining) this.registered.add(instance.id);
+        return shiftTraffic(this.input, joining, this.select({ ids: step.deregister, launches: [] }), this.ctx, step.drainMs);
+      }
       case "hold":
         return this.hold(step.durationMs, step.reason);
       case "retire":

@@ -11,9 +11,12 @@ const CLEANUP_TIMEOUT_MS = 120_000;
 
 /**
  * Removes what the failed rollout launched and brings the previous release back to its count.
+ * Drains from traffic only the launched instances the rollout registered (`registered`, by id)
+ * and any found that it did not launch itself (an earlier run's, whose registration is unknown):
+ * an instance that failed its gate never joined, so it is not drained (nor reported drained).
  * Runs with its own signal (the rollout's may be aborted) and a bounded time.
  */
-export async function undo(input: RolloutInput, launched: readonly Instance[], oldStillServing: readonly Instance[]): Promise<number | undefined> {
+export async function undo(input: RolloutInput, launched: readonly Instance[], oldStillServing: readonly Instance[], registered: ReadonlySet<string> = new Set()): Promise<number | undefined> {
   const signal = AbortSignal.timeout(CLEANUP_TIMEOUT_MS);
   const ctx = providerContext(input, signal);
   try {
@@ -21,7 +24,9 @@ export async function undo(input: RolloutInput, launched: readonly Instance[], o
     const mine = await input.provider.instances.list({ target: input.target, rolloutId: input.rolloutId }, ctx);
     const byId = new Map([...launched, ...mine].map((instance) => [instance.id, instance]));
     const instances = [...byId.values()];
-    await retireInstances(input, instances, ctx, { drain: true, gracePeriodMs: gracePeriodOfRelease(input, instances), cleanup: true });
+    const launchedIds = new Set(launched.map((instance) => instance.id));
+    const joined = new Set(instances.filter((instance) => registered.has(instance.id) || !launchedIds.has(instance.id)).map((instance) => instance.id));
+    await retireInstances(input, instances, ctx, { drain: true, drainOnly: joined, gracePeriodMs: gracePeriodOfRelease(input, instances), cleanup: true });
   } catch (error) {
     input.logger.error("could not remove the failed rollout's instances", { rolloutId: input.rolloutId, error: String(error) });
   }
