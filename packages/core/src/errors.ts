@@ -23,6 +23,12 @@ export const ERROR_CODES = [
   "IMAGE_IN_USE",
   /** Reading the build context failed (a file vanished, a permission was denied). */
   "BUILD_CONTEXT_INVALID",
+  /**
+   * Files that look like secrets (`.env`, private keys, cloud credentials, `.git`, …) would reach
+   * the image: the build was refused before it started. `details.files` lists each `{ path, reason }`;
+   * exclude them in `.dockerignore`, or allow them by path with `image.allowSecretFiles`.
+   */
+  "SECRET_FILES_IN_CONTEXT",
   /** Launching an instance failed. */
   "LAUNCH_FAILED",
   /** Terminating an instance failed. */

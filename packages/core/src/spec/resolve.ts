@@ -132,6 +132,12 @@ export interface ResolvedTarget {
   };
   /** How the machine image is baked, when the spec has `image.machine` (VM providers). */
   readonly machine?: ResolvedMachine;
+  /**
+   * The spec's `image.allowSecretFiles`: files that look like secrets and may be built anyway,
+   * `.dockerignore`-syntax patterns relative to the build context (for a machine image: to the
+   * spec's folder). @defaultValue none
+   */
+  readonly allowSecretFiles?: readonly string[];
   readonly count: number;
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
@@ -215,6 +221,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       ...(spec.image.dockerfile.target ? { stage: spec.image.dockerfile.target } : {}),
     },
     ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, spec.provider, baseDir) } : {}),
+    ...(spec.image.allowSecretFiles?.length ? { allowSecretFiles: [...spec.image.allowSecretFiles] } : {}),
     count,
     instance: {
       ports,

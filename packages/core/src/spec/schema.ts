@@ -73,11 +73,19 @@ export const machineSchema = z
   })
   .describe("Bake a machine image for VM providers: launch a builder from the base image, run the steps once, image it. No SSH: the steps travel with the builder (user data, a startup script, custom data).");
 
+/** Files that look like secrets and may be built anyway (the context guard, `secret-files.ts`). */
+const allowSecretFilesSchema = z
+  .array(z.string().min(1))
+  .describe(
+    "Files that look like secrets (`.env`, `.env.*`, private keys such as `id_rsa`, `*.key`, `*.pem`, cloud credential files, `.npmrc`/`.netrc` holding a credential, `.git`) that the image may contain anyway. Without a match, Kiln refuses to build an image that would hold one (`SECRET_FILES_IN_CONTEXT`). Patterns in `.dockerignore` syntax (`**` for any depth, a folder matches what is inside it, `!` excepts): relative to the build context for `dockerfile`, relative to the spec file's folder for the files of `machine` `file` steps. See docs/secrets.md.",
+  );
+
 /** How the image is made. */
 export const imageSchema = z
   .strictObject({
     dockerfile: dockerfileSchema.prefault({}),
     machine: machineSchema.optional(),
+    allowSecretFiles: allowSecretFilesSchema.optional(),
   })
   .describe("How the image is built: `dockerfile` for container providers (docker), `machine` for VM providers. Its fingerprint covers every input: same inputs, no rebuild.");
 
@@ -257,6 +265,7 @@ export const environmentSchema = z
       .strictObject({
         dockerfile: dockerfileSchema.partial().optional(),
         machine: machineSchema.partial().extend({ base: machineBaseSchema.optional(), builder: machineBuilderSchema.optional() }).optional(),
+        allowSecretFiles: allowSecretFilesSchema.optional(),
       })
       .optional(),
     instances: instancesSchema.partial().extend({ resources: resourcesSchema.partial().optional() }).optional(),
