@@ -131,9 +131,10 @@ async function checkContextDir(contextDir: string): Promise<void> {
 
 /**
  * The context's `.dockerignore`, or `undefined` when there is none. A symlink is followed when it
- * points at a file inside the context, as Docker's builders do (they resolve it within the context);
- * anything else is an error, never "no rules": a rule file that silently counts for nothing would
- * send what it was written to keep out.
+ * points at a file inside the context, as Docker's builders do; a link out of the context is
+ * refused (the legacy builder follows it, BuildKit does not: see docs/secrets.md, "Build
+ * contexts"). Anything else is an error, never "no rules": a rule file that silently counts for
+ * nothing would send what it was written to keep out.
  * @throws KilnError BUILD_CONTEXT_INVALID for a dangling link, a link out of the context, a folder,
  *   or a file that cannot be read
  */
@@ -158,7 +159,7 @@ async function readDockerignore(contextDir: string): Promise<string | undefined>
       target = await realpath(file);
     } catch (error) {
       throw fail(
-        `is a symbolic link to "${linkText}", which does not exist`,
+        errnoCode(error) === "ELOOP" ? `is a symbolic link to "${linkText}", which is a loop of links` : `is a symbolic link to "${linkText}", which does not exist`,
         "Point the link at an existing file inside the context, replace it with a regular file, or delete it if the context needs no rules.",
         error,
         { linkTarget: linkText },
@@ -168,7 +169,7 @@ async function readDockerignore(contextDir: string): Promise<string | undefined>
     const relative = path.relative(realContext, target);
     if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
       throw fail(
-        `is a symbolic link to ${target}, outside the context; Docker's builders never read outside the context (they would see no rules), so Kiln refuses it rather than apply rules the build would not`,
+        `is a symbolic link to ${target}, outside the context; Docker's builders disagree about such a link (the legacy builder follows it, BuildKit reads only inside the context and then sees no rules), so Kiln refuses it rather than guess which rules the build would apply`,
         "Copy the rules into a regular .dockerignore file in the context (or link to a file inside the context).",
         undefined,
         { linkTarget: linkText },
