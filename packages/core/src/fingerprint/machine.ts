@@ -173,7 +173,10 @@ function canonical(value: unknown): unknown {
   return value;
 }
 
-/** A file's path for the context guard: POSIX, relative to the spec's folder (absolute when outside it). */
+/**
+ * A file's path for the context guard: POSIX, relative to the spec's folder; absolute when it lies
+ * outside that folder (`../shared/.env`), where no `allowSecretFiles` pattern reaches it: move it.
+ */
 function guardPath(specDir: string, absPath: string): string {
   const relative = path.relative(specDir, absPath);
   return relative.startsWith("..") || path.isAbsolute(relative) ? absPath.split(path.sep).join("/") : relative.split(path.sep).join("/");
