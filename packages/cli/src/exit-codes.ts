@@ -34,6 +34,7 @@ export function exitCodeFor(code: ErrorCode): number {
     case "PLAN_INVALID":
     case "BUILD_CONTEXT_INVALID":
     case "SECRET_UNAVAILABLE":
+    case "SECRET_FILES_IN_CONTEXT":
       return EXIT_CODES.badInput;
     case "PROVIDER_NOT_FOUND":
     case "PROVIDER_UNAVAILABLE":

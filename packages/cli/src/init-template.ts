@@ -35,11 +35,42 @@ environments:
 `;
 }
 
-/** A starter .dockerignore: keeps VCS data, dependencies, Kiln's state and secrets out of the image. */
-export const INIT_DOCKERIGNORE = `.git
+/**
+ * A starter .dockerignore: keeps VCS data, dependencies, Kiln's state and files that look like
+ * secrets out of the image, at any depth (`**\/`), so that a `.env` or a key in a subfolder is kept
+ * out as well as one at the root. Mirrors the context guard's rules (core's `secret-files.ts`):
+ * what it lists, the guard would otherwise refuse. `.env.example` and the like stay in.
+ */
+export const INIT_DOCKERIGNORE = `# Version control, dependencies, logs, Kiln's own state
+.git
+**/.git
 .kiln
 node_modules
-*.log
-.env
-.env.*
+**/*.log
+
+# Secrets, at any depth: Kiln refuses to build them into an image (docs/secrets.md)
+**/.env
+**/.env.*
+!**/.env.example
+!**/.env.sample
+!**/.env.template
+!**/.env.dist
+**/.envrc
+**/*.pem
+**/*.key
+**/*.p12
+**/*.pfx
+**/id_rsa*
+**/id_dsa*
+**/id_ecdsa*
+**/id_ed25519*
+**/.aws
+**/.azure
+**/.config/gcloud
+**/.docker/config.json
+**/.kube
+**/.npmrc
+**/.netrc
+**/.git-credentials
+**/.pgpass
 `;

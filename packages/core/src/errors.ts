@@ -28,6 +28,12 @@ export const ERROR_CODES = [
    * environment variable, a missing file, a secret store that refused or does not hold it).
    */
   "SECRET_UNAVAILABLE",
+  /**
+   * Files that look like secrets (`.env`, private keys, cloud credentials, `.git`, …) would reach
+   * the image: the build was refused before it started. `details.files` lists each `{ path, reason }`;
+   * exclude them in `.dockerignore`, or allow them by path with `image.allowSecretFiles`.
+   */
+  "SECRET_FILES_IN_CONTEXT",
   /** Launching an instance failed. */
   "LAUNCH_FAILED",
   /** Terminating an instance failed. */

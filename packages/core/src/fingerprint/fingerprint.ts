@@ -1,12 +1,13 @@
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
-import { readFile, readlink, stat } from "node:fs/promises";
+import { lstat, readFile, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { KilnError } from "../errors.js";
 import { silentLogger, type Logger } from "../logger.js";
 import { resolveBaseImages } from "./dockerfile.js";
 import { createContextFilter } from "./ignore.js";
+import { findSecretFiles, secretFilesError } from "./secret-files.js";
 import {
   isCacheEntryUsable,
   readStatCache,
@@ -51,6 +52,12 @@ export interface FingerprintOptions {
   exclude?: readonly string[];
   /** Receives diagnostics (a cache that could not be read or written). @defaultValue {@link silentLogger} */
   logger?: Logger;
+  /**
+   * Files of the context that look like secrets (see `secret-files.ts`) and may be built anyway:
+   * `.dockerignore`-syntax patterns relative to the context (the spec's `image.allowSecretFiles`).
+   * Any other such file makes the call throw `SECRET_FILES_IN_CONTEXT`. @defaultValue none
+   */
+  allowSecretFiles?: readonly string[];
 }
 
 /** What {@link fingerprintBuild} found. */
@@ -122,13 +129,60 @@ async function checkContextDir(contextDir: string): Promise<void> {
   }
 }
 
+/**
+ * The context's `.dockerignore`, or `undefined` when there is none. A symlink is followed when it
+ * points at a file inside the context, as Docker's builders do; a link out of the context is
+ * refused (the legacy builder follows it, BuildKit does not: see docs/secrets.md, "Build
+ * contexts"). Anything else is an error, never "no rules": a rule file that silently counts for
+ * nothing would send what it was written to keep out.
+ * @throws KilnError BUILD_CONTEXT_INVALID for a dangling link, a link out of the context, a folder,
+ *   or a file that cannot be read
+ */
 async function readDockerignore(contextDir: string): Promise<string | undefined> {
   const file = path.join(contextDir, ".dockerignore");
+  const fail = (what: string, todo: string, error?: unknown, extra: Record<string, unknown> = {}): KilnError =>
+    new KilnError("BUILD_CONTEXT_INVALID", `The .dockerignore of the build context ${contextDir} ${what}, so Kiln cannot tell which files to keep out of the image. ${todo}`, {
+      ...(error !== undefined ? { cause: error } : {}),
+      details: { path: ".dockerignore", contextDir, ...(errnoCode(error) ? { errno: errnoCode(error) } : {}), ...extra },
+    });
+  let stats: Stats;
+  try {
+    stats = await lstat(file);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return undefined;
+    throw fail(`cannot be looked at (${(error as Error).message})`, "Make the context folder readable for this user.", error);
+  }
+  if (stats.isSymbolicLink()) {
+    const linkText = await readlink(file).catch(() => "?");
+    let target: string;
+    try {
+      target = await realpath(file);
+    } catch (error) {
+      throw fail(
+        errnoCode(error) === "ELOOP" ? `is a symbolic link to "${linkText}", which is a loop of links` : `is a symbolic link to "${linkText}", which does not exist`,
+        "Point the link at an existing file inside the context, replace it with a regular file, or delete it if the context needs no rules.",
+        error,
+        { linkTarget: linkText },
+      );
+    }
+    const realContext = await realpath(contextDir);
+    const relative = path.relative(realContext, target);
+    if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
+      throw fail(
+        `is a symbolic link to ${target}, outside the context; Docker's builders disagree about such a link (the legacy builder follows it, BuildKit reads only inside the context and then sees no rules), so Kiln refuses it rather than guess which rules the build would apply`,
+        "Copy the rules into a regular .dockerignore file in the context (or link to a file inside the context).",
+        undefined,
+        { linkTarget: linkText },
+      );
+    }
+  }
   try {
     return await readFile(file, "utf8");
   } catch (error) {
-    if (errnoCode(error) === "ENOENT") return undefined;
-    throw unreadable(".dockerignore", contextDir, error);
+    const code = errnoCode(error);
+    if (code === "EISDIR") throw fail("is a folder, not a file", "Replace it with a file of ignore rules (or remove it if the context needs none).", error);
+    if (code === "EACCES" || code === "EPERM") throw fail("cannot be read: permission denied", "Make it readable for this user.", error);
+    throw fail(`cannot be read (${(error as Error).message})`, "Fix or replace the file, then try again.", error);
   }
 }
 
@@ -154,9 +208,16 @@ function pathInside(contextDir: string, file: string): string | undefined {
  * inside it. With `cacheFile`, unchanged files (same stat data) are not read again; see
  * {@link RACY_MARGIN_MS} for when a fresh file is read again anyway.
  *
+ * Before reading any file, the context guard looks for files that look like secrets (`.env`, private
+ * keys, cloud credentials, `.npmrc`/`.netrc` with a credential, `.git`: see `secret-files.ts`) among
+ * the files `.dockerignore` keeps, by name only (it reads just the `.npmrc` and `.netrc` files), and
+ * refuses the build unless `allowSecretFiles` allows each of them.
+ *
  * @throws KilnError `INVALID_ARGUMENT` when a path is not absolute; `BUILD_CONTEXT_INVALID` when the
- *   context folder or the Dockerfile is missing, or a file vanishes or cannot be read during the
- *   walk (the cause is kept); `ABORTED` when `signal` aborts.
+ *   context folder or the Dockerfile is missing, the `.dockerignore` is dangling, a link out of the
+ *   context, a folder or unreadable, or a file vanishes or cannot be read during the walk (the cause
+ *   is kept); `SECRET_FILES_IN_CONTEXT` when files that look like secrets would be built
+ *   (`details.files`); `ABORTED` when `signal` aborts.
  * @example
  * ```ts
  * const { fingerprint, files } = await fingerprintBuild({
@@ -197,6 +258,15 @@ export async function fingerprintBuild(options: FingerprintOptions): Promise<Fin
   // Read the cache while walking; both only read.
   const cacheLoading = cacheFile ? readStatCache(cacheFile) : Promise.resolve(undefined);
   const entries = await walkContext(run, filter);
+  // Refuse secrets before reading any file: nothing of them is hashed, cached or sent.
+  const secretFiles = await findSecretFiles(
+    entries.filter((entry) => entry.kind === "file"),
+    {
+      allow: options.allowSecretFiles ?? [],
+      readText: (candidate) => readFile(candidate.absPath, "utf8").catch((error: unknown) => Promise.reject(unreadable(candidate.relPath, run.contextDir, error))),
+    },
+  );
+  if (secretFiles.length > 0) throw secretFilesError(secretFiles, { kind: "context", contextDir: run.contextDir });
   const loaded = await cacheLoading;
   if (loaded?.problem) logger.debug("fingerprint: ignoring the stat cache", { cacheFile, problem: loaded.problem });
   const cache: StatCache | undefined = loaded?.cache;

@@ -96,3 +96,34 @@ describe("fingerprintMachine", () => {
     });
   });
 });
+
+describe("fingerprintMachine's context guard", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "kiln-machine-guard-"));
+    await mkdir(path.join(dir, "dist", "config"), { recursive: true });
+    await writeFile(path.join(dir, "dist", "server.js"), "console.log('v1')\n");
+    await writeFile(path.join(dir, "dist", "config", ".env"), "DB_PASSWORD=hunter2\n");
+    await writeFile(path.join(dir, "deploy.pem"), "-----BEGIN PRIVATE KEY-----\n");
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  const steps = (): ResolvedProvisionStep[] => [
+    { kind: "file", from: path.join(dir, "dist"), to: "/opt/app" },
+    { kind: "file", from: path.join(dir, "deploy.pem"), to: "/etc/app/tls.pem" },
+  ];
+
+  it("refuses file steps that would copy files that look like secrets, with paths relative to the spec's folder", async () => {
+    const error = await fingerprintMachine({ steps: steps(), provider: "vm", specDir: dir }).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({
+      code: "SECRET_FILES_IN_CONTEXT",
+      details: { files: [{ path: "deploy.pem" }, { path: "dist/config/.env" }], specDir: dir },
+    });
+    expect((error as Error).message).not.toContain("hunter2");
+  });
+
+  it("copies them when the spec allows them by path", async () => {
+    const result = await fingerprintMachine({ steps: steps(), provider: "vm", specDir: dir, allowSecretFiles: ["dist/config/.env", "*.pem"] });
+    expect(result.steps[0]).toMatchObject({ files: ["config/.env", "server.js"] });
+  });
+});

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { lstat, readdir, readlink } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { lstat, readdir, readFile, readlink } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { KilnError } from "../errors.js";
@@ -8,6 +9,7 @@ import type { MachineStep } from "../provider/contract.js";
 import type { FingerprintContribution } from "../provider/spec.js";
 import type { ResolvedProvisionStep } from "../spec/resolve.js";
 import type { FingerprintResult } from "./fingerprint.js";
+import { findSecretFiles, secretFilesError, type SecretFileCandidate } from "./secret-files.js";
 
 /**
  * First line of the hashed manifest; change it whenever what is hashed, or how, changes. Still v1:
@@ -40,6 +42,17 @@ export interface MachineFingerprintOptions {
   readonly exclude?: readonly string[];
   /** Cancels the walk; the call then throws `ABORTED`. */
   readonly signal?: AbortSignal;
+  /**
+   * The spec's folder: the context guard names files relative to it, and `allowSecretFiles` is
+   * relative to it. @defaultValue the folder that holds each step's source
+   */
+  readonly specDir?: string;
+  /**
+   * Files of `file` steps that look like secrets (see `secret-files.ts`) and may be copied anyway:
+   * `.dockerignore`-syntax patterns relative to {@link MachineFingerprintOptions.specDir} (the
+   * spec's `image.allowSecretFiles`). @defaultValue none
+   */
+  readonly allowSecretFiles?: readonly string[];
 }
 
 /** What {@link fingerprintMachine} found: a {@link FingerprintResult} plus the steps with their file lists. */
@@ -59,7 +72,12 @@ export interface MachineFingerprintResult extends FingerprintResult {
  * A base given by name pattern or image family is fingerprinted as written, not as the image it
  * finds today: pin an image to rebake when the base changes.
  *
+ * Before hashing, the context guard checks every file the `file` steps would copy, as for a build
+ * context (see `secret-files.ts`): files that look like secrets are refused unless
+ * `allowSecretFiles` allows them.
+ *
  * @throws KilnError `BUILD_CONTEXT_INVALID` when a step's file or folder is missing or unreadable;
+ *   `SECRET_FILES_IN_CONTEXT` when a step would copy files that look like secrets (`details.files`);
  *   `ABORTED` when `signal` aborts.
  */
 export async function fingerprintMachine(options: MachineFingerprintOptions): Promise<MachineFingerprintResult> {
@@ -72,6 +90,29 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
   manifest.update(`${MANIFEST_HEADER}\n`);
   line(["base", canonical(options.base === undefined ? {} : { [options.provider]: options.base })]);
   if (options.contribution?.inputs !== undefined) line(["provider", options.provider, canonical(options.contribution.inputs)]);
+  // First the file lists of every `file` step, so the context guard refuses secrets before any is read.
+  const sources = new Map<number, { stats: Stats; directory: boolean; files: string[]; links: ReadonlySet<string> }>();
+  const candidates: Array<SecretFileCandidate & { readonly step: number }> = [];
+  for (const [index, step] of options.steps.entries()) {
+    if (step.kind !== "file") continue;
+    throwIfAborted(options.signal);
+    const stats = await statOrThrow(step.from, index);
+    const directory = stats.isDirectory();
+    const { files, links } = directory ? await walk(step.from, excluded, index, options.signal) : { files: [""], links: new Set<string>() };
+    sources.set(index, { stats, directory, files, links });
+    const specDir = options.specDir ?? path.dirname(step.from);
+    for (const relPath of files) {
+      if (relPath === "" ? !stats.isFile() : links.has(relPath)) continue;
+      const absPath = relPath === "" ? step.from : path.join(step.from, ...relPath.split("/"));
+      candidates.push({ relPath: guardPath(specDir, absPath), absPath, step: index });
+    }
+  }
+  const secretFiles = await findSecretFiles(candidates, {
+    allow: options.allowSecretFiles ?? [],
+    readText: (candidate) => readFile(candidate.absPath, "utf8").catch((error: unknown) => Promise.reject(notReadable(candidate.absPath, candidate.step, errorText(error), error))),
+  });
+  if (secretFiles.length > 0) throw secretFilesError(secretFiles, { kind: "machine", ...(options.specDir !== undefined ? { specDir: options.specDir } : {}) });
+
   const steps: MachineStep[] = [];
   const allFiles: string[] = [];
   let totalBytes = 0;
@@ -88,9 +129,7 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
       allFiles.push(step.script);
       steps.push({ kind: "shell", script: step.script });
     } else {
-      const stats = await statOrThrow(step.from, index);
-      const directory = stats.isDirectory();
-      const files = directory ? await walk(step.from, excluded, index, options.signal) : [""];
+      const { stats, directory, files } = sources.get(index)!;
       const hashed: unknown[] = [];
       for (const relPath of files) {
         throwIfAborted(options.signal);
@@ -134,9 +173,24 @@ function canonical(value: unknown): unknown {
   return value;
 }
 
-/** Regular files and symlinks under `root`, as sorted POSIX paths relative to it. */
-async function walk(root: string, excluded: readonly string[], index: number, signal: AbortSignal | undefined): Promise<string[]> {
+/**
+ * A file's path for the context guard: POSIX, relative to the spec's folder; absolute when it lies
+ * outside that folder (`../shared/.env`), where no `allowSecretFiles` pattern reaches it: move it.
+ */
+function guardPath(specDir: string, absPath: string): string {
+  const relative = path.relative(specDir, absPath);
+  return relative.startsWith("..") || path.isAbsolute(relative) ? absPath.split(path.sep).join("/") : relative.split(path.sep).join("/");
+}
+
+/** Regular files and symlinks under `root`, as sorted POSIX paths relative to it; `links` holds the symlinks. */
+async function walk(
+  root: string,
+  excluded: readonly string[],
+  index: number,
+  signal: AbortSignal | undefined,
+): Promise<{ files: string[]; links: Set<string> }> {
   const found: string[] = [];
+  const links = new Set<string>();
   const visit = async (relDir: string): Promise<void> => {
     throwIfAborted(signal);
     const absDir = relDir === "" ? root : path.join(root, ...relDir.split("/"));
@@ -151,11 +205,14 @@ async function walk(root: string, excluded: readonly string[], index: number, si
       const absPath = path.join(absDir, entry.name);
       if (excluded.some((item) => absPath === item || absPath.startsWith(`${item}${path.sep}`))) continue;
       if (entry.isDirectory()) await visit(relPath);
-      else if (entry.isFile() || entry.isSymbolicLink()) found.push(relPath);
+      else if (entry.isFile() || entry.isSymbolicLink()) {
+        found.push(relPath);
+        if (entry.isSymbolicLink()) links.add(relPath);
+      }
     }
   };
   await visit("");
-  return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { files: found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), links };
 }
 
 async function statOrThrow(file: string, index: number) {

@@ -37,7 +37,8 @@ export interface Prepared {
 
 /**
  * Fingerprints, looks the image up, reads state and live instances, and plans.
- * @throws KilnError SPEC_INVALID, ENVIRONMENT_NOT_FOUND, PROVIDER_NOT_FOUND, PROVIDER_UNAVAILABLE, CAPABILITY_MISSING, BUILD_CONTEXT_INVALID
+ * @throws KilnError SPEC_INVALID, ENVIRONMENT_NOT_FOUND, PROVIDER_NOT_FOUND, PROVIDER_UNAVAILABLE, CAPABILITY_MISSING, BUILD_CONTEXT_INVALID,
+ *   SECRET_FILES_IN_CONTEXT (files that look like secrets would be built; before any image is built)
  */
 export async function prepare(context: OperationContext, spec: SpecOptions): Promise<Prepared> {
   const { validated, baseDir, file } = await context.loaded(spec);
@@ -59,6 +60,8 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
           ...(resolved.machine!.base !== undefined ? { base: resolved.machine!.base } : {}),
           ...(providerSpec.fingerprint ? { contribution: providerSpec.fingerprint(resolved, sectionValues(resolved)) } : {}),
           exclude,
+          specDir: baseDir,
+          ...(resolved.allowSecretFiles ? { allowSecretFiles: resolved.allowSecretFiles } : {}),
           ...signal,
         })
       : await fingerprintBuild({
@@ -71,6 +74,7 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
           // (a new env value, another count) must not force a rebuild.
           exclude,
           logger: context.logger,
+          ...(resolved.allowSecretFiles ? { allowSecretFiles: resolved.allowSecretFiles } : {}),
           ...signal,
         });
   emit({

@@ -117,6 +117,7 @@ function compose(registry: ProviderRegistry): ComposedSchemas {
               builder: described(machineBuilderSchema.extend(sections("builder", true)), machineBuilderSchema).optional(),
             })
             .optional(),
+          allowSecretFiles: overrides.image.unwrap().shape.allowSecretFiles,
         })
         .optional(),
       instances: instancesSchema

@@ -148,6 +148,12 @@ export interface ResolvedTarget {
   readonly secrets?: readonly ResolvedSecret[];
   /** How the machine image is baked, when the spec has `image.machine` (VM providers). */
   readonly machine?: ResolvedMachine;
+  /**
+   * The spec's `image.allowSecretFiles`: files that look like secrets and may be built anyway,
+   * `.dockerignore`-syntax patterns relative to the build context (for a machine image: to the
+   * spec's folder). @defaultValue none
+   */
+  readonly allowSecretFiles?: readonly string[];
   readonly count: number;
   readonly instance: InstanceConfig;
   readonly health: ResolvedHealth;
@@ -245,6 +251,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
         }
       : {}),
     ...(spec.image.machine ? { machine: resolveMachine(spec.image.machine, spec.provider, baseDir) } : {}),
+    ...(spec.image.allowSecretFiles?.length ? { allowSecretFiles: [...spec.image.allowSecretFiles] } : {}),
     count,
     instance: {
       ports,

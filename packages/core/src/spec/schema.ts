@@ -1,5 +1,9 @@
 import { z } from "zod";
 import { NAME_PATTERN, nameMessage } from "./names.js";
+import type { secretDeliverySchema, secretSourceSchema } from "./secret-schemas.js";
+import { ENV_NAME_PATTERN, buildSecretSchema, scalarText, secretSchema } from "./secret-schemas.js";
+
+export { buildSecretSchema, secretDeliverySchema, secretSchema, secretSourceSchema } from "./secret-schemas.js";
 
 /**
  * The `kiln.yaml` schema, defined once: TypeScript types are inferred from it, the committed JSON
@@ -17,41 +21,6 @@ export const MEMORY_PATTERN = /^(\d+(?:\.\d+)?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|g
 
 const milliseconds = (description: string, least = 0) =>
   z.number().int().min(least, `expected at least ${least} ms`).describe(`${description} (milliseconds)`);
-
-/**
- * A value of a free-form map (`env`, `labels`, `args`): text, or a number or boolean taken as its
- * text, since YAML reads `PORT: 8080` as a number and `DEBUG: true` as a boolean.
- */
-const scalarText = z
-  .union([z.string(), z.number(), z.boolean()], { error: "expected text (a string), a number or true/false" })
-  .transform((value) => String(value));
-
-/** An environment variable's name, as POSIX shells accept it. */
-const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/**
- * Where a secret's value comes from: exactly one of `env`, `file`, or a provider's secret store
- * `<provider>` (composed in by `composeSpecSchemas` from each provider's `ProviderSpec.secretSource`).
- */
-export const secretSourceSchema = z
-  .strictObject({
-    env: z
-      .string()
-      .regex(ENV_NAME_PATTERN, "an environment variable name: letters, digits and _")
-      .optional()
-      .describe("An environment variable of the process that runs Kiln (the shell of `kiln deploy`, the server's environment)."),
-    file: z
-      .string()
-      .min(1)
-      .optional()
-      .describe("A file on the machine that runs Kiln, relative to the spec file's folder; its content, less one trailing newline. Keep it out of the build context."),
-  })
-  .describe("Where the secret's value comes from: exactly one of `env`, `file`, or a provider's secret store (`aws: { secretsManager: ... }`, as that provider's reference describes). Kiln reads it at each deploy and records only this reference and a keyed digest.");
-
-/** A build secret: a value a `RUN --mount=type=secret,id=<id>` step reads, never stored in the image. */
-export const buildSecretSchema = z
-  .strictObject({ from: secretSourceSchema })
-  .describe("A build secret: `RUN --mount=type=secret,id=<id>` reads it at /run/secrets/<id> (or `env=NAME`); it enters no layer, no history and no fingerprint (changing it alone rebuilds nothing).");
 
 /** Build an image from a Dockerfile (container providers). */
 export const dockerfileSchema = z
@@ -112,11 +81,19 @@ export const machineSchema = z
   })
   .describe("Bake a machine image for VM providers: launch a builder from the base image, run the steps once, image it. No SSH: the steps travel with the builder (user data, a startup script, custom data).");
 
+/** Files that look like secrets and may be built anyway (the context guard, `secret-files.ts`). */
+const allowSecretFilesSchema = z
+  .array(z.string().min(1))
+  .describe(
+    "Files that look like secrets (`.env`, `.env.*`, private keys such as `id_rsa`, `*.key`, `*.pem`, cloud credential files, `.npmrc`/`.netrc` holding a credential, `.git`) that the image may contain anyway. Without a match, Kiln refuses to build an image that would hold one (`SECRET_FILES_IN_CONTEXT`). Patterns in `.dockerignore` syntax (`**` for any depth, a folder matches what is inside it, `!` excepts): relative to the build context for `dockerfile`, relative to the spec file's folder for the files of `machine` `file` steps. See docs/secrets.md.",
+  );
+
 /** How the image is made. */
 export const imageSchema = z
   .strictObject({
     dockerfile: dockerfileSchema.prefault({}),
     machine: machineSchema.optional(),
+    allowSecretFiles: allowSecretFilesSchema.optional(),
   })
   .describe("How the image is built: `dockerfile` for container providers (docker), `machine` for VM providers. Its fingerprint covers every input: same inputs, no rebuild.");
 
@@ -146,26 +123,6 @@ export const resourcesSchema = z
     cpus: z.number().positive().max(512).optional().describe("CPU limit in cores (0.5 = half a core)."),
   })
   .describe("Resource limits of each instance; no limit where a key is absent.");
-
-/** How each instance receives a secret: exactly one of `env` and `file`. */
-export const secretDeliverySchema = z
-  .strictObject({
-    env: z.string().regex(ENV_NAME_PATTERN, "an environment variable name: letters, digits and _").optional().describe("As this environment variable."),
-    file: z
-      .string()
-      .regex(/^\/[^\0]*[^/]$/, "an absolute file path, such as /run/secrets/db-password")
-      .optional()
-      .describe("As a file at this absolute path (Docker: on a memory-backed mount, read-only, never on disk)."),
-  })
-  .describe("How each instance receives the secret: exactly one of `env` and `file`. Default: an environment variable named as the secret.");
-
-/** One secret of the instances: where its value comes from and how each instance receives it. */
-export const secretSchema = z
-  .strictObject({
-    from: secretSourceSchema,
-    to: secretDeliverySchema.optional(),
-  })
-  .describe("A secret each instance receives. State, history, plans, events and the HTTP API hold only its reference and a keyed digest: a changed value makes a new release without showing it.");
 
 /** The instances of a release. */
 export const instancesSchema = z
@@ -316,6 +273,7 @@ export const environmentSchema = z
       .strictObject({
         dockerfile: dockerfileSchema.partial().optional(),
         machine: machineSchema.partial().extend({ base: machineBaseSchema.optional(), builder: machineBuilderSchema.optional() }).optional(),
+        allowSecretFiles: allowSecretFilesSchema.optional(),
       })
       .optional(),
     instances: instancesSchema.partial().extend({ resources: resourcesSchema.partial().optional() }).optional(),
