@@ -1,6 +1,7 @@
 /**
  * Kiln provider for AWS EC2: bakes AMIs without SSH and replaces EC2 instances, with optional
- * ELBv2 target groups. The AWS SDK is loaded on the first call that needs AWS, so importing this
+ * ELBv2 target groups, and a secret store (Secrets Manager, Parameter Store) that targets of any
+ * provider may read. The AWS SDK is loaded on the first call that needs AWS, so importing this
  * package is cheap.
  * @module
  */
@@ -22,3 +23,5 @@ export {
   awsTagProblems,
 } from "./spec.js";
 export type { AwsInstanceSettings, AwsBaseImage, AwsBuilderSettings, AwsLoadBalancer, AwsSections } from "./spec.js";
+export { awsSecretSourceSchema, awsSecretsManagerSourceSchema, awsParameterSourceSchema, AWS_SECRET_STORE_RULES, secretIdProblem, parameterNameProblem } from "./secret-source.js";
+export type { AwsSecretSource } from "./secret-source.js";

@@ -24,6 +24,16 @@ export interface AwsProviderOptions {
    * @defaultValue `AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2`, else {@link AwsProviderOptions.endpoint} when given, else AWS's own
    */
   readonly loadBalancingEndpoint?: string;
+  /**
+   * The Secrets Manager endpoint, for the secret store's `secretsManager` sources.
+   * @defaultValue `AWS_ENDPOINT_URL_SECRETS_MANAGER`, else {@link AwsProviderOptions.endpoint} when given, else `AWS_ENDPOINT_URL`, else AWS's own
+   */
+  readonly secretsManagerEndpoint?: string;
+  /**
+   * The Systems Manager endpoint, for the secret store's `parameter` sources (Parameter Store).
+   * @defaultValue `AWS_ENDPOINT_URL_SSM`, else {@link AwsProviderOptions.endpoint} when given, else `AWS_ENDPOINT_URL`, else AWS's own
+   */
+  readonly ssmEndpoint?: string;
   /** Credentials; never logged or recorded. @defaultValue the standard AWS credential chain */
   readonly credentials?: AwsCredentials;
   /**
@@ -51,6 +61,8 @@ export interface ResolvedAwsOptions {
   readonly region: string | undefined;
   readonly endpoint: string | undefined;
   readonly loadBalancingEndpoint: string | undefined;
+  readonly secretsManagerEndpoint: string | undefined;
+  readonly ssmEndpoint: string | undefined;
   readonly credentials: AwsCredentials | undefined;
   readonly maxAttempts: number;
   readonly pollIntervalMs: number;
@@ -64,15 +76,20 @@ export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 
 /**
  * Applies environment variables and defaults to the options.
- * @throws KilnError INVALID_ARGUMENT for an endpoint that is not an http(s) URL, or a number option out of range
+ * @throws KilnError INVALID_ARGUMENT for an endpoint (any of the four) that is not an http(s) URL, or a number option out of range
  */
 export function resolveAwsOptions(options: AwsProviderOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedAwsOptions {
   const endpoint = options.endpoint ?? nonEmpty(env.AWS_ENDPOINT_URL_EC2) ?? nonEmpty(env.AWS_ENDPOINT_URL);
-  const loadBalancingEndpoint =
-    options.loadBalancingEndpoint ?? nonEmpty(env.AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2) ?? options.endpoint ?? nonEmpty(env.AWS_ENDPOINT_URL);
+  // Another API's endpoint: its own option, its own variable, else the EC2 endpoint given in code, else the common variable.
+  const serviceEndpoint = (option: string | undefined, variable: string | undefined) => option ?? nonEmpty(variable) ?? options.endpoint ?? nonEmpty(env.AWS_ENDPOINT_URL);
+  const loadBalancingEndpoint = serviceEndpoint(options.loadBalancingEndpoint, env.AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2);
+  const secretsManagerEndpoint = serviceEndpoint(options.secretsManagerEndpoint, env.AWS_ENDPOINT_URL_SECRETS_MANAGER);
+  const ssmEndpoint = serviceEndpoint(options.ssmEndpoint, env.AWS_ENDPOINT_URL_SSM);
   for (const [name, value] of [
     ["endpoint", endpoint],
     ["loadBalancingEndpoint", loadBalancingEndpoint],
+    ["secretsManagerEndpoint", secretsManagerEndpoint],
+    ["ssmEndpoint", ssmEndpoint],
   ] as const) {
     if (value !== undefined && !/^https?:\/\/[^\s/]+/.test(value)) {
       throw new KilnError("INVALID_ARGUMENT", `The aws provider's ${name} "${value}" is not an http(s) URL; write e.g. http://127.0.0.1:5000.`);
@@ -90,6 +107,8 @@ export function resolveAwsOptions(options: AwsProviderOptions = {}, env: NodeJS.
     region: options.region ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION),
     endpoint,
     loadBalancingEndpoint,
+    secretsManagerEndpoint,
+    ssmEndpoint,
     credentials: options.credentials,
     maxAttempts: number("maxAttempts", options.maxAttempts, "KILN_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1),
     pollIntervalMs: number("pollIntervalMs", options.pollIntervalMs, "KILN_AWS_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS, 10),

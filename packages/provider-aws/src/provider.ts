@@ -1,9 +1,10 @@
-import { KilnError, defineProvider, throwIfAborted, type Provider } from "@kilnjs/core";
-import { AwsClients, awsError } from "./client.js";
+import { defineProvider, throwIfAborted, type Provider } from "@kilnjs/core";
+import { AwsClients, awsError, requireRegion } from "./client.js";
 import { createHealthCapability } from "./health.js";
 import { createImageOperations } from "./images.js";
 import { createInstanceOperations } from "./instances.js";
 import { resolveAwsOptions, type AwsProviderOptions } from "./options.js";
+import { createSecretStore } from "./secret-store.js";
 import { awsProviderSpec } from "./spec.js";
 import { createTrafficCapability } from "./traffic.js";
 
@@ -14,7 +15,9 @@ export const PROVIDER_NAME = "aws";
  * Creates the AWS provider: it bakes AMIs from the spec's `image.machine` recipe (a builder
  * instance runs the provisioning steps from its user data and powers itself off; no SSH), runs
  * instances with EC2 RunInstances, checks them with EC2 status checks plus Kiln's HTTP/TCP probe,
- * and optionally moves traffic through an ELBv2 target group. Every resource is tagged with Kiln's
+ * optionally moves traffic through an ELBv2 target group, and reads secrets from Secrets Manager
+ * and Parameter Store for targets of any provider (`secrets.<name>.from.aws`; its own EC2
+ * instances read theirs at boot). Every resource is tagged with Kiln's
  * {@link @kilnjs/core#LABELS}. See docs/providers/aws.md.
  *
  * Creating a provider does no I/O and does not load the AWS SDK; the first call that needs AWS does.
@@ -29,7 +32,8 @@ export const PROVIDER_NAME = "aws";
  * when provisioning fails (with the steps' exit status), `LAUNCH_FAILED` and `TERMINATE_FAILED`
  * with AWS's own error code and message, `IMAGE_IN_USE` when `images.remove` meets an AMI an
  * instance or launch template still uses, `TIMEOUT` when a bake or a wait passes its deadline,
- * and `ABORTED` when `ctx.signal` fires.
+ * and `ABORTED` when `ctx.signal` fires. Its secret store throws `SECRET_UNAVAILABLE` for a secret
+ * it cannot read, saying what to do (docs/providers/aws.md, "Secrets").
  *
  * @example
  * ```ts
@@ -47,14 +51,11 @@ export const createAwsProvider = defineProvider((options?: AwsProviderOptions): 
     instances: createInstanceOperations(clients),
     health: createHealthCapability(clients),
     traffic: createTrafficCapability(clients),
+    secrets: createSecretStore(clients),
     async ping(ctx) {
       throwIfAborted(ctx.signal);
       const { sdk, client } = await clients.ec2();
-      const noRegion = new KilnError("PROVIDER_UNAVAILABLE", "The aws provider has no region: set AWS_REGION (or a region in your AWS profile).");
-      const region = await client.config.region().catch((error: unknown) => {
-        throw new KilnError(noRegion.code, noRegion.message, { cause: error });
-      });
-      if (!region) throw noRegion;
+      await requireRegion(client);
       try {
         await client.send(new sdk.DescribeAvailabilityZonesCommand({}), { abortSignal: ctx.signal });
       } catch (error) {

@@ -1,5 +1,6 @@
 import { LABELS, defineProviderSpec, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core";
 import { z } from "zod";
+import { awsSecretSourceSchema } from "./secret-source.js";
 
 /** The base AMI a machine image is baked from: `image.machine.base.aws`. */
 export const awsBaseImageSchema = z
@@ -152,11 +153,15 @@ export type AwsSections = SectionValues<typeof sections>;
  * The aws provider's part of the spec: machine images (`image.machine`, required), the sections
  * `instances.aws`, `image.machine.base.aws`, `image.machine.builder.aws` and
  * `traffic.loadBalancer.aws`, AWS's documented limits as pre-flight rules, the target group in
- * plans, and the base AMI as written in the fingerprint.
+ * plans, and the base AMI as written in the fingerprint. Its secret store's references are
+ * `secrets.<name>.from.aws` ({@link awsSecretSourceSchema}), for targets of any provider. It
+ * declares no `secretDelivery`: Kiln cannot set an EC2 instance's environment or files, so an
+ * instance reads its own secrets at boot (docs/providers/aws.md, "Secrets").
  */
 export const awsProviderSpec = defineProviderSpec({
   imageFormat: "machine",
   sections,
+  secretSource: awsSecretSourceSchema,
   validate: validateAws,
   planLines(target, { loadBalancer }) {
     if (!loadBalancer) return [];

@@ -15,6 +15,8 @@ export function motoEnvironment(endpoint: string): Record<string, string> {
   return {
     AWS_ENDPOINT_URL_EC2: endpoint,
     AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2: endpoint,
+    AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint,
+    AWS_ENDPOINT_URL_SSM: endpoint,
     AWS_REGION: MOTO_REGION,
     AWS_ACCESS_KEY_ID: "testing",
     AWS_SECRET_ACCESS_KEY: "testing",

@@ -55,7 +55,7 @@ export function checkSecretRules(spec: Spec, prefix: Path, provider: ProviderSpe
         kind: "invalid-value",
         message:
           (supported ?? []).length === 0
-            ? `the ${spec.provider} provider cannot hand secrets to its instances; see its docs for how instances read secrets themselves (docs/secrets.md)`
+            ? `the ${spec.provider} provider cannot hand secrets to its instances: they read their own when they start, as the ${spec.provider} provider's docs say (docs/secrets.md). Remove secrets.${name} here; a secret at the top level reaches every environment, so declare it under environments.<name>.secrets of those whose provider can hand it over`
             : `the ${spec.provider} provider hands secrets over as ${supported!.join(" or ")}, not as a ${way}`,
       });
     }
