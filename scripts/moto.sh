@@ -7,6 +7,7 @@
 #
 # `start` and `env` print, as their last stdout line,
 #   export AWS_ENDPOINT_URL_EC2=http://127.0.0.1:PORT AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2=http://127.0.0.1:PORT
+#          AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:PORT AWS_ENDPOINT_URL_SSM=http://127.0.0.1:PORT
 # (one moto serves every service: it routes a request by the service named in its signature), plus
 # AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing when AWS_ACCESS_KEY_ID is unset and
 # AWS_REGION=us-east-1 when AWS_REGION and AWS_DEFAULT_REGION are unset (moto accepts any
@@ -88,7 +89,7 @@ find_moto() {
 # The export line for the moto at $1.
 export_line() {
   local url="$1" line
-  line="export AWS_ENDPOINT_URL_EC2=$url AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2=$url"
+  line="export AWS_ENDPOINT_URL_EC2=$url AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2=$url AWS_ENDPOINT_URL_SECRETS_MANAGER=$url AWS_ENDPOINT_URL_SSM=$url"
   [[ -n "${AWS_ACCESS_KEY_ID:-}" ]] || line+=" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
   [[ -n "${AWS_REGION:-}${AWS_DEFAULT_REGION:-}" ]] || line+=" AWS_REGION=us-east-1"
   printf '%s\n' "$line"
