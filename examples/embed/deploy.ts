@@ -8,11 +8,15 @@
  *                                                    the first new instance is launched: Kiln removes it and
  *                                                    the previous release keeps serving
  *   Ctrl-C at any time cancels the same way.
+ *   --service NAME      the service's name (default "hello-web")
+ *   --app DIR           the app to deploy: a folder with a Dockerfile whose container serves GET /healthz
+ *                       on port 8080, and a version.txt (default: examples/hello-web); it is copied first
  *   --environment NAME  the environment (default "embed"); --state-dir DIR  where Kiln keeps state
- *                       (default: <tmp>/kiln-embed-state/<environment>, kept between runs, so a second
- *                       run continues the history and manages the same containers)
+ *                       (default: <tmp>/kiln-embed-state/<service>/<environment>, kept between runs, so a
+ *                       second run continues the history and manages the same containers)
  *
  * Needs a Docker engine (DOCKER_HOST) and the base image kiln-local/node:20 (scripts/base-images.sh).
+ * See README.md beside this file.
  */
 import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -28,21 +32,25 @@ const { values: flags } = parseArgs({
     "cancel-on-launch": { type: "boolean", default: false },
     "state-dir": { type: "string" },
     environment: { type: "string", default: "embed" },
+    service: { type: "string", default: "hello-web" },
+    app: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 
 if (flags.help) {
-  console.log("usage: node --import tsx deploy.ts [--count N] [--environment NAME] [--state-dir DIR] [--cancel-on-launch]");
+  console.log("usage: node --import tsx deploy.ts [--service NAME] [--app DIR] [--count N] [--environment NAME] [--state-dir DIR] [--cancel-on-launch]");
   process.exit(0);
 }
 
 // A copy of the example app, so the demo can change its version without touching the repository.
 const appDir = await mkdtemp(path.join(os.tmpdir(), "kiln-embed-"));
-await cp(fileURLToPath(new URL("../hello-web", import.meta.url)), appDir, { recursive: true });
+const appSource = flags.app === undefined ? fileURLToPath(new URL("../hello-web", import.meta.url)) : path.resolve(flags.app);
+// Not the app's own Kiln state or spec: this program gives the spec as an object.
+await cp(appSource, appDir, { recursive: true, filter: (source) => !/[/\\](\.kiln|node_modules|kiln\.ya?ml)$/.test(source) });
 
 const spec: SpecInput = {
-  service: "hello-web",
+  service: flags.service,
   provider: "docker",
   image: { dockerfile: { context: ".", args: { BASE_IMAGE: process.env.KILN_BASE_IMAGE ?? "kiln-local/node:20" } } },
   instances: { count: Number(flags.count), ports: [{ name: "http", port: 8080 }], stopGracePeriodMs: 3000 },
@@ -82,7 +90,7 @@ function onEvent(event: KilnEvent): void {
 
 const kiln = createKiln({
   providers: { docker: createDockerProvider() },
-  dataDir: flags["state-dir"] ?? path.join(os.tmpdir(), "kiln-embed-state", flags.environment),
+  dataDir: flags["state-dir"] ?? path.join(os.tmpdir(), "kiln-embed-state", flags.service, flags.environment),
   onEvent,
 });
 
@@ -98,7 +106,7 @@ try {
   }
 } catch (error) {
   if (isKilnError(error, "ABORTED")) {
-    const status = await kiln.status({ target: { service: "hello-web", environment: flags.environment } });
+    const status = await kiln.status({ target: { service: flags.service, environment: flags.environment } });
     console.log(`cancelled: release ${status.release?.number ?? "none"} serves with ${status.instances.length} instance(s); drift: ${status.drift.length === 0 ? "none" : status.drift.join("; ")}`);
   } else if (isKilnError(error)) {
     console.error(`deploy failed [${error.code}]: ${error.message}`);

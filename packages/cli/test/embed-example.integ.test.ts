@@ -14,6 +14,7 @@ const engine = await requireDockerEngine();
 describe.skipIf(!engine)("examples/embed/deploy.ts", () => {
   const docker = dockerClient();
   const environment = `itest-embed-${randomSuffix()}`;
+  const service = `embed-${randomSuffix()}`;
   /** Images this run built (the example prints `image built: sha256:<12 hex>`); images carry no environment label. */
   const builtImages = new Set<string>();
 
@@ -31,14 +32,14 @@ describe.skipIf(!engine)("examples/embed/deploy.ts", () => {
         });
     }
     // The example keeps its state per environment under <tmp>/kiln-embed-state: remove ours.
-    await rm(path.join(tmpdir(), "kiln-embed-state", environment), { recursive: true, force: true });
+    await rm(path.join(tmpdir(), "kiln-embed-state", service), { recursive: true, force: true });
     const left = await containersWith(docker, `${LABEL_ENVIRONMENT}=${environment}`);
     if (left.length > 0) problems.push(`${left.length} container(s) of ${environment} left after cleanup`);
     if (problems.length > 0) throw new Error(`cleanup problems:\n${problems.join("\n")}`);
   });
 
   it("--cancel-on-launch: release 1 serves, the cancelled deploy leaves exactly its 2 instances and no drift", async () => {
-    const result = await runCommand(process.execPath, ["--import", "tsx", "examples/embed/deploy.ts", "--count", "2", "--environment", environment, "--cancel-on-launch"], {
+    const result = await runCommand(process.execPath, ["--import", "tsx", "examples/embed/deploy.ts", "--service", service, "--app", "examples/hello-web", "--count", "2", "--environment", environment, "--cancel-on-launch"], {
       cwd: REPO_ROOT,
       timeoutMs: 170_000,
     });
@@ -57,8 +58,8 @@ describe.skipIf(!engine)("examples/embed/deploy.ts", () => {
 
     const containers = await containersWith(docker, `${LABEL_ENVIRONMENT}=${environment}`);
     expect(containers.map((c) => [c.Labels[LABEL_SERVICE], c.Labels[LABEL_RELEASE], c.State])).toEqual([
-      ["hello-web", "1", "running"],
-      ["hello-web", "1", "running"],
+      [service, "1", "running"],
+      [service, "1", "running"],
     ]);
   });
 });
