@@ -5,6 +5,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# Turbo's one-time telemetry notice is not what a quick start should print (nothing is sent here).
+export TURBO_TELEMETRY_DISABLED="${TURBO_TELEMETRY_DISABLED:-1}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

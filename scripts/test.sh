@@ -203,7 +203,8 @@ main() {
     return 0
   fi
   [[ "$MODE" == off ]] || setup_all
-  npx turbo run build --output-logs=errors-only
+  # Turbo's one-time telemetry notice is noise in a test run (and nothing is sent from here).
+  TURBO_TELEMETRY_DISABLED="${TURBO_TELEMETRY_DISABLED:-1}" npx turbo run build --output-logs=errors-only
   exec npx vitest run "$@"
 }
 
