@@ -20,6 +20,7 @@ import {
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+import { PatternRouter } from "hono/router/pattern-router";
 import { streamSSE, stream } from "hono/streaming";
 import { parse as parseYaml } from "yaml";
 import { mayTouch, type Principal, type Scope } from "./auth.js";
@@ -170,7 +171,30 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     if (found.status >= 500 && found.code === "INTERNAL") logger.error("request failed", { path: c.req.path, error: String(error) });
     return send(found);
   });
-  app.notFound((c) => send(problem("NOT_FOUND", `No route ${c.req.method} ${c.req.path}; see /v1/openapi.json.`, { status: 404 })));
+  // A path the API has, asked with a method it does not have: 405 with the methods it has (RFC 9110
+  // §15.5.6), and OPTIONS answers with them. HEAD is GET without the body (Hono's own behaviour).
+  app.notFound((c) => {
+    const allowed = allowedMethods(c.req.path);
+    if (allowed.length === 0) return send(problem("NOT_FOUND", `No route ${c.req.method} ${c.req.path}; see /v1/openapi.json.`, { status: 404 }));
+    const allow = allowed.join(", ");
+    if (c.req.method === "OPTIONS") return c.body(null, 204, { allow });
+    const refused = send(problem("METHOD_NOT_ALLOWED", `${c.req.path} does not take ${c.req.method}; it takes ${allow} (see /v1/openapi.json).`, { status: 405, details: { allow: allowed } }));
+    refused.headers.set("allow", allow);
+    return refused;
+  });
+  let routeMethods: ((path: string) => string[]) | undefined;
+  /** The methods `path` takes (with HEAD where it takes GET, and OPTIONS), or none when no route has the path. */
+  function allowedMethods(path: string): string[] {
+    if (!routeMethods) {
+      // Built on first use, once every route is registered: the app's routes, not its middleware.
+      const router = new PatternRouter<string>();
+      for (const route of app.routes) if (route.method !== "ALL") router.add("ALL", route.path, route.method);
+      routeMethods = (wanted) => [...new Set(router.match("GET", wanted)[0].map(([method]) => method))];
+    }
+    const methods = routeMethods(path);
+    if (methods.length === 0) return [];
+    return ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].filter((method) => methods.includes(method) || (method === "HEAD" && methods.includes("GET")) || method === "OPTIONS");
+  }
 
   // Health and readiness answer without a token; everything else needs one.
   app.get("/v1/health", (c) => c.json({ status: "ok" }));
