@@ -25,6 +25,7 @@ import { streamSSE, stream } from "hono/streaming";
 import { parse as parseYaml } from "yaml";
 import { mayTouch, type Principal, type Scope } from "./auth.js";
 import type { Metrics } from "./metrics.js";
+import type { PathHider } from "./paths.js";
 import { problem, problemOf, problemSchema, type Problem, type ProblemCode } from "./problem.js";
 
 /** What the HTTP app needs; see `createKilnServer` for the defaults. */
@@ -52,6 +53,8 @@ export interface AppOptions {
   readonly pageCsp?: string;
   /** How often an event stream looks for new events (milliseconds). */
   readonly streamPollMs: number;
+  /** Rewrites the server's own folders (spec root, services, data folder) in problem documents: callers never see its absolute paths. */
+  readonly paths: PathHider;
 }
 
 type Env = { Variables: { principal: Principal } };
@@ -158,6 +161,18 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     const route = c.req.routePath || "unmatched";
     metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
     logger.info("request", { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - startedAt), token: c.get("principal")?.name });
+  });
+  // Problems name files relative to the spec root, never by the server's own absolute paths
+  // (core's messages have them: a missing Dockerfile, a build context, a secret file, a spec file).
+  app.use("*", async (c, next) => {
+    await next();
+    if (!(c.res.headers.get("content-type") ?? "").startsWith(PROBLEM)) return;
+    const text = await c.res.clone().text();
+    const hidden = options.paths.text(text);
+    if (hidden === text) return;
+    const headers = new Headers(c.res.headers);
+    headers.delete("content-length");
+    c.res = new Response(hidden, { status: c.res.status, headers });
   });
   app.onError((error, c) => {
     if (error instanceof HttpProblem) return send(error.problem);

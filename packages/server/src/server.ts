@@ -21,6 +21,7 @@ import { pino } from "pino";
 import { createApp } from "./app.js";
 import { createAuthenticator, type TokenConfig } from "./auth.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { hidePaths, type HiddenFolder } from "./paths.js";
 import { startRunner, type Runner } from "./runner.js";
 
 /** Options of {@link createKilnServer}. */
@@ -119,6 +120,12 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs, ...(options.env ? { env: options.env } : {}) });
   const authenticator = createAuthenticator(options.tokens);
   const page = statusPage();
+  // What API callers see of the server's disk: paths relative to the spec's root, the data folder
+  // by name. A registered service's spec root is its kiln.yaml's folder.
+  const dataFolder: HiddenFolder = { dir: dataDir, as: "<data-dir>" };
+  const serviceFolders = Object.values(services).map((file) => ({ dir: path.dirname(file) }));
+  const apiPaths = hidePaths([dataFolder, { dir: specRoot }, ...serviceFolders]);
+  const postedPaths = hidePaths([dataFolder, { dir: specRoot }]);
   const runner: Runner = startRunner({
     store: deployments,
     kiln,
@@ -129,6 +136,10 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
     lockWaitMs: lockTtlMs + 5_000,
     logger,
     metrics,
+    pathsOf: (record) => {
+      const file = record.request.service !== undefined ? services[record.request.service] : undefined;
+      return file ? hidePaths([dataFolder, { dir: path.dirname(file) }, { dir: specRoot }]) : postedPaths;
+    },
     loadSpec: async (record) => {
       if (record.request.service !== undefined) {
         const file = services[record.request.service];
@@ -160,6 +171,7 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
     page: page.html,
     pageCsp: page.csp,
     streamPollMs: 200,
+    paths: apiPaths,
   });
   let server: ServerType | undefined;
   return {
