@@ -183,6 +183,8 @@ export type {
   IdempotentResponse,
 } from "./deployments/queue.js";
 export { createMemoryDeploymentQueue } from "./deployments/memory-queue.js";
+export { INTERRUPTED_BY_RESTART, createFileDeploymentQueue } from "./deployments/file-queue.js";
+export type { FileDeploymentQueue, FileDeploymentQueueOptions } from "./deployments/file-queue.js";
 
 // The journal.
 export { journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
