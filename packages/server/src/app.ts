@@ -310,7 +310,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     createRoute({
       method: "get",
       path: "/v1/targets",
-      summary: "Every target with state, and its current release",
+      summary: "Every target deployed (with a release or a rollout), and its current release",
       security,
       responses: { 200: json(z.object({ targets: z.array(z.object({ target: z.string(), release: z.number().int().optional(), status: z.string().optional() })) }), "Targets"), ...problems(...COMMON) },
     }),
