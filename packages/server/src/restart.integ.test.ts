@@ -2,7 +2,8 @@
 // started again on the same data folder (separate processes, the CLI as users run it, with the
 // in-memory provider kept in a state file): the deployments and a finished one's events are still
 // there, the one that was running is failed with ROLLOUT_INTERRUPTED, and the next deploy of its
-// target recovers the cut-off rollout from the journal and succeeds.
+// target recovers the cut-off rollout from the journal and succeeds. A second server on the same
+// data folder stops at start (STATE_UNAVAILABLE).
 import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -96,6 +97,17 @@ describe("kiln serve killed with SIGKILL and started again on its data folder", 
     const status = (await (await call(after, "GET", "/v1/targets/web@default")).json()) as { instances: Array<{ state: string }>; drift: string[] };
     expect(status.instances).toHaveLength(3);
     expect(status.drift).toEqual([]);
+
+    // One server uses a data folder at a time: a second one on it stops at start, saying why.
+    const { KILN_PG_URL: _unused, ...environment } = process.env;
+    const rival = await startKilnServe({ args: ["--spec-root", dir, "--data-dir", path.join(work, "kiln")], cwd: dir, token: TOKEN, memoryStateFile: path.join(work, "cloud.json"), environment }).then(
+      (started) => {
+        children.push(started.child);
+        return `it listened at ${started.url}`;
+      },
+      (error: unknown) => String(error),
+    );
+    expect(rival).toMatch(/exited [1-9]\d*: .*STATE_UNAVAILABLE.*Another process uses the deployment queue/s);
     after.child.kill("SIGTERM");
   }, 120_000);
 });
