@@ -36,7 +36,7 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
     .option("--tokens <file>", "API tokens: a YAML or JSON list of { name, sha256, scopes, environments } (or KILN_SERVER_TOKENS as JSON)")
     .option("--service <name=path>", "register a service by its kiln.yaml, deployable as { service: name } (repeatable)", (value: string, previous: string[]) => [...previous, value], [])
     .option("--spec-root <dir>", "the folder a posted spec's relative paths (build context) start from (default: the current folder)")
-    .option("--data-dir <dir>", "Kiln's working folder (embedded state, caches) (default: .kiln)")
+    .option("--data-dir <dir>", "Kiln's working folder: embedded state, deployments (kept across restarts) and caches; one server at a time (default: .kiln)")
     .option("--postgres <url>", "keep state and deployments in PostgreSQL, for several replicas (or KILN_PG_URL)")
     .option("--postgres-schema <name>", "the PostgreSQL schema for Kiln's tables (one per installation sharing a database)", "kiln")
     .option("--claim-lease <duration>", "how long a replica's claim on a deployment lasts unless renewed; another replica takes over a dead one's deployment after it", "15s")
@@ -60,7 +60,12 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
         "    environments: [staging]",
         "",
         "Endpoints: /v1/openapi.json (the API), / (a status page), /metrics (Prometheus).",
-        "One machine: state in the embedded file store. Several replicas: --postgres on one database.",
+        "One machine: state and deployments (with their events) in files under --data-dir, kept across",
+        "restarts; a deployment running when the server died is marked failed (ROLLOUT_INTERRUPTED) on",
+        "restart, and the next deploy of its target recovers the rollout. Several replicas: --postgres.",
+        "Answers: problem+json with a stable code; 405 with Allow for a method a path does not take;",
+        "files are named relative to the spec's root (--spec-root, or a --service's folder), never by",
+        "the server's own paths.",
       ].join("\n"),
     )
     .action(

@@ -160,7 +160,7 @@ export type { RollingBatch, RollingCounts } from "./plan/index.js";
 // State.
 export { createFileStateStore } from "./state/file-store.js";
 export type { FileStateStoreOptions } from "./state/file-store.js";
-export { emptyTargetState, compactHistory, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
+export { emptyTargetState, compactHistory, isListedTarget, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
 export type { Holder, JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";
 export type { LeaseKeeperOptions } from "./state/lease.js";
@@ -183,6 +183,8 @@ export type {
   IdempotentResponse,
 } from "./deployments/queue.js";
 export { createMemoryDeploymentQueue } from "./deployments/memory-queue.js";
+export { INTERRUPTED_BY_RESTART, createFileDeploymentQueue } from "./deployments/file-queue.js";
+export type { FileDeploymentQueue, FileDeploymentQueueOptions } from "./deployments/file-queue.js";
 
 // The journal.
 export { journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";

@@ -20,10 +20,12 @@ import {
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+import { PatternRouter } from "hono/router/pattern-router";
 import { streamSSE, stream } from "hono/streaming";
 import { parse as parseYaml } from "yaml";
 import { mayTouch, type Principal, type Scope } from "./auth.js";
 import type { Metrics } from "./metrics.js";
+import type { PathHider } from "./paths.js";
 import { problem, problemOf, problemSchema, type Problem, type ProblemCode } from "./problem.js";
 
 /** What the HTTP app needs; see `createKilnServer` for the defaults. */
@@ -51,6 +53,8 @@ export interface AppOptions {
   readonly pageCsp?: string;
   /** How often an event stream looks for new events (milliseconds). */
   readonly streamPollMs: number;
+  /** Rewrites the server's own folders (spec root, services, data folder) in problem documents: callers never see its absolute paths. */
+  readonly paths: PathHider;
 }
 
 type Env = { Variables: { principal: Principal } };
@@ -158,6 +162,18 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
     logger.info("request", { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - startedAt), token: c.get("principal")?.name });
   });
+  // Problems name files relative to the spec root, never by the server's own absolute paths
+  // (core's messages have them: a missing Dockerfile, a build context, a secret file, a spec file).
+  app.use("*", async (c, next) => {
+    await next();
+    if (!(c.res.headers.get("content-type") ?? "").startsWith(PROBLEM)) return;
+    const text = await c.res.clone().text();
+    const hidden = options.paths.text(text);
+    if (hidden === text) return;
+    const headers = new Headers(c.res.headers);
+    headers.delete("content-length");
+    c.res = new Response(hidden, { status: c.res.status, headers });
+  });
   app.onError((error, c) => {
     if (error instanceof HttpProblem) return send(error.problem);
     if (error instanceof HTTPException && error.status < 500) {
@@ -170,7 +186,30 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     if (found.status >= 500 && found.code === "INTERNAL") logger.error("request failed", { path: c.req.path, error: String(error) });
     return send(found);
   });
-  app.notFound((c) => send(problem("NOT_FOUND", `No route ${c.req.method} ${c.req.path}; see /v1/openapi.json.`, { status: 404 })));
+  // A path the API has, asked with a method it does not have: 405 with the methods it has (RFC 9110
+  // §15.5.6), and OPTIONS answers with them. HEAD is GET without the body (Hono's own behaviour).
+  app.notFound((c) => {
+    const allowed = allowedMethods(c.req.path);
+    if (allowed.length === 0) return send(problem("NOT_FOUND", `No route ${c.req.method} ${c.req.path}; see /v1/openapi.json.`, { status: 404 }));
+    const allow = allowed.join(", ");
+    if (c.req.method === "OPTIONS") return c.body(null, 204, { allow });
+    const refused = send(problem("METHOD_NOT_ALLOWED", `${c.req.path} does not take ${c.req.method}; it takes ${allow} (see /v1/openapi.json).`, { status: 405, details: { allow: allowed } }));
+    refused.headers.set("allow", allow);
+    return refused;
+  });
+  let routeMethods: ((path: string) => string[]) | undefined;
+  /** The methods `path` takes (with HEAD where it takes GET, and OPTIONS), or none when no route has the path. */
+  function allowedMethods(path: string): string[] {
+    if (!routeMethods) {
+      // Built on first use, once every route is registered: the app's routes, not its middleware.
+      const router = new PatternRouter<string>();
+      for (const route of app.routes) if (route.method !== "ALL") router.add("ALL", route.path, route.method);
+      routeMethods = (wanted) => [...new Set(router.match("GET", wanted)[0].map(([method]) => method))];
+    }
+    const methods = routeMethods(path);
+    if (methods.length === 0) return [];
+    return ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].filter((method) => methods.includes(method) || (method === "HEAD" && methods.includes("GET")) || method === "OPTIONS");
+  }
 
   // Health and readiness answer without a token; everything else needs one.
   app.get("/v1/health", (c) => c.json({ status: "ok" }));
@@ -271,7 +310,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     createRoute({
       method: "get",
       path: "/v1/targets",
-      summary: "Every target with state, and its current release",
+      summary: "Every target deployed (with a release or a rollout), and its current release",
       security,
       responses: { 200: json(z.object({ targets: z.array(z.object({ target: z.string(), release: z.number().int().optional(), status: z.string().optional() })) }), "Targets"), ...problems(...COMMON) },
     }),

@@ -34,10 +34,19 @@ const SEED = process.env.KILN_SCHEMATHESIS_SEED ?? "20261130";
 /**
  * What every response must satisfy. Not `all`: `positive_data_acceptance` expects any body that
  * matches DeployRequest's JSON schema to be accepted, but "spec or service, not both or neither"
- * and a kiln.yaml's own rules are checked by the server (422 SPEC_INVALID); `unsupported_method`
- * expects 405 with Allow where the server answers 404 NOT_FOUND for a method it has no route for.
+ * and a kiln.yaml's own rules are checked by the server (422 SPEC_INVALID). `unsupported_method`
+ * sends each path the methods the document does not give it and expects 405 with `Allow`;
+ * `allow_header_conformance` expects OPTIONS to list exactly the document's methods.
  */
-const CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance", "response_headers_conformance"];
+const CHECKS = [
+  "not_a_server_error",
+  "status_code_conformance",
+  "content_type_conformance",
+  "response_schema_conformance",
+  "response_headers_conformance",
+  "unsupported_method",
+  "allow_header_conformance",
+];
 
 /** The schemathesis binary of the pinned version, or why there is none. */
 function findSchemathesis(): { bin: string } | { missing: string } {

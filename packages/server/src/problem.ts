@@ -4,7 +4,7 @@ import { z } from "@hono/zod-openapi";
 /**
  * Codes the server adds to core's {@link ERROR_CODES} for HTTP-only situations. Stable, like core's.
  */
-export const SERVER_ERROR_CODES = ["UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "IDEMPOTENCY_KEY_REUSED"] as const;
+export const SERVER_ERROR_CODES = ["UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED", "CONFLICT", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "IDEMPOTENCY_KEY_REUSED"] as const;
 
 /** An error `code` in a problem document: core's or the server's. */
 export type ProblemCode = ErrorCode | (typeof SERVER_ERROR_CODES)[number];
@@ -48,7 +48,7 @@ export const problemSchema = z
     title: z.string(),
     status: z.number().int(),
     detail: z.string(),
-    code: z.string().openapi({ description: "A stable error code: core's (INVALID_ARGUMENT, SPEC_INVALID, TARGET_LOCKED, RELEASE_NOT_FOUND, …: packages/core/src/errors.ts) or the server's (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED)." }),
+    code: z.string().openapi({ description: "A stable error code: core's (INVALID_ARGUMENT, SPEC_INVALID, TARGET_LOCKED, RELEASE_NOT_FOUND, …: packages/core/src/errors.ts) or the server's (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, CONFLICT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED)." }),
     details: z.record(z.string(), z.unknown()).optional().openapi({ description: "Machine-readable details (spec issues, the lock's holder); never secrets." }),
   })
   .openapi("Problem");

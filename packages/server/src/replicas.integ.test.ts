@@ -2,29 +2,21 @@
 // the in-memory provider kept in a state file both share: 20 deploy requests spread over both
 // replicas for 5 targets, every rollout runs exactly once; then a replica is killed with SIGKILL
 // mid-rollout and the other finishes that rollout from the journal.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "@kilnjs/core";
 import { postgresUrl, requirePostgres } from "@kilnjs/testkit";
-import { hashToken } from "./auth.js";
+import { startKilnServe, type KilnServeProcess } from "./kiln-serve-process.testing.js";
 
 const postgres = await requirePostgres();
-const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const KILN_BIN = path.join(REPO_ROOT, "packages/cli/dist/bin.js");
-const MEMORY_PROVIDER = path.join(REPO_ROOT, "packages/cli/test/fixtures/memory-provider.mjs");
 const TOKEN = "t-replicas";
 
-interface Replica {
+interface Replica extends KilnServeProcess {
   readonly name: string;
-  readonly url: string;
-  readonly child: ChildProcess;
-  output: string;
 }
 
 describe.skipIf(!postgres)("two server replicas on one PostgreSQL", () => {
@@ -52,34 +44,20 @@ describe.skipIf(!postgres)("two server replicas on one PostgreSQL", () => {
   });
 
   async function startReplica(name: string): Promise<Replica> {
-    const child = spawn(
-      process.execPath,
-      [KILN_BIN, "serve", "--port", "0", "--postgres", postgresUrl(), "--postgres-schema", schema, "--replica-id", `replica-${name}`, "--spec-root", dir, "--data-dir", path.join(work, `kiln-${name}`), "--claim-lease", "2s", "--lock-ttl", "3s"],
-      {
-        cwd: dir,
-        env: {
-          ...process.env,
-          KILN_SERVER_TOKENS: JSON.stringify([{ name: "test", sha256: hashToken(TOKEN), scopes: ["admin"], environments: ["*"] }]),
-          KILN_PROVIDER_MODULE_MEMORY: MEMORY_PROVIDER,
-          KILN_MEMORY_STATE_FILE: path.join(work, "cloud.json"),
-          NO_COLOR: "1",
-        },
-        stdio: ["ignore", "pipe", "pipe"],
+    const started = await startKilnServe({
+      args: ["--postgres", postgresUrl(), "--postgres-schema", schema, "--replica-id", `replica-${name}`, "--spec-root", dir, "--data-dir", path.join(work, `kiln-${name}`), "--claim-lease", "2s", "--lock-ttl", "3s"],
+      cwd: dir,
+      token: TOKEN,
+      memoryStateFile: path.join(work, "cloud.json"),
+    });
+    return {
+      name,
+      url: started.url,
+      child: started.child,
+      get output() {
+        return started.output;
       },
-    );
-    const replica: Replica = { name, url: "", child, output: "" };
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (replica.output += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (replica.output += chunk));
-    const url = await waitFor(
-      async () => {
-        const match = /listening on (http:\/\/\S+)/.exec(replica.output);
-        if (match) return { done: true, value: match[1]! };
-        if (child.exitCode !== null) throw new Error(`replica ${name} exited ${child.exitCode}: ${replica.output}`);
-        return { done: false, reason: replica.output.slice(-300) };
-      },
-      { timeoutMs: 30_000, minDelayMs: 50, maxDelayMs: 200, description: `replica ${name} to listen` },
-    );
-    return { ...replica, url, get output() { return replica.output; } };
+    };
   }
 
   const call = (replica: Replica, method: string, route: string, body?: unknown) =>

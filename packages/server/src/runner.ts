@@ -12,6 +12,7 @@ import {
   type Logger,
 } from "@kilnjs/core";
 import type { Metrics } from "./metrics.js";
+import type { PathHider } from "./paths.js";
 
 /** Options of {@link startRunner}. */
 export interface RunnerOptions {
@@ -35,6 +36,11 @@ export interface RunnerOptions {
   loadSpec(record: DeploymentRecord): Promise<LoadedSpec>;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /**
+   * What rewrites the server's own folders in a deployment's stored events and error (the spec's
+   * root for its paths, the data folder): API callers read them. Logs keep the absolute paths.
+   */
+  pathsOf(record: DeploymentRecord): PathHider;
 }
 
 /** A running runner. */
@@ -103,12 +109,13 @@ export function startRunner(options: RunnerOptions): Runner {
   async function run(record: DeploymentRecord): Promise<void> {
     const controller = new AbortController();
     active.set(record.id, controller);
+    const paths = options.pathsOf(record);
     const startedAt = Date.now();
     const buffer: KilnEvent[] = [];
     let flushing: Promise<unknown> = Promise.resolve();
     const flush = () => {
       if (buffer.length === 0) return flushing;
-      const batch = buffer.splice(0, buffer.length);
+      const batch = buffer.splice(0, buffer.length).map((event) => paths.value(event));
       flushing = flushing.then(() => store.appendEvents(record.id, batch)).catch((error: unknown) => logger.error("could not store events", { deploymentId: record.id, error: String(error) }));
       return flushing;
     };
@@ -134,6 +141,8 @@ export function startRunner(options: RunnerOptions): Runner {
     let state: FinalDeploymentState = "failed";
     let result: DeploymentRecord["result"];
     let error: DeploymentRecord["error"];
+    /** The error's message as core gave it, for the log (the record's hides the server's folders). */
+    let loggedMessage: string | undefined;
     try {
       if (record.cancelRequested) throw new KilnError("ABORTED", "Cancelled through the API.");
       const target = record.target;
@@ -156,7 +165,8 @@ export function startRunner(options: RunnerOptions): Runner {
     } catch (thrown) {
       const kilnError = isKilnError(thrown) ? thrown : toKilnError(thrown, "INTERNAL", "The deployment failed");
       state = kilnError.code === "ABORTED" && !claim.signal.aborted ? "cancelled" : "failed";
-      error = { code: kilnError.code, message: kilnError.message };
+      error = { code: kilnError.code, message: paths.text(kilnError.message) };
+      loggedMessage = kilnError.message;
       if (kilnError.code === "INTERNAL") logger.error("deployment failed with an internal error", { deploymentId: record.id, error: String(thrown) });
     } finally {
       const held = await claim.stop();
@@ -170,7 +180,7 @@ export function startRunner(options: RunnerOptions): Runner {
         options.metrics.rollouts.inc({ kind: record.kind, outcome: state });
         options.metrics.rolloutSeconds.observe({ kind: record.kind, outcome: state }, (Date.now() - startedAt) / 1000);
         if (error && /PROVIDER_UNAVAILABLE|THROTTLED|LAUNCH_FAILED|TERMINATE_FAILED|BUILD_FAILED/.test(error.code)) options.metrics.providerErrors.inc({ code: error.code });
-        logger.info("deployment finished", { deploymentId: record.id, state, ...(error ? { code: error.code } : {}), durationMs: Date.now() - startedAt });
+        logger.info("deployment finished", { deploymentId: record.id, state, ...(error ? { code: error.code, message: loggedMessage } : {}), durationMs: Date.now() - startedAt });
       }
     }
   }

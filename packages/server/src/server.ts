@@ -7,8 +7,8 @@ import { fileURLToPath } from "node:url";
 import { serve, type ServerType } from "@hono/node-server";
 import {
   createFileStateStore,
+  createFileDeploymentQueue,
   createKiln,
-  createMemoryDeploymentQueue,
   loadSpec,
   specFromObject,
   type DeploymentQueue,
@@ -21,6 +21,7 @@ import { pino } from "pino";
 import { createApp } from "./app.js";
 import { createAuthenticator, type TokenConfig } from "./auth.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { hidePaths, type HiddenFolder } from "./paths.js";
 import { startRunner, type Runner } from "./runner.js";
 
 /** Options of {@link createKilnServer}. */
@@ -35,10 +36,12 @@ export interface KilnServerOptions {
    * Where deployments wait to be run, with their events and idempotent answers: core's
    * `DeploymentQueue`. For several replicas, the PostgreSQL queue of `@kilnjs/store-postgres`
    * (`createPostgresBackend(…).queue`, on the state store's pool). Closed by {@link KilnServer.close}.
-   * @defaultValue `createMemoryDeploymentQueue()` (one replica)
+   * @defaultValue `createFileDeploymentQueue({ directory: dataDir/queue })` (one replica): deployments,
+   *   their events and idempotent answers survive a restart; one that was running when the server
+   *   stopped is marked failed (`ROLLOUT_INTERRUPTED`) when it starts again
    */
   readonly deployments?: DeploymentQueue;
-  /** Kiln's working folder (state, fingerprint caches). @defaultValue `.kiln` in the current folder */
+  /** Kiln's working folder (state, fingerprint caches, and the deployment queue unless `deployments` is given). @defaultValue `.kiln` in the current folder */
   readonly dataDir?: string;
   /** Registered services: name → path of its kiln.yaml (`POST /v1/deployments { service }`). @defaultValue none */
   readonly services?: Readonly<Record<string, string>>;
@@ -70,7 +73,9 @@ export interface KilnServer {
   /** Handles one request (for tests and other servers: a fetch-style handler). */
   fetch(request: Request): Promise<Response>;
   /**
-   * Starts listening (HTTPS when `tls` is given); resolves with the address.
+   * Starts listening (HTTPS when `tls` is given); resolves with the address. Opens the default
+   * deployment queue first.
+   * @throws KilnError STATE_UNAVAILABLE when another process uses the data folder's deployment queue
    * @param port - 0 for any free port
    * @param host - @defaultValue `127.0.0.1`
    */
@@ -111,7 +116,8 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const logger = options.logger ?? jsonLogger(undefined, "info", { replica: replicaId });
   const dataDir = path.resolve(options.dataDir ?? path.join(process.cwd(), ".kiln"));
   const store = options.store ?? createFileStateStore({ directory: path.join(dataDir, "state") });
-  const deployments = options.deployments ?? createMemoryDeploymentQueue();
+  const ownQueue = options.deployments ? undefined : createFileDeploymentQueue({ directory: path.join(dataDir, "queue"), logger });
+  const deployments = options.deployments ?? ownQueue!;
   const lockTtlMs = options.lockTtlMs ?? 30_000;
   const metrics = createMetrics();
   const specRoot = path.resolve(options.specRoot ?? process.cwd());
@@ -119,6 +125,12 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs, ...(options.env ? { env: options.env } : {}) });
   const authenticator = createAuthenticator(options.tokens);
   const page = statusPage();
+  // What API callers see of the server's disk: paths relative to the spec's root, the data folder
+  // by name. A registered service's spec root is its kiln.yaml's folder.
+  const dataFolder: HiddenFolder = { dir: dataDir, as: "<data-dir>" };
+  const serviceFolders = Object.values(services).map((file) => ({ dir: path.dirname(file) }));
+  const apiPaths = hidePaths([dataFolder, { dir: specRoot }, ...serviceFolders]);
+  const postedPaths = hidePaths([dataFolder, { dir: specRoot }]);
   const runner: Runner = startRunner({
     store: deployments,
     kiln,
@@ -129,6 +141,10 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
     lockWaitMs: lockTtlMs + 5_000,
     logger,
     metrics,
+    pathsOf: (record) => {
+      const file = record.request.service !== undefined ? services[record.request.service] : undefined;
+      return file ? hidePaths([dataFolder, { dir: path.dirname(file) }, { dir: specRoot }]) : postedPaths;
+    },
     loadSpec: async (record) => {
       if (record.request.service !== undefined) {
         const file = services[record.request.service];
@@ -160,6 +176,7 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
     page: page.html,
     pageCsp: page.csp,
     streamPollMs: 200,
+    paths: apiPaths,
   });
   let server: ServerType | undefined;
   return {
@@ -167,7 +184,9 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
     metrics,
     replicaId,
     fetch: async (request) => app.fetch(request),
-    listen(port, host = "127.0.0.1", tls) {
+    async listen(port, host = "127.0.0.1", tls) {
+      // The data folder's queue is opened first: another server using it stops this one here.
+      await ownQueue?.ready();
       return new Promise((resolve, reject) => {
         const scheme = tls ? "https" : "http";
         const started = serve(

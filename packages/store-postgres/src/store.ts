@@ -221,7 +221,12 @@ export function postgresStateStoreOn(database: Database, leaseTtlMs: number): Po
     async listTargets() {
       await ready();
       return withClient("listing targets", async (client) => {
-        const { rows } = await client.query<{ service: string; environment: string }>(`SELECT service, environment FROM ${table} ORDER BY service, environment`);
+        // As core's isListedTarget: a row made only by a lock or a secret digest key (a deploy that
+        // failed before it made a release) is not a target. A row whose document is not one Kiln
+        // wrote is listed, so that reading it says why.
+        const { rows } = await client.query<{ service: string; environment: string }>(
+          `SELECT service, environment FROM ${table} WHERE (document->'releases' = '[]'::jsonb AND document->'rollouts' = '[]'::jsonb AND document->'currentRelease' IS NULL) IS NOT TRUE ORDER BY service, environment`,
+        );
         return rows.map((row) => ({ service: row.service, environment: row.environment }));
       });
     },

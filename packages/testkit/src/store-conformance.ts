@@ -139,7 +139,8 @@ class ChangeRefused extends Error {
  *   gives a copy; `update` passes the change's result through and what it wrote reads back equal;
  * - `update` is atomic and serialised: 20 concurrent updates of one target all land, from one store
  *   object and from two; a change that throws writes nothing and its own error propagates;
- * - `listTargets` lists every target written;
+ * - `listTargets` lists every target with a release or a rollout, and not one whose only state is
+ *   a lease, a fencing token or a secret digest key (a deploy that failed before its release);
  * - `lock` grants a lease with a fencing token, a second holder gets `TARGET_LOCKED` naming the
  *   first; a fenced `update` with a stale token fails `LOCK_LOST` and writes nothing;
  * - a lease that expired (its holder stopped renewing), or whose holder's process on this host is
@@ -309,6 +310,36 @@ export function runStateStoreConformance(options: StateStoreConformanceOptions):
         expect(targets).toContainEqual(first);
         expect(targets).toContainEqual(second);
         for (const target of targets) expect(Object.keys(target).sort()).toEqual(["environment", "service"]);
+      },
+      timeoutMs,
+    );
+
+    it(
+      "does not list a target whose deploy failed before it made a release (only a lease, a fencing token and a secret digest key), and lists it once it has a rollout",
+      async () => {
+        const target = targetFor("never-released");
+        // As a deploy that fails on a missing Dockerfile or an unreadable secret: the lock is taken,
+        // the secret digest key written under it, and the lock released, with no release made.
+        await withLock(store, target, liveHolder("conformance failed deploy"), 30_000, async (lock) => {
+          await store.update(target, (state) => void (state.secretDigestKey ??= "a2lsbi1jb25mb3JtYW5jZS1kaWdlc3Qta2V5LTMyYnk="), { token: lock.token });
+          expect(await store.listTargets(), "while its first deploy holds the lock").not.toContainEqual(target);
+        });
+        const kept = await store.read(target);
+        expect(kept.fencingToken, "the fencing token is kept: it must never go back").toBeGreaterThanOrEqual(1);
+        expect(kept.secretDigestKey).toBeDefined();
+        expect(kept.releases).toEqual([]);
+        expect(await store.listTargets(), "after its first deploy failed").not.toContainEqual(target);
+        expect(await other.listTargets(), "through the other store object").not.toContainEqual(target);
+
+        // The next lock gets a higher token than the failed deploy's, as for any target.
+        const next = await store.lock(target, liveHolder("conformance next deploy"), { ttlMs: 30_000 });
+        try {
+          expect(next.token).toBeGreaterThan(kept.fencingToken!);
+          await store.update(target, (state) => void state.rollouts.push(rolloutRecord(target, `r-${suffix}-listed`, 1)), { token: next.token });
+        } finally {
+          await next.release();
+        }
+        expect(await store.listTargets(), "once it has a rollout").toContainEqual(target);
       },
       timeoutMs,
     );

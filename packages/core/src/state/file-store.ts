@@ -5,7 +5,7 @@ import writeFileAtomic from "write-file-atomic";
 import { KilnError } from "../errors.js";
 import { formatTarget, parseTarget, type Target } from "../target.js";
 import { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, holdLease, releaseLease, renewLease } from "./lease.js";
-import { compactHistory, emptyTargetState, type StateStore, type TargetLock, type TargetState } from "./types.js";
+import { compactHistory, emptyTargetState, isListedTarget, type StateStore, type TargetLock, type TargetState } from "./types.js";
 
 /** Options of {@link createFileStateStore}. */
 export interface FileStateStoreOptions {
@@ -104,7 +104,11 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
         if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
         throw new KilnError("STATE_UNAVAILABLE", `Cannot list ${directory}.`, { cause: error });
       }
-      return names.filter((name) => /^[^.].*@.*\.json$/.test(name) && !name.endsWith(".holder.json")).map((name) => parseTarget(name.slice(0, -".json".length)));
+      const targets = names.filter((name) => /^[^.].*@.*\.json$/.test(name) && !name.endsWith(".holder.json")).map((name) => parseTarget(name.slice(0, -".json".length)));
+      // A file made only by a lock (or a secret digest key) is a deploy that never made a release:
+      // not a target to list. A file that cannot be read is listed, so that reading it says why.
+      const listed = await Promise.all(targets.map((target) => readState(target).then(isListedTarget, () => true)));
+      return targets.filter((_, index) => listed[index]);
     },
 
     update(target, change, updateOptions) {

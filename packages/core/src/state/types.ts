@@ -209,7 +209,12 @@ export interface UpdateOptions {
 export interface StateStore {
   /** The target's state; an empty state for a target never deployed. */
   read(target: Target): Promise<TargetState>;
-  /** Every target with any state. */
+  /**
+   * Every target that has been deployed: with a release, a rollout or a current release
+   * ({@link isListedTarget}). A target whose only state is a lease, a fencing token or a secret
+   * digest key (a first deploy that failed before it made a release: a missing Dockerfile, a
+   * secret that cannot be read) keeps that state but is not listed.
+   */
   listTargets(): Promise<Target[]>;
   /**
    * Changes a target's state atomically: `change` gets the current state to modify in place and
@@ -239,6 +244,17 @@ export interface StateStore {
 /** An empty state for a target never deployed. */
 export function emptyTargetState(target: Target): TargetState {
   return { target: { service: target.service, environment: target.environment }, releases: [], rollouts: [], currentRelease: undefined };
+}
+
+/**
+ * Whether {@link StateStore.listTargets} lists a target with this state: it has a release, a
+ * rollout or a current release. The rollout lock's lease, the fencing token counter and the secret
+ * digest key are kept in a target's state before anything is deployed (the token must never go
+ * back, so that state is kept), but alone they do not make a target: a deploy that fails before it
+ * makes a release leaves nothing to list.
+ */
+export function isListedTarget(state: Pick<TargetState, "releases" | "rollouts" | "currentRelease">): boolean {
+  return state.releases.length > 0 || state.rollouts.length > 0 || state.currentRelease !== undefined;
 }
 
 /** How many finished rollouts keep their journal; older ones keep their record without it. */
