@@ -52,7 +52,8 @@ export const RESOURCE_NAME_MAX_LENGTH = 128;
 const NAME_SEPARATOR = ".";
 /** Hex digits of the SHA-256 digest that ends a cut name (48 bits). */
 const CUT_DIGEST_LENGTH = 12;
-const NAME_PART = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
+const PREFIX_PATTERN = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
+const PART_PATTERN = /^[A-Za-z0-9-]+$/;
 const TARGET_PART = /^[a-z0-9][a-z0-9-]*$/;
 
 /**
@@ -90,8 +91,11 @@ export function resourceName(target: Target, options: ResourceNameOptions = {}):
   }
   const prefix = options.prefix === undefined ? [] : [options.prefix];
   const parts = options.parts ?? [];
-  for (const part of [...prefix, ...parts]) {
-    if (!NAME_PART.test(part)) throw new KilnError("INVALID_ARGUMENT", `"${part}" cannot be part of a resource name: use ASCII letters, digits and dashes, starting with a letter or digit.`);
+  if (options.prefix !== undefined && !PREFIX_PATTERN.test(options.prefix)) {
+    throw new KilnError("INVALID_ARGUMENT", `"${options.prefix}" cannot start a resource name: use ASCII letters, digits and dashes, starting with a letter or digit.`);
+  }
+  for (const part of parts) {
+    if (!PART_PATTERN.test(part)) throw new KilnError("INVALID_ARGUMENT", `"${part}" cannot be part of a resource name: use ASCII letters, digits and dashes.`);
   }
   const name = [...prefix, target.service, target.environment, ...parts].join(NAME_SEPARATOR);
   if (name.length <= maxLength) return name;
