@@ -40,6 +40,7 @@ export type {
   ProviderContext,
   ProviderLimits,
   ProviderProgress,
+  ProxyStatus,
   TrafficCapability,
   TrafficOptions,
 } from "./provider/contract.js";
