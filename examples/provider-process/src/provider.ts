@@ -8,7 +8,7 @@ import { homedir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import {
-  KilnError, LABELS, assertLaunchCount, createErrorMapper, defineProvider, formatTarget, imageLabels, instanceLabels, isKilnError, readSection, selectorLabels, throwIfAborted, waitFor,
+  KilnError, LABELS, assertLaunchCount, createErrorMapper, defineProvider, formatTarget, imageLabels, instanceLabels, isKilnError, readSection, resourceName, selectorLabels, throwIfAborted, waitFor,
   type ErrorCode, type ImageRecipe, type ImageRef, type Instance, type LaunchRequest, type MachineStep, type Provider, type ProviderContext,
 } from "@kilnjs/core";
 import { processProviderSpec } from "./spec.js";
@@ -61,6 +61,8 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
     if (!machine) throw new KilnError("BUILD_CONTEXT_INVALID", "The process provider builds images from image.machine (provision steps); the recipe has none.");
     const base = readSection(processProviderSpec, "base", machine.base);
     if (base && process.versions.node.split(".")[0] !== base.node) throw new KilnError("BUILD_FAILED", `The image is for Node.js ${base.node}, but Kiln runs on ${process.version}: change image.machine.base.process.node, or the Node.js that runs Kiln.`);
+    // Injective without a separator rule: the fingerprint part is always 16 hex digits at the end, so the service is the rest.
+    // Kept as it is (not core's resourceName): images are found by this id, and those built before must still be found.
     const id = `${target.service}-${fingerprint.replace(/^sha256:/, "").slice(0, 16)}`;
     await prepare();
     const staging = path.join(imagesDir, `.build-${randomBytes(6).toString("hex")}`);
@@ -127,7 +129,7 @@ export const createProcessProvider = defineProvider((options: ProcessProviderOpt
     const { target, release, rolloutId } = request;
     const endpoints = Object.fromEntries(ports.map(([name, port]) => [name, { host: "127.0.0.1", port }]));
     const labels = { ...request.config.labels, ...instanceLabels(request) };
-    const record = { instance: { id, name: `${target.service}-${target.environment}-r${release}-${id}`, target, release, rolloutId, imageId: image.ref.id, restartCount: 0, endpoints, createdAt: new Date().toISOString(), labels }, pid: child.pid! };
+    const record = { instance: { id, name: resourceName(target, { parts: [`r${release}`, id] }), target, release, rolloutId, imageId: image.ref.id, restartCount: 0, endpoints, createdAt: new Date().toISOString(), labels }, pid: child.pid! };
     // The slot is claimed by hard-linking a complete file into place: if another launch with this key filled it first, its instance is the one.
     const temporary = `${file}.${id}.tmp`;
     await writeFile(temporary, JSON.stringify(record));

@@ -256,6 +256,7 @@ export async function run(
         const lines = [`${c.bold(`${status.target.service}@${status.target.environment}`)}: ${status.release ? `release ${status.release.number} (image ${shortId(status.release.image.id)}, deployed ${status.release.finishedAt ?? status.release.createdAt})` : "never deployed"}`];
         const proxy = status.release?.traffic?.proxy;
         if (proxy) lines.push(`address: http://${proxy.host}:${proxy.port} (front proxy → port ${proxy.portName}; the addresses below are the instances' own)`);
+        for (const found of status.proxies) lines.push(`front proxy: ${found.name}, ${found.state}${found.address ? `, publishing http://${found.address}` : ""}`);
         if (status.activeRollout) {
           const active = status.activeRollout;
           const by = `${active.holder.user}@${active.holder.host}, pid ${active.holder.pid}`;

@@ -13,8 +13,8 @@ export { silentLogger } from "./logger.js";
 export type { Logger } from "./logger.js";
 export { waitFor, sleep } from "./wait.js";
 export type { WaitOptions, WaitOutcome } from "./wait.js";
-export { DEFAULT_ENVIRONMENT, formatTarget, parseTarget } from "./target.js";
-export type { Target } from "./target.js";
+export { DEFAULT_ENVIRONMENT, RESOURCE_NAME_MAX_LENGTH, formatTarget, parseTarget, resourceName } from "./target.js";
+export type { ResourceNameOptions, Target } from "./target.js";
 
 // The provider contract and what every provider shares.
 export { defineProvider } from "./provider/contract.js";
@@ -40,6 +40,7 @@ export type {
   ProviderContext,
   ProviderLimits,
   ProviderProgress,
+  ProxyStatus,
   TrafficCapability,
   TrafficOptions,
 } from "./provider/contract.js";

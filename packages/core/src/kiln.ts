@@ -3,7 +3,7 @@ import type { FingerprintResult } from "./fingerprint/fingerprint.js";
 import type { JournalHooks } from "./journal/journaled.js";
 import type { Logger } from "./logger.js";
 import type { DeployPlan } from "./plan/index.js";
-import type { ImageRef, Instance, Provider } from "./provider/contract.js";
+import type { ImageRef, Instance, Provider, ProxyStatus } from "./provider/contract.js";
 import { DEFAULT_PROVIDER_SPEC } from "./provider/spec.js";
 import { checkSpec } from "./spec/check.js";
 import type { LoadedSpec } from "./spec/load.js";
@@ -124,7 +124,12 @@ export interface TargetStatus {
   readonly target: Target;
   readonly release: ReleaseRecord | undefined;
   readonly instances: readonly Instance[];
-  /** Differences between what runs and the release (missing, extra or foreign instances); empty when none. */
+  /**
+   * The target's front proxies as the provider finds them by Kiln's labels (empty when the
+   * provider runs none or cannot list them), including one the release no longer declares.
+   */
+  readonly proxies: readonly ProxyStatus[];
+  /** Differences between what runs and the release (missing, extra or foreign instances, a proxy it does not declare); empty when none. */
   readonly drift: readonly string[];
   /** A rollout that has not finished, if any (when {@link TargetStatus.lock} is absent or stale, its process died). */
   readonly activeRollout: RolloutRecord | undefined;

@@ -6,6 +6,7 @@ import {
   formatTarget,
   imageLabels,
   readSection,
+  resourceName,
   shortFingerprint,
   throwIfAborted,
   waitFor,
@@ -18,7 +19,7 @@ import {
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
 import { FoundBeforeRetry, lookBeforeRetry } from "./instances.js";
-import { amiNameProblem, awsProviderSpec, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
+import { AWS_TAG_RULES, amiNameProblem, awsProviderSpec, type AwsBaseImage, type AwsBuilderSettings } from "./spec.js";
 import { AWS_TAGS, BUILDER_ROLE, fromTags, tagFilter, targetTags, toTags } from "./tags.js";
 import { RESULT_MARKER, describeStep, renderProvisionScript } from "./user-data.js";
 
@@ -197,7 +198,8 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
       ...(recipe.rolloutId ? { [LABELS.rollout]: recipe.rolloutId } : {}),
       [AWS_TAGS.role]: BUILDER_ROLE,
       [AWS_TAGS.expires]: expires,
-      [AWS_TAGS.name]: `kiln-bake-${recipe.target.service}-${shortFingerprint(recipe.fingerprint)}`,
+      // Injective in the target (core's resourceName): kiln-bake.<service>.<environment>.<fingerprint12>.
+      [AWS_TAGS.name]: resourceName(recipe.target, { prefix: "kiln-bake", parts: [shortFingerprint(recipe.fingerprint)], maxLength: AWS_TAG_RULES.maxValueLength }),
     });
     // One builder per bake attempt: a retried call (an answer lost on the way) gets the same instance.
     const clientToken = createHash("sha256").update(`bake:${recipe.fingerprint}:${recipe.rolloutId ?? randomUUID()}`).digest("hex").slice(0, 64);

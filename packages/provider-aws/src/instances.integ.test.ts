@@ -93,7 +93,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
     expect(new Set(launched.map((instance) => instance.name)).size).toBe(3);
     for (const instance of launched) {
       expect(instance).toMatchObject({ target, release: 3, rolloutId: "ro-integ", imageId, state: "running", restartCount: 0 });
-      expect(instance.name).toMatch(new RegExp(`^${service}-test-r3-[0-9a-f]{6}-[0-9a-f]{6}$`));
+      expect(instance.name).toMatch(new RegExp(`^${service}\\.test\\.r3\\.[0-9a-f]{6}-[0-9a-f]{6}$`));
       expect(instance.endpoints.http).toEqual({ host: expect.stringMatching(/^\d+\.\d+\.\d+\.\d+$/) as string, port: 8080 });
       expect(instance.labels).toMatchObject({ team: "integ", [LABELS.fingerprint]: `sha256:${"b".repeat(64)}`, [LABELS.ports]: "http:8080/tcp", [AWS_TAGS.address]: "private" });
     }
@@ -111,7 +111,7 @@ describe.skipIf(!moto)("aws instance operations (moto)", () => {
       expect(instance.SecurityGroups?.map((group) => group.GroupId)).toEqual([securityGroupId]);
       const tags = Object.fromEntries((instance.Tags ?? []).map((tag) => [tag.Key, tag.Value]));
       expect(tags).toMatchObject({
-        Name: `${service}-test-r3-${instance.ClientToken!.slice(-6)}`,
+        Name: `${service}.test.r3.${instance.ClientToken!.slice(-6)}`,
         [LABELS.managed]: "true",
         [LABELS.service]: service,
         [LABELS.environment]: "test",

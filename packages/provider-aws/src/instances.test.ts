@@ -163,7 +163,7 @@ describe("launch tags", () => {
       [LABELS.release]: "3",
       [LABELS.rollout]: "ro-1",
       [LABELS.fingerprint]: `sha256:${"a".repeat(64)}`,
-      Name: "web-prod-r3-1a2b3c",
+      Name: "web.prod.r3.1a2b3c",
       [LABELS.launchKey]: "ro-1:launch:1",
       [LABELS.ports]: "http:8080/tcp",
       [AWS_TAGS.address]: "private",
@@ -206,7 +206,7 @@ describe("runInstancesInput", () => {
     }
     expect(input.TagSpecifications?.map((spec) => spec.ResourceType)).toEqual(["instance", "volume"]);
     const tags = Object.fromEntries(input.TagSpecifications![0]!.Tags!.map((tag) => [tag.Key, tag.Value]));
-    expect(tags.Name).toBe(`web-prod-r3-${input.ClientToken!.slice(-6)}`);
+    expect(tags.Name).toBe(`web.prod.r3.${input.ClientToken!.slice(-6)}`);
     expect(input.TagSpecifications![1]!.Tags).toEqual(input.TagSpecifications![0]!.Tags);
   });
 

@@ -8,6 +8,7 @@ import {
   decodeInstanceLabels,
   formatTarget,
   instanceLabels,
+  resourceName,
   selectorLabels,
   throwIfAborted,
   waitFor,
@@ -19,7 +20,7 @@ import {
   type ProviderContext,
 } from "@kilnjs/core";
 import { awsError, awsErrorCode, type AwsClients, type Ec2Module } from "./client.js";
-import { AWS_KILN_TAG_COUNT, awsInstancesSchema, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
+import { AWS_KILN_TAG_COUNT, AWS_TAG_RULES, awsInstancesSchema, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
 import { AWS_TAGS, fromTags, tagFilter, toTags } from "./tags.js";
 
 /** The instance type when neither `instances.aws.instanceType` nor a launch template gives one. */
@@ -128,7 +129,9 @@ export function planLaunch(count: number, subnetIds: readonly string[], found: R
 /**
  * The tags of every instance (and its volumes) of a launch call: the release's own labels, then
  * Kiln's {@link LABELS} (with the launch key and ports), `Name`
- * (`<service>-<environment>-r<release>-<suffix>`), and the address kind ({@link AWS_TAGS}). Kiln's
+ * (`<service>.<environment>.r<release>.<suffix>`: core's `resourceName`, so two targets never share
+ * a name whatever dashes they contain; instances are found by tags, never by this name, so those
+ * named the earlier way, `<service>-<environment>-r<release>-<suffix>`, are still managed), and the address kind ({@link AWS_TAGS}). Kiln's
  * keys win over a label of the same key.
  * @param nameSuffix - the `Name` tag's last part (short hex from the call's client token)
  * @throws KilnError INVALID_ARGUMENT when the labels break AWS's tag rules (naming the tag and the rule)
@@ -139,7 +142,7 @@ export function launchTags(request: LaunchRequest, settings: AwsInstanceSettings
   const tags: Record<string, string> = {
     ...request.config.labels,
     ...instanceLabels(request),
-    [AWS_TAGS.name]: `${request.target.service}-${request.target.environment}-r${request.release}-${nameSuffix}`,
+    [AWS_TAGS.name]: resourceName(request.target, { parts: [`r${request.release}`, nameSuffix], maxLength: AWS_TAG_RULES.maxValueLength }),
     [AWS_TAGS.address]: settings.address,
   };
   // Kiln's own values must fit too (a long list of ports, a long rollout id).
@@ -202,7 +205,7 @@ export function runInstancesInput(request: LaunchRequest, settings: AwsInstanceS
 
 /**
  * Kiln's name of an EC2 instance: its `Name` tag and the last 6 characters of its id
- * (`web-prod-r3-1f2e3d-9a8b7c`). One RunInstances call gives all its instances the same `Name` tag
+ * (`web.prod.r3.1f2e3d-9a8b7c`). One RunInstances call gives all its instances the same `Name` tag
  * (tags at creation cannot differ per instance), so the id's tail keeps names unique. An instance
  * without a `Name` tag is named by its id.
  */

@@ -61,7 +61,14 @@ describe("names and states", () => {
   it("names containers uniquely", () => {
     const names = new Set(Array.from({ length: 50 }, () => containerName(request)));
     expect(names.size).toBe(50);
-    for (const name of names) expect(name).toMatch(/^web-prod-r7-[0-9a-f]{6}$/);
+    for (const name of names) expect(name).toMatch(/^web\.prod\.r7\.[0-9a-f]{6}$/);
+  });
+
+  it("names the containers of a-b@c and a@b-c apart", () => {
+    const first = containerName({ ...request, target: { service: "a-b", environment: "c" } });
+    const second = containerName({ ...request, target: { service: "a", environment: "b-c" } });
+    expect(first.replace(/\.[0-9a-f]{6}$/, "")).toBe("a-b.c.r7");
+    expect(second.replace(/\.[0-9a-f]{6}$/, "")).toBe("a.b-c.r7");
   });
 
   it("maps Docker states", () => {

@@ -7,6 +7,7 @@ import {
   assertLaunchCount,
   decodeInstanceLabels,
   instanceLabels,
+  resourceName,
   selectorLabels,
   throwIfAborted,
   type Endpoint,
@@ -18,7 +19,7 @@ import {
 } from "@kilnjs/core";
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
 import type { ResolvedOptions } from "./options.js";
-import { targetNetworkName } from "./proxy/config.js";
+import { DOCKER_NAME_MAX_LENGTH, legacyTargetNetworkName, targetNetworkName } from "./proxy/config.js";
 import { createNetworkEnsurer, type NetworkEnsurer } from "./proxy/network.js";
 
 /**
@@ -51,9 +52,13 @@ export function instanceState(status: string | undefined): InstanceState {
   }
 }
 
-/** `<service>-<environment>-r<release>-<6 random hex>`: unique even across versions of a release. */
+/**
+ * `<service>.<environment>.r<release>.<6 random hex>` (core's `resourceName`, injective in the
+ * target): unique even across versions of a release. Instances are found by their labels, never by
+ * name, so containers named the earlier way (`<service>-<environment>-r<release>-<hex>`) are still managed.
+ */
 export function containerName(request: LaunchRequest): string {
-  return `${request.target.service}-${request.target.environment}-r${request.release}-${randomBytes(3).toString("hex")}`;
+  return resourceName(request.target, { parts: [`r${request.release}`, randomBytes(3).toString("hex")], maxLength: DOCKER_NAME_MAX_LENGTH });
 }
 
 /** Common part of an {@link Instance}, from labels. */
@@ -75,7 +80,8 @@ function networkAddress(networks: Record<string, { IPAddress?: string }> | undef
   // Behind a front proxy, the address on the target's network (the one the proxy uses) comes first.
   const service = labels[LABELS.service];
   const environment = labels[LABELS.environment];
-  const preferred = service && environment ? networks?.[targetNetworkName({ service, environment })]?.IPAddress : undefined;
+  const target = service && environment ? { service, environment } : undefined;
+  const preferred = target ? (networks?.[targetNetworkName(target)]?.IPAddress ?? networks?.[legacyTargetNetworkName(target)]?.IPAddress) : undefined;
   return preferred || Object.values(networks ?? {}).find((network) => network.IPAddress)?.IPAddress || undefined;
 }
 
@@ -125,8 +131,12 @@ export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: st
   };
 }
 
-/** The `POST /containers/create` body for one instance of a launch request. */
-export function containerCreateOptions(request: LaunchRequest, options: ResolvedOptions, name: string): Dockerode.ContainerCreateOptions {
+/**
+ * The `POST /containers/create` body for one instance of a launch request.
+ * @param targetNetwork - the target's network (found by its labels), which instances behind a
+ *   front proxy join; @defaultValue the name a new one gets ({@link targetNetworkName})
+ */
+export function containerCreateOptions(request: LaunchRequest, options: ResolvedOptions, name: string, targetNetwork = targetNetworkName(request.target)): Dockerode.ContainerCreateOptions {
   const { config } = request;
   const labels: Record<string, string> = { ...config.labels, ...instanceLabels(request) };
   const exposed: Record<string, object> = {};
@@ -153,7 +163,7 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
       // Behind a front proxy (ports not published) the container joins the target's network, where
       // the proxy reaches it; the configured network, if any, is connected as well after creation.
       ...(config.publishPorts === false
-        ? { NetworkMode: targetNetworkName(request.target) }
+        ? { NetworkMode: targetNetwork }
         : options.network === undefined
           ? {}
           : { NetworkMode: options.network }),
@@ -195,11 +205,11 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
   }
 
   /** Creates and starts one container; a container that fails to start is removed again. */
-  async function launchOne(docker: Dockerode, request: LaunchRequest, ctx: ProviderContext): Promise<Instance> {
+  async function launchOne(docker: Dockerode, request: LaunchRequest, targetNetwork: string | undefined, ctx: ProviderContext): Promise<Instance> {
     const name = containerName(request);
-    const container = await docker.createContainer({ ...containerCreateOptions(request, options, name), abortSignal: ctx.signal });
+    const container = await docker.createContainer({ ...containerCreateOptions(request, options, name, targetNetwork), abortSignal: ctx.signal });
     try {
-      if (request.config.publishPorts === false && options.network !== undefined && options.network !== targetNetworkName(request.target)) {
+      if (request.config.publishPorts === false && options.network !== undefined && options.network !== targetNetwork) {
         await docker.getNetwork(options.network).connect({ Container: container.id });
       }
       await container.start({ abortSignal: ctx.signal });
@@ -232,8 +242,9 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       assertLaunchCount(request.count);
       const docker = await client.get();
       let existing: Dockerode.ContainerInfo[];
+      let targetNetwork: string | undefined;
       try {
-        if (request.config.publishPorts === false) await ensureTargetNetwork(docker, request.target, ctx);
+        if (request.config.publishPorts === false) targetNetwork = (await ensureTargetNetwork(docker, request.target, ctx)).name;
         await ensureNetwork(docker, ctx);
         existing = (
           await docker.listContainers({
@@ -250,7 +261,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
 
       const results = await Promise.allSettled([
         ...existing.map((info) => resume(docker, info, ctx)),
-        ...Array.from({ length: missing }, () => launchOne(docker, request, ctx)),
+        ...Array.from({ length: missing }, () => launchOne(docker, request, targetNetwork, ctx)),
       ]);
       const failure = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
       if (failure) {

@@ -194,7 +194,7 @@ describe.skipIf(!engine)("docker provider against a real engine", () => {
     expect(instances).toHaveLength(2);
     expect(new Set(instances.map((instance) => instance.id)).size).toBe(2);
     for (const instance of instances) {
-      expect(instance.name).toMatch(new RegExp(`^${service}-test-r3-[0-9a-f]{6}$`));
+      expect(instance.name).toMatch(new RegExp(`^${service}\\.test\\.r3\\.[0-9a-f]{6}$`));
       expect(instance).toMatchObject({
         target: { service, environment: "test" },
         release: 3,

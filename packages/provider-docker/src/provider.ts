@@ -22,9 +22,10 @@ const PING_TIMEOUT_MS = 5_000;
  * does. The provider never pulls images: a base image must already be on the engine.
  *
  * Its `traffic` capability runs a front proxy per target (HAProxy in the container
- * `kiln-proxy-<service>-<environment>` on the network `kiln-<service>-<environment>`, publishing the
- * spec's `traffic.proxy` address) and moves instances in and out of it through HAProxy's runtime
- * API; see docs/traffic.md.
+ * `kiln-proxy.<service>.<environment>` on the network `kiln.<service>.<environment>`, both found by
+ * their labels, publishing the spec's `traffic.proxy` address), moves instances in and out of it
+ * through HAProxy's runtime API, lists it for `kiln status` and retires it when a release without
+ * a proxy serves; see docs/traffic.md.
  *
  * @param options - see {@link DockerProviderOptions}; every field is optional
  * @returns a {@link Provider} named {@link PROVIDER_NAME}

@@ -1,29 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { get } from "node:http";
-import { createServer } from "node:net";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABELS, silentLogger, type ImageRef, type Instance, type ProviderContext, type ResolvedProxy, type Target } from "@kilnjs/core";
 import { requireDockerEngine } from "@kilnjs/testkit";
 import { createDockerProvider } from "./index.js";
-import { LOCAL_PROXY_IMAGE, DEFAULT_PROXY_IMAGE } from "./options.js";
 import { proxyContainerName, targetNetworkName } from "./proxy/config.js";
+import { freePort, hostnameServer, proxyTestImage } from "./test-support.js";
 
 const engine = await requireDockerEngine();
-const BASE_IMAGE = "kiln-local/busybox:latest";
 const hex = (bytes: number) => randomBytes(bytes).toString("hex");
 const ctx = (): ProviderContext => ({ signal: AbortSignal.timeout(60_000), logger: silentLogger, emit() {} });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 /** GET / through the proxy with a fresh connection; the body names the container that answered. */
 function fetchBody(port: number): Promise<{ status: number; body: string }> {
@@ -75,16 +62,7 @@ describe.skipIf(!engine)("docker provider front proxy against a real engine", ()
   let instances: Instance[] = [];
 
   beforeAll(async () => {
-    const base = await docker
-      .getImage(BASE_IMAGE)
-      .inspect()
-      .catch((error: unknown) => {
-        throw new Error(`${BASE_IMAGE} is missing: run bash scripts/base-images.sh first`, { cause: error });
-      });
-    const official = await docker.getImage(DEFAULT_PROXY_IMAGE).inspect().then(() => true, () => false);
-    const local = await docker.getImage(LOCAL_PROXY_IMAGE).inspect().then(() => true, () => false);
-    if (!official && !local && !process.env.KILN_DOCKER_PROXY_IMAGE) throw new Error(`no proxy image: run bash scripts/proxy-image.sh first`);
-    image = { id: base.Id, fingerprint: `sha256:${hex(32)}`, digest: base.Id, names: [BASE_IMAGE] };
+    image = await proxyTestImage(docker);
     proxy = { host: "127.0.0.1", port: await freePort(), portName: "http", retries: 2 };
   });
 
@@ -104,14 +82,7 @@ describe.skipIf(!engine)("docker provider front proxy against a real engine", ()
         rolloutId: `ro-${run}`,
         idempotencyKey: `launch-${run}`,
         image,
-        config: {
-          ports: [{ name: "http", port: 8080, protocol: "tcp" }],
-          env: {},
-          labels: {},
-          command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
-          stopGracePeriodMs: 1_000,
-          publishPorts: false,
-        },
+        config: hostnameServer(false),
         count: 2,
       },
       ctx(),

@@ -1,7 +1,7 @@
 import { KilnError, toKilnError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
-import type { Provider, TrafficCapability } from "../provider/contract.js";
+import type { Provider, ProviderContext, TrafficCapability } from "../provider/contract.js";
 import type { JournalEntry, JournalOp, RecordedError, RolloutRecord, StateStore } from "../state/types.js";
 import type { Target } from "../target.js";
 
@@ -19,6 +19,8 @@ import type { Target } from "../target.js";
  *   build:<n>       images.build        (a deploy builds at most once: build:1)
  *   launch:<n>      instances.launch    (batch launches, then any restore launch of an undo)
  *   terminate:<n>   instances.terminate (each retirement call, in order)
+ *   register:<n>, deregister:<n>   traffic.register / traffic.deregister
+ *   retire-proxy:<n> traffic.retireProxy (a release without a front proxy serves: the old proxy goes)
  *
  * Names do not contain the rollout id, so the same plan gives the same names in every run: a test
  * reads the steps of one normal run (`journalCrashPoints(rollout)`) and then kills a new run at
@@ -61,7 +63,7 @@ export interface JournalOptions extends JournalHooks {
   readonly logger?: Logger;
 }
 
-type Verb = "build" | "launch" | "terminate" | "register" | "deregister";
+type Verb = "build" | "launch" | "terminate" | "register" | "deregister" | "retire-proxy";
 
 const OPS: Record<Verb, JournalOp> = {
   build: "images.build",
@@ -69,6 +71,7 @@ const OPS: Record<Verb, JournalOp> = {
   terminate: "instances.terminate",
   register: "traffic.register",
   deregister: "traffic.deregister",
+  "retire-proxy": "traffic.retireProxy",
 };
 
 /**
@@ -76,11 +79,11 @@ const OPS: Record<Verb, JournalOp> = {
  * @throws KilnError INVALID_ARGUMENT when it is not of that form
  */
 export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; step: string } {
-  const match = /^(intent|outcome):((?:build|launch|terminate|register|deregister):[1-9]\d*)$/.exec(text.trim());
+  const match = /^(intent|outcome):((?:build|launch|terminate|register|deregister|retire-proxy):[1-9]\d*)$/.exec(text.trim());
   if (!match) {
     throw new KilnError(
       "INVALID_ARGUMENT",
-      `The crash point "${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch, terminate, register or deregister, e.g. intent:launch:2.`,
+      `The crash point "${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch, terminate, register, deregister or retire-proxy, e.g. intent:launch:2.`,
     );
   }
   return { phase: match[1] as "intent" | "outcome", step: match[2]! };
@@ -119,7 +122,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
     }
   }
   const kill = options.kill ?? (() => process.kill(process.pid, "SIGKILL"));
-  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0 };
+  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0, "retire-proxy": 0 };
 
   async function write(entry: Omit<JournalEntry, "seq" | "time">): Promise<void> {
     await options.store.update(
@@ -201,6 +204,10 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
 
   function journaledTraffic(traffic: TrafficCapability): TrafficCapability {
     return {
+      ...(traffic.listProxies ? { listProxies: (target: Target, ctx: ProviderContext) => traffic.listProxies!(target, ctx) } : {}),
+      ...(traffic.retireProxy
+        ? { retireProxy: (target: Target, ctx: ProviderContext) => step("retire-proxy", { instanceIds: [] }, () => traffic.retireProxy!(target, ctx), () => undefined) }
+        : {}),
       register: (instances, trafficOptions, ctx) =>
         step("register", { instanceIds: instances.map((instance) => instance.id) }, () => traffic.register(instances, trafficOptions, ctx), () => undefined),
       deregister: (instances, trafficOptions, ctx) =>

@@ -6,7 +6,7 @@
 import { toKilnError, isKilnError } from "../errors.js";
 import type { DeployPlan, ReplacementPlan } from "../plan/index.js";
 import type { Instance, Provider } from "../provider/contract.js";
-import { applyRollout, describe, type LaunchableRelease } from "../rollout/engine.js";
+import { applyRollout, describe, type LaunchableRelease, type RolloutFailure } from "../rollout/engine.js";
 import type { ReleaseRecord, RolloutRecord } from "../state/types.js";
 import type { DeployResult } from "../kiln.js";
 import type { OperationContext } from "./context.js";
@@ -124,16 +124,33 @@ export async function runRollout(context: OperationContext, session: Session, ru
     rolloutId,
     release: release.number,
     restoredRelease: failure.restoredRelease,
-    reason: !failure.undone
-      ? `autoRollback is off: release ${release.number}'s instances stay for inspection; run kiln rollback or kiln deploy`
-      : failure.restoredRelease === undefined
-        ? "the failed release's instances were removed; no earlier release to restore"
-        : `release ${failure.restoredRelease} keeps serving`,
+    reason: rolledBackReason(release, run.previous, failure),
   });
   failure.error.details.rolloutId = rolloutId;
   failure.error.details.release = release.number;
   failure.error.details.restoredRelease = failure.restoredRelease;
   throw failure.error;
+}
+
+/**
+ * What a failed rollout left serving, in words: the restored release and where it answers (its
+ * front proxy's address, or its instances' own), or why it could not be restored and what of it
+ * still runs; "no earlier release" only when there is none.
+ */
+export function rolledBackReason(release: ReleaseRecord, previous: ReleaseRecord | undefined, failure: RolloutFailure): string {
+  if (!failure.undone) return `autoRollback is off: release ${release.number}'s instances stay for inspection; run kiln rollback or kiln deploy`;
+  if (!previous) return "the failed release's instances were removed; no earlier release to restore";
+  const proxy = previous.traffic?.proxy;
+  const addresses = [
+    ...new Set(failure.serving.flatMap((instance) => Object.values(instance.endpoints).map((endpoint) => `${endpoint.host}:${endpoint.port}`))),
+  ];
+  const where = proxy ? ` at ${proxy.host}:${proxy.port} (its front proxy)` : addresses.length > 0 ? ` at ${addresses.join(", ")}` : "";
+  if (failure.restoredRelease !== undefined) return `release ${failure.restoredRelease} still serves${where}`;
+  const running = failure.serving.length;
+  return (
+    `the failed release's instances were removed, but release ${previous.number} could not be fully restored (${failure.restoreError ?? "unknown reason"}): ` +
+    `${running} of its ${previous.count} instance(s) run${running > 0 ? where : ""}; run kiln deploy or kiln rollback to repair it`
+  );
 }
 
 /**

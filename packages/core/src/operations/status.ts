@@ -5,7 +5,7 @@
  * @module
  */
 import { currentRelease } from "../plan/index.js";
-import type { Instance } from "../provider/contract.js";
+import type { Instance, ProxyStatus } from "../provider/contract.js";
 import type { LeaseStatus, ReleaseRecord, TargetState } from "../state/types.js";
 import { formatTarget } from "../target.js";
 import type { TargetOptions, TargetStatus } from "../kiln.js";
@@ -17,12 +17,13 @@ export async function status(context: OperationContext, options: TargetOptions):
   const [state, lock] = await Promise.all([context.store.read(target), context.store.lockStatus(target)]);
   const release = currentRelease(state);
   const activeRollout = state.rollouts.findLast((r) => r.status === "running");
-  if (!providerName) return { target, release, instances: [], drift: [], activeRollout, lock };
+  if (!providerName) return { target, release, instances: [], proxies: [], drift: [], activeRollout, lock };
   const ctx = context.providerContext(options.signal, context.emitterFor(target, options.onEvent));
   const provider = await context.provider(providerName);
   await provider.ping(ctx);
-  const instances = await provider.instances.list({ target }, ctx);
-  return { target, release, instances, drift: describeDrift(release, instances), activeRollout, lock };
+  const [instances, proxies] = await Promise.all([provider.instances.list({ target }, ctx), provider.traffic?.listProxies?.(target, ctx) ?? Promise.resolve([])]);
+  const drift = [...describeDrift(release, instances), ...(provider.traffic?.listProxies ? describeProxyDrift(release, proxies) : [])];
+  return { target, release, instances, proxies, drift, activeRollout, lock };
 }
 
 /** `Kiln.history`: every release and rollout of the target, newest first; never the secret digest key. */
@@ -59,4 +60,24 @@ function describeDrift(release: ReleaseRecord | undefined, instances: readonly I
   const wrongImage = ofRelease.filter((i) => i.imageId !== release.image.id);
   if (wrongImage.length > 0) drift.push(`${wrongImage.length} instance(s) run another image than release ${release.number}'s`);
   return drift;
+}
+
+/**
+ * The differences between the target's front proxies and `release`'s `traffic.proxy`: a proxy it
+ * does not declare (left by a release that had one), one missing or not running, or one publishing
+ * another address, one line each.
+ */
+function describeProxyDrift(release: ReleaseRecord | undefined, proxies: readonly ProxyStatus[]): string[] {
+  const declared = release?.traffic?.proxy;
+  const named = (proxy: ProxyStatus) => `${proxy.name}${proxy.address ? ` (${proxy.address})` : ""}`;
+  if (!declared) {
+    if (proxies.length === 0) return [];
+    const why = release ? `release ${release.number} has no traffic.proxy` : "no release succeeded yet";
+    return [`front proxy ${proxies.map(named).join(", ")} runs, but ${why}: the next rollout of a release without traffic.proxy retires it`];
+  }
+  const address = `${declared.host}:${declared.port}`;
+  const serving = proxies.filter((proxy) => proxy.state === "running");
+  if (serving.length === 0) return [proxies.length === 0 ? `the front proxy at ${address} of release ${release.number} is missing` : `the front proxy ${proxies.map(named).join(", ")} is not running`];
+  const elsewhere = proxies.filter((proxy) => proxy.address !== undefined && proxy.address !== address);
+  return elsewhere.length > 0 ? [`front proxy ${elsewhere.map(named).join(", ")} does not publish release ${release.number}'s address ${address}`] : [];
 }

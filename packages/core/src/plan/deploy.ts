@@ -63,7 +63,14 @@ export function planDeploy(input: PlanInput): DeployPlan {
     changes.push(`  health gate: ${describeHealth(resolved.health, input.providerHealth)}`);
     const proxy = resolved.traffic.proxy;
     if (proxy) changes.push(`  traffic: front proxy at ${proxy.host}:${proxy.port} → port ${proxy.portName}; new instances join after their gate, old ones are drained before they stop`);
-    else if (resolved.traffic.loadBalancer === undefined) changes.push("  traffic: clients reach each instance at its own address (no proxy)");
+    else if (resolved.traffic.loadBalancer === undefined) {
+      const dropped = current?.traffic?.proxy;
+      changes.push(
+        dropped
+          ? `  traffic: clients reach each instance at its own address (no proxy); the front proxy at ${dropped.host}:${dropped.port} is retired once this release serves (kept if the rollout fails)`
+          : "  traffic: clients reach each instance at its own address (no proxy)",
+      );
+    }
     else if (!(input.providerLines ?? []).some((line) => line.startsWith("traffic:"))) {
       changes.push(`  traffic: the ${resolved.provider} provider's load balancer (traffic.loadBalancer.${resolved.provider}); new instances join after their gate, old ones are drained before they stop`);
     }

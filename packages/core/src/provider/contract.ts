@@ -1,9 +1,10 @@
 import type { SecretValue } from "../secrets/value.js";
 import type { SecretMount, SecretStoreCapability } from "../secrets/types.js";
 import type { Logger } from "../logger.js";
-import type { ResolvedCheck, ResolvedHealth, ResolvedProxy } from "../spec/resolve.js";
+import type { ResolvedCheck } from "../spec/resolve.js";
 import type { Target } from "../target.js";
 import type { ProviderSpec } from "./spec.js";
+import type { TrafficCapability } from "./traffic.js";
 
 /** A provider's progress report, emitted through {@link ProviderContext.emit}; core adds time and target. */
 export type ProviderProgress =
@@ -306,39 +307,7 @@ export interface HealthCapability {
   probe(instance: Instance, check: ResolvedCheck | undefined, timeoutMs: number, ctx: ProviderContext): Promise<ProbeResult>;
 }
 
-/**
- * Optional: how requests reach instances (a front proxy the provider runs, or a cloud load balancer's
- * backend set). When a provider has it, the rollout
- * engine registers new instances only after their health gate passes, and deregisters (drains)
- * old ones before it stops them; a blue-green switch is one register of the new set followed by
- * one deregister of the old set.
- */
-export interface TrafficCapability {
-  /**
-   * Starts sending the target's requests to these instances (creating the router, e.g. the front
-   * proxy, if it does not exist yet). Registering one already registered is a no-op.
-   */
-  register(instances: readonly Instance[], options: TrafficOptions, ctx: ProviderContext): Promise<void>;
-  /**
-   * Stops sending new requests to these instances and waits until their in-flight requests end,
-   * at most `drainMs` milliseconds. Deregistering one not registered is a no-op.
-   */
-  deregister(instances: readonly Instance[], options: TrafficOptions & { readonly drainMs: number }, ctx: ProviderContext): Promise<void>;
-}
-
-/** Which target's router a traffic call is about, and how it is set up. */
-export interface TrafficOptions {
-  readonly target: Target;
-  /** The front proxy's settings from the release (`traffic.proxy`). */
-  readonly proxy?: ResolvedProxy;
-  /**
-   * The provider's `traffic.loadBalancer.<provider>` section from the release, as its own schema
-   * produced it; undefined when the release has no load balancer.
-   */
-  readonly loadBalancer?: unknown;
-  /** The release's health settings, so a router can run the same check actively (HAProxy httpchk). */
-  readonly health?: ResolvedHealth;
-}
+export type { ProxyStatus, TrafficCapability, TrafficOptions } from "./traffic.js";
 
 /** Limits a provider declares; plans that would exceed them are refused before anything starts. */
 export interface ProviderLimits {

@@ -1,6 +1,6 @@
 import type { EventInstance } from "../events.js";
-import type { Instance, ProviderContext } from "../provider/contract.js";
-import type { RolloutInput } from "./engine.js";
+import type { Instance, ProviderContext, TrafficOptions } from "../provider/contract.js";
+import type { LaunchableRelease, RolloutInput } from "./engine.js";
 
 /*
  * The provider calls a rollout makes besides launching (traffic and retirement), each with its
@@ -18,21 +18,59 @@ export function providerContext(input: Pick<RolloutInput, "logger" | "emit">, si
 }
 
 /**
- * Moves traffic through the provider's traffic capability, if it has one and the release (or the
- * one before it) is routed: registers `toAdd`, then drains `toRemove` for `drainMs` milliseconds.
- * Emits `traffic.shifted`; does nothing when both lists are empty.
+ * Moves traffic through the provider's traffic capability: registers `toAdd` with the router of
+ * `owner` (the release they belong to: the new one, or the previous one when a failed rollout
+ * restores it), then drains `toRemove` for `drainMs` milliseconds from the router they are in (the
+ * new release's, or the previous one's when the new release dropped it). A release without a
+ * router (no front proxy, no load balancer) serves on its instances' own addresses: its instances
+ * never join another release's router. Emits `traffic.shifted`; does nothing when there is nothing to move.
  */
-export async function shiftTraffic(input: RolloutInput, toAdd: readonly Instance[], toRemove: readonly Instance[], ctx: ProviderContext, drainMs = 0): Promise<void> {
+export async function shiftTraffic(
+  input: RolloutInput,
+  toAdd: readonly Instance[],
+  toRemove: readonly Instance[],
+  ctx: ProviderContext,
+  drainMs = 0,
+  owner: LaunchableRelease | undefined = input.release,
+): Promise<void> {
   const traffic = input.provider.traffic;
-  // The new release's router (front proxy or load balancer), or the previous one's when the new
-  // release dropped it.
-  const proxy = input.release.traffic?.proxy ?? input.previous?.traffic?.proxy;
-  const loadBalancer = input.release.traffic?.loadBalancer ?? input.previous?.traffic?.loadBalancer;
-  if (!traffic || (!proxy && !loadBalancer) || (toAdd.length === 0 && toRemove.length === 0)) return;
-  const options = { target: input.target, ...(proxy ? { proxy } : {}), ...(loadBalancer ? { loadBalancer } : {}), health: input.release.health };
-  if (toAdd.length > 0) await traffic.register(toAdd, options, ctx);
-  if (toRemove.length > 0) await traffic.deregister(toRemove, { ...options, drainMs }, ctx);
-  input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: toAdd.map(describe), deregistered: toRemove.map(describe) });
+  if (!traffic) return;
+  const adding = toAdd.length > 0 ? routerOf(input, owner) : undefined;
+  const removing = toRemove.length > 0 ? (routerOf(input, input.release) ?? routerOf(input, input.previous)) : undefined;
+  if (!adding && !removing) return;
+  if (adding) await traffic.register(toAdd, adding, ctx);
+  if (removing) await traffic.deregister(toRemove, { ...removing, drainMs }, ctx);
+  input.emit({ type: "traffic.shifted", rolloutId: input.rolloutId, registered: adding ? toAdd.map(describe) : [], deregistered: removing ? toRemove.map(describe) : [] });
+}
+
+/** The traffic options of `release`'s router; undefined when it has none. */
+function routerOf(input: RolloutInput, release: LaunchableRelease | undefined): TrafficOptions | undefined {
+  const proxy = release?.traffic?.proxy;
+  const loadBalancer = release?.traffic?.loadBalancer;
+  if (!release || (!proxy && loadBalancer === undefined)) return undefined;
+  return { target: input.target, ...(proxy ? { proxy } : {}), ...(loadBalancer !== undefined ? { loadBalancer } : {}), health: release.health };
+}
+
+/**
+ * After a release without a front proxy starts serving (`serving`: the new release after its
+ * rollout, or the restored previous one after an undo): asks the provider to retire the target's
+ * proxy (see `TrafficCapability.retireProxy`) when the rollout involved one, or when the provider
+ * still lists one (a retirement that failed before). A failure is logged, not thrown: the release
+ * serves, `kiln status` shows the proxy as drift, and the next deploy retires it.
+ */
+export async function retireUnusedProxy(input: RolloutInput, serving: LaunchableRelease | undefined, ctx: ProviderContext): Promise<void> {
+  const traffic = input.provider.traffic;
+  if (!traffic?.retireProxy || serving?.traffic?.proxy) return;
+  try {
+    const involved = input.release.traffic?.proxy !== undefined || input.previous?.traffic?.proxy !== undefined;
+    if (!involved && (!traffic.listProxies || (await traffic.listProxies(input.target, ctx)).length === 0)) return;
+    await traffic.retireProxy(input.target, ctx);
+  } catch (error) {
+    input.logger.warn("the release serves without a front proxy, but the old proxy could not be retired; kiln status shows it, and the next deploy retires it", {
+      rolloutId: input.rolloutId,
+      error: String(error),
+    });
+  }
 }
 
 /** How {@link retireInstances} retires. */

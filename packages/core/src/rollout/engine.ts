@@ -7,7 +7,7 @@ import type { ImageRef, Instance, InstanceConfig, Provider, ProviderContext } fr
 import type { SecretValue } from "../secrets/value.js";
 import type { ResolvedHealth, ResolvedRollout, ResolvedTraffic } from "../spec/resolve.js";
 import type { Target } from "../target.js";
-import { describe, providerContext, retireInstances, shiftTraffic } from "./actions.js";
+import { describe, providerContext, retireInstances, retireUnusedProxy, shiftTraffic } from "./actions.js";
 import { waitUntilHealthy, watchHealth } from "./health-gate.js";
 import { undo } from "./undo.js";
 import { isRunning } from "../plan/replacement.js";
@@ -70,6 +70,10 @@ export interface RolloutFailure {
   readonly undone: boolean;
   /** The release serving afterwards (the previous one), if it could be restored. */
   readonly restoredRelease: number | undefined;
+  /** The previous release's instances running after the undo (empty when not undone or there is none). */
+  readonly serving: readonly Instance[];
+  /** Why the previous release could not be restored, when it could not. */
+  readonly restoreError?: string;
 }
 
 
@@ -92,6 +96,8 @@ export async function applyRollout(input: RolloutInput): Promise<RolloutFailure 
   const run = new RolloutRun(input);
   try {
     await run.execute();
+    // A release without a front proxy now serves: the one an earlier release used goes.
+    await retireUnusedProxy(input, input.release, providerContext(input, input.signal));
     return undefined;
   } catch (caught) {
     const aborted = isAbortError(caught);
@@ -100,11 +106,11 @@ export async function applyRollout(input: RolloutInput): Promise<RolloutFailure 
       : toKilnError(caught, "ROLLOUT_FAILED", "The rollout failed");
     if (!aborted && !input.release.rollout.autoRollback) {
       input.logger.warn("rollout failed; autoRollback is off, so its instances stay for inspection", { rolloutId: input.rolloutId, code: error.code });
-      return { error, undone: false, restoredRelease: undefined };
+      return { error, undone: false, restoredRelease: undefined, serving: [] };
     }
     input.logger.warn("rollout failed, undoing it", { rolloutId: input.rolloutId, code: error.code });
-    const restoredRelease = await undo(input, run.launched, run.old, run.registered);
-    return { error, undone: true, restoredRelease };
+    const outcome = await undo(input, run.launched, run.old, run.registered);
+    return { error, undone: true, ...outcome };
   }
 }
 

@@ -58,7 +58,7 @@ export interface Holder {
 export type RolloutStatus = "running" | "succeeded" | "failed" | "aborted";
 
 /** A provider operation the journal records: the calls that create or destroy something. */
-export type JournalOp = "images.build" | "instances.launch" | "instances.terminate" | "traffic.register" | "traffic.deregister" | "rollout.recover";
+export type JournalOp = "images.build" | "instances.launch" | "instances.terminate" | "traffic.register" | "traffic.deregister" | "traffic.retireProxy" | "rollout.recover";
 
 /**
  * One entry of a rollout's journal (its write-ahead record). Every provider call that creates or

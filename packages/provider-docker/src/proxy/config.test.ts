@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ResolvedHealth, ResolvedProxy } from "@kilnjs/core";
-import { PROXY_SLOTS, parseConfig, proxyContainerName, proxySettings, renderConfig, sameSettings, statusPattern, targetNetworkName, type ProxySlot } from "./config.js";
+import { PROXY_SLOTS, legacyTargetNetworkName, parseConfig, proxyContainerName, proxySettings, renderConfig, sameSettings, statusPattern, targetNetworkName, type ProxySlot } from "./config.js";
 import { readFileFromTar, tarOneFile } from "./tar.js";
 import { containerCreateOptions } from "../instances.js";
 import { resolveOptions } from "../options.js";
@@ -22,8 +22,16 @@ const slot: ProxySlot = { slot: 3, containerId: "c0ffee", containerName: "web-pr
 
 describe("names", () => {
   it("names the network and the proxy after the target", () => {
-    expect(targetNetworkName(target)).toBe("kiln-web-prod");
-    expect(proxyContainerName(target)).toBe("kiln-proxy-web-prod");
+    expect(targetNetworkName(target)).toBe("kiln.web.prod");
+    expect(proxyContainerName(target)).toBe("kiln-proxy.web.prod");
+    expect(legacyTargetNetworkName(target)).toBe("kiln-web-prod");
+  });
+
+  it("gives a-b@c and a@b-c their own proxy and network", () => {
+    const first = { service: "a-b", environment: "c" };
+    const second = { service: "a", environment: "b-c" };
+    expect(proxyContainerName(first)).not.toBe(proxyContainerName(second));
+    expect(targetNetworkName(first)).not.toBe(targetNetworkName(second));
   });
 });
 
@@ -128,7 +136,7 @@ describe("instances behind the proxy", () => {
       resolveOptions({ network: "shared" }, {}),
       "web-prod-r1-abcdef",
     );
-    expect(create.HostConfig?.NetworkMode).toBe("kiln-web-prod");
+    expect(create.HostConfig?.NetworkMode).toBe("kiln.web.prod");
     expect(create.HostConfig?.PortBindings).toEqual({});
     expect(create.ExposedPorts).toEqual({ "8080/tcp": {} });
   });

@@ -1,4 +1,4 @@
-import type { ResolvedHealth, ResolvedProxy, Target } from "@kilnjs/core";
+import { resourceName, type ResolvedHealth, type ResolvedProxy, type Target } from "@kilnjs/core";
 
 /** How many servers (instances) one target's proxy can hold: the `server` slots of its backend. */
 export const PROXY_SLOTS = 64;
@@ -15,14 +15,33 @@ export const PROXY_CONFIG_FILE = "haproxy.cfg";
 const EMPTY_ADDRESS = "127.0.0.1";
 const EMPTY_PORT = 1;
 
-/** `kiln-<service>-<environment>`: the Docker network of a target's proxy and its instances. */
+/** Docker names (containers, networks, volumes) stay within this many characters; see `resourceName`. */
+export const DOCKER_NAME_MAX_LENGTH = 128;
+
+/**
+ * `kiln.<service>.<environment>`: the name a new Docker network of a target's proxy and its
+ * instances gets (core's `resourceName`, injective). An existing network is found by its labels,
+ * whatever its name (see {@link legacyTargetNetworkName}).
+ */
 export function targetNetworkName(target: Target): string {
-  return `kiln-${target.service}-${target.environment}`;
+  return resourceName(target, { prefix: "kiln", maxLength: DOCKER_NAME_MAX_LENGTH });
 }
 
-/** `kiln-proxy-<service>-<environment>`: the proxy container, and the volume holding its configuration. */
+/**
+ * `kiln-proxy.<service>.<environment>`: the name a new proxy container, and the volume holding its
+ * configuration, get (core's `resourceName`, injective). An existing proxy is found by its labels.
+ */
 export function proxyContainerName(target: Target): string {
-  return `kiln-proxy-${target.service}-${target.environment}`;
+  return resourceName(target, { prefix: "kiln-proxy", maxLength: DOCKER_NAME_MAX_LENGTH });
+}
+
+/**
+ * `kiln-<service>-<environment>`: the network name Kiln used before names were injective (two
+ * targets could share it). Only for recognising a container's address on such a network; the
+ * network itself is found by labels.
+ */
+export function legacyTargetNetworkName(target: Target): string {
+  return `kiln-${target.service}-${target.environment}`;
 }
 
 /** `s1` ... `s64`. */

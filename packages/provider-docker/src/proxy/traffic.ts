@@ -3,18 +3,21 @@ import {
   KilnError,
   LABELS,
   decodeInstanceLabels,
+  formatTarget,
   isKilnError,
+  targetLabels,
   throwIfAborted,
   waitFor,
   type Instance,
   type ProviderContext,
+  type ProxyStatus,
   type ResolvedProxy,
   type Target,
   type TrafficCapability,
   type TrafficOptions,
 } from "@kilnjs/core";
 import { engineError, messageOf, statusOf, type EngineClient } from "../engine.js";
-import { DOCKER_LABELS } from "../instances.js";
+import { DOCKER_LABELS, instanceState } from "../instances.js";
 import { LOCAL_PROXY_IMAGE, type ResolvedOptions } from "../options.js";
 import {
   PROXY_ADMIN_PORT,
@@ -31,7 +34,7 @@ import {
   type ProxySettings,
   type ProxySlot,
 } from "./config.js";
-import type { NetworkEnsurer } from "./network.js";
+import { findTargetNetworks, type NetworkEnsurer, type TargetNetwork } from "./network.js";
 import { clearCommands, enableCommands, isReady, parseServersState, parseStat, runtimeChange, runtimeCommand, type AdminAddress } from "./runtime.js";
 import { readFileFromTar, tarOneFile } from "./tar.js";
 
@@ -128,13 +131,35 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
     };
   }
 
-  async function createProxy(docker: Dockerode, target: Target, proxy: ResolvedProxy, network: string, ctx: ProviderContext): Promise<void> {
+  /** A proxy container one {@link openProxy} call made, and which of its parts that call created. */
+  interface CreatedProxy {
+    readonly container: Dockerode.Container;
+    readonly name: string;
+    readonly createdContainer: boolean;
+    readonly volume: string;
+    readonly createdVolume: boolean;
+  }
+
+  /**
+   * Creates the target's proxy container as {@link proxyContainerName} (`kiln-proxy.<service>.<environment>`),
+   * with its configuration on `volume` (a recreated proxy keeps its old one), and says what it created.
+   */
+  async function createProxy(docker: Dockerode, target: Target, proxy: ResolvedProxy, network: string, volume: string | undefined, ctx: ProviderContext): Promise<CreatedProxy> {
     const name = proxyContainerName(target);
     const image = await proxyImage(docker, ctx);
     const labels = proxyLabels(target, proxy);
+    const volumeName = volume ?? name;
     // The configuration lives on a named volume, so a recreated proxy starts with the same servers.
-    await docker.createVolume({ Name: name, Labels: { [LABELS.managed]: "true", [LABELS.service]: target.service, [LABELS.environment]: target.environment, [DOCKER_LABELS.role]: PROXY_ROLE } });
+    let createdVolume = false;
+    try {
+      await docker.getVolume(volumeName).inspect();
+    } catch (error) {
+      if (statusOf(error) !== 404) throw error;
+      await docker.createVolume({ Name: volumeName, Labels: { ...targetLabels(target), [DOCKER_LABELS.role]: PROXY_ROLE } });
+      createdVolume = true;
+    }
     ctx.logger.info("creating the front proxy", { container: name, image, address: `${proxy.host}:${proxy.port}` });
+    let createdContainer = true;
     try {
       await docker.createContainer({
         name,
@@ -153,13 +178,95 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
             [`${PROXY_ADMIN_PORT}/tcp`]: [{ HostIp: "127.0.0.1", HostPort: "" }],
           },
           NetworkMode: network,
-          Mounts: [{ Type: "volume", Source: name, Target: PROXY_CONFIG_DIR }],
+          Mounts: [{ Type: "volume", Source: volumeName, Target: PROXY_CONFIG_DIR }],
         },
         abortSignal: ctx.signal,
       });
     } catch (error) {
       // 409: another Kiln process created it meanwhile.
       if (statusOf(error) !== 409) throw error;
+      createdContainer = false;
+    }
+    return { container: docker.getContainer(name), name, createdContainer, volume: volumeName, createdVolume };
+  }
+
+  /** The label filter of the target's proxy containers and volumes. */
+  function proxyFilter(target: Target): string[] {
+    return [...Object.entries(targetLabels(target)).map(([key, value]) => `${key}=${value}`), `${DOCKER_LABELS.role}=${PROXY_ROLE}`];
+  }
+
+  /**
+   * The target's proxy containers, found by their labels whatever their names (Kiln before
+   * injective names called one `kiln-proxy-<service>-<environment>`): running ones first, then the oldest.
+   */
+  async function findProxies(docker: Dockerode, target: Target, ctx: ProviderContext): Promise<Dockerode.ContainerInfo[]> {
+    const found = await docker.listContainers({ all: true, filters: { label: proxyFilter(target) }, abortSignal: ctx.signal });
+    return found
+      .filter((info) => info.State !== "removing")
+      .sort((a, b) => Number(b.State === "running") - Number(a.State === "running") || a.Created - b.Created);
+  }
+
+  /** The volume a proxy keeps its configuration on. */
+  function configVolumeOf(info: Dockerode.ContainerInspectInfo): string | undefined {
+    return info.Mounts?.find((mount) => mount.Type === "volume" && mount.Destination === PROXY_CONFIG_DIR)?.Name;
+  }
+
+  /** Whether a published port's address `ip` takes `host`'s port too. */
+  function overlaps(ip: string | undefined, host: string): boolean {
+    const any = (address: string | undefined) => address === undefined || address === "" || address === "0.0.0.0" || address === "::";
+    return any(ip) || any(host) || ip === host;
+  }
+
+  /**
+   * Who holds `proxy`'s address, in words: a container that publishes it (named, and said to be a
+   * Kiln front proxy or instance when its labels say so), else a process outside Docker.
+   */
+  async function portHolder(docker: Dockerode, proxy: ResolvedProxy, ctx: ProviderContext): Promise<string> {
+    const running = await docker.listContainers({ abortSignal: ctx.signal });
+    const holder = running.find((info) => (info.Ports ?? []).some((port) => port.PublicPort === proxy.port && overlaps(port.IP, proxy.host)));
+    if (!holder) return "a process outside Docker (no running container publishes it)";
+    const labels = holder.Labels ?? {};
+    const name = (holder.Names?.[0] ?? holder.Id).replace(/^\//, "");
+    const service = labels[LABELS.service];
+    const environment = labels[LABELS.environment];
+    const owner = service && environment ? formatTarget({ service, environment }) : undefined;
+    if (owner && labels[DOCKER_LABELS.role] === PROXY_ROLE) return `the front proxy of ${owner} (container ${name})`;
+    if (owner) return `container ${name}, an instance of ${owner}`;
+    return `container ${name}`;
+  }
+
+  /**
+   * The error for a proxy that would not start: when its address is taken, what holds it and
+   * what to do; otherwise the engine's error as it is.
+   */
+  async function startFailure(docker: Dockerode, target: Target, proxy: ResolvedProxy, error: unknown, removed: boolean, ctx: ProviderContext): Promise<unknown> {
+    if (!/port is already allocated|address already in use/i.test(messageOf(error))) return error;
+    const address = `${proxy.host}:${proxy.port}`;
+    const holder = await portHolder(docker, proxy, ctx).catch((cause: unknown) => `something Kiln could not identify (listing containers failed: ${messageOf(cause)})`);
+    return new KilnError(
+      "LAUNCH_FAILED",
+      `The front proxy of ${formatTarget(target)} cannot publish ${address}: the port is held by ${holder}. ` +
+        `Free the port, or give traffic.proxy another port.${removed ? " The proxy container, and the network and volume this attempt created, were removed." : ""}`,
+      { cause: error, details: { address, holder } },
+    );
+  }
+
+  /**
+   * Removes what one attempt created for a proxy that would not start (its container, and its
+   * volume and network when the attempt created them); what fails to go is logged.
+   */
+  async function removeFailedProxy(docker: Dockerode, created: CreatedProxy, network: TargetNetwork, ctx: ProviderContext): Promise<void> {
+    const parts: Array<[string, () => Promise<unknown>]> = [];
+    if (created.createdContainer) parts.push([`container ${created.name}`, () => created.container.remove({ force: true, v: false })]);
+    if (created.createdVolume) parts.push([`volume ${created.volume}`, () => docker.getVolume(created.volume).remove()]);
+    if (network.created) parts.push([`network ${network.name}`, () => docker.getNetwork(network.name).remove()]);
+    for (const [what, remove] of parts) {
+      try {
+        await remove();
+        ctx.logger.info("removed the front proxy's leftover after it failed to start", { what });
+      } catch (error) {
+        if (statusOf(error) !== 404) ctx.logger.warn("could not remove a leftover of a front proxy that failed to start", { what, error: messageOf(error) });
+      }
     }
   }
 
@@ -276,37 +383,49 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
    */
   async function openProxy(target: Target, opts: Options, create: boolean, ctx: ProviderContext): Promise<LiveProxy | undefined> {
     const docker = await client.get();
-    const name = proxyContainerName(target);
-    const container = docker.getContainer(name);
-    let info = await inspect(container, ctx);
-    if (info && create && !publishesAt(info, opts.proxy)) {
+    const found = (await findProxies(docker, target, ctx))[0];
+    let container = found ? docker.getContainer(found.Id) : undefined;
+    let info = container ? await inspect(container, ctx) : undefined;
+    const name = found ? (found.Names?.[0] ?? found.Id).replace(/^\//, "") : proxyContainerName(target);
+    let keptVolume: string | undefined;
+    if (info && container && create && !publishesAt(info, opts.proxy)) {
       ctx.logger.warn("the front proxy's address changed: recreating it (its servers are kept)", { container: name, address: `${opts.proxy.host}:${opts.proxy.port}` });
+      keptVolume = configVolumeOf(info);
       await container.remove({ force: true });
       info = undefined;
     }
     if (!info && !create) return undefined;
     const network = await ensureNetwork(docker, target, ctx);
+    let created: CreatedProxy | undefined;
     if (!info) {
-      await createProxy(docker, target, opts.proxy, network, ctx);
+      created = await createProxy(docker, target, opts.proxy, network.name, keptVolume, ctx);
+      container = created.container;
       info = await inspect(container, ctx);
-      if (!info) throw new KilnError("LAUNCH_FAILED", `The front proxy ${name} was created but cannot be found.`);
+      if (!info) throw new KilnError("LAUNCH_FAILED", `The front proxy ${created.name} was created but cannot be found.`);
     }
+    container = container!;
     const persisted = parseConfig(await readConfig(container));
-    const running = await backends(docker, target, network, ctx);
+    const running = await backends(docker, target, network.name, ctx);
     const slots = reconcile(persisted.slots, running, ctx);
     const settings = proxySettings(opts.proxy, opts.health);
     const slotsChanged = JSON.stringify(slots) !== JSON.stringify(persisted.slots);
 
     if (!info.State?.Running || info.State.Restarting) {
-      // Not serving: write the configuration first, so it starts with the right servers.
-      await writeConfig(container, target, settings, slots);
       try {
-        await container.start({ abortSignal: ctx.signal });
+        // Not serving: write the configuration first, so it starts with the right servers.
+        await writeConfig(container, target, settings, slots);
+        try {
+          await container.start({ abortSignal: ctx.signal });
+        } catch (error) {
+          if (statusOf(error) !== 304) throw error;
+        }
+        const admin = await waitForAdmin(container, ctx);
+        return { container, admin, slots, settings };
       } catch (error) {
-        if (statusOf(error) !== 304) throw error;
+        // A proxy this call created and that would not start goes again, with what it brought.
+        if (created) await removeFailedProxy(docker, created, network, ctx);
+        throw await startFailure(docker, target, opts.proxy, error, created !== undefined, ctx);
       }
-      const admin = await waitForAdmin(container, ctx);
-      return { container, admin, slots, settings };
     }
     let admin = await waitForAdmin(container, ctx);
     if (!sameSettings(persisted.settings, settings)) {
@@ -359,7 +478,7 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
     if (instances.length === 0) return;
     const live = (await openProxy(opts.target, opts, true, ctx))!;
     const docker = await client.get();
-    const network = await ensureNetwork(docker, opts.target, ctx);
+    const network = (await ensureNetwork(docker, opts.target, ctx)).name;
     const slots = [...live.slots];
     const added: ProxySlot[] = [];
     for (const instance of instances) {
@@ -439,7 +558,73 @@ export function createTrafficCapability(client: EngineClient, options: ResolvedO
         }
       });
 
+  /** The target's front proxies, found by their labels (whatever the spec says now). */
+  async function listProxies(target: Target, ctx: ProviderContext): Promise<ProxyStatus[]> {
+    throwIfAborted(ctx.signal);
+    try {
+      const docker = await client.get();
+      return (await findProxies(docker, target, ctx)).map((info) => ({
+        id: info.Id,
+        name: (info.Names?.[0] ?? info.Id).replace(/^\//, ""),
+        state: instanceState(info.State),
+        address: info.Labels?.[DOCKER_LABELS.proxyAddress],
+      }));
+    } catch (error) {
+      throw engineError(error, address, "PROVIDER_UNAVAILABLE", `Listing the front proxy of ${formatTarget(target)} failed`);
+    }
+  }
+
+  /**
+   * Removes the target's front proxies (a soft stop first, so requests in flight finish), their
+   * configuration volumes, and the target's networks that no container uses any more.
+   */
+  async function retireProxy(target: Target, ctx: ProviderContext): Promise<void> {
+    throwIfAborted(ctx.signal);
+    const docker = await client.get();
+    try {
+      for (const info of await findProxies(docker, target, ctx)) {
+        const container = docker.getContainer(info.Id);
+        const name = (info.Names?.[0] ?? info.Id).replace(/^\//, "");
+        try {
+          await container.stop({ t: 10 });
+        } catch (error) {
+          // 304: already stopped; 404: already gone.
+          if (statusOf(error) !== 304 && statusOf(error) !== 404) throw error;
+        }
+        try {
+          await container.remove({ force: true });
+        } catch (error) {
+          if (statusOf(error) !== 404 && !(statusOf(error) === 409 && /already in progress/i.test(messageOf(error)))) throw error;
+        }
+        ctx.logger.info("front proxy retired", { container: name, address: info.Labels?.[DOCKER_LABELS.proxyAddress] });
+      }
+      const volumes = (await docker.listVolumes({ filters: { label: proxyFilter(target) } })).Volumes ?? [];
+      for (const volume of volumes) {
+        try {
+          await docker.getVolume(volume.Name).remove();
+        } catch (error) {
+          if (statusOf(error) !== 404) ctx.logger.warn("could not remove a retired front proxy's volume", { volume: volume.Name, error: messageOf(error) });
+        }
+      }
+      for (const network of await findTargetNetworks(docker, target)) {
+        const inspected = await docker.getNetwork(network.Id).inspect();
+        if (Object.keys(inspected.Containers ?? {}).length > 0) continue;
+        try {
+          await docker.getNetwork(network.Id).remove();
+          ctx.logger.info("removed the front proxy's network", { network: network.Name });
+        } catch (error) {
+          // 403/409: a container joined it meanwhile; 404: gone already.
+          if (![403, 404, 409].includes(statusOf(error) ?? 0)) throw error;
+        }
+      }
+    } catch (error) {
+      throw engineError(error, address, "ROLLOUT_FAILED", `Retiring the front proxy of ${formatTarget(target)} failed`);
+    }
+  }
+
   return {
+    listProxies: (target, ctx) => listProxies(target, ctx),
+    retireProxy: (target, ctx) => serialize(target, () => retireProxy(target, ctx)),
     register: wrap("Registering instances of", register),
     deregister: wrap("Deregistering instances of", (instances, opts, ctx) => deregister(instances, { ...opts, drainMs: opts.drainMs ?? 0 }, ctx)),
   };
