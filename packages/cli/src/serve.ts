@@ -11,6 +11,7 @@ export interface ServeOptions {
   readonly tokens?: string;
   readonly service: string[];
   readonly specRoot?: string;
+  readonly secretEnvPrefix: string;
   readonly dataDir?: string;
   readonly postgres?: string;
   readonly postgresSchema: string;
@@ -36,6 +37,7 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
     .option("--tokens <file>", "API tokens: a YAML or JSON list of { name, sha256, scopes, environments } (or KILN_SERVER_TOKENS as JSON)")
     .option("--service <name=path>", "register a service by its kiln.yaml, deployable as { service: name } (repeatable)", (value: string, previous: string[]) => [...previous, value], [])
     .option("--spec-root <dir>", "the folder a posted spec's relative paths (build context) start from (default: the current folder)")
+    .option("--secret-env-prefix <prefix>", 'secrets "from: { env: NAME }" may name only the server\'s variables that start with this ("" for any)', "KILN_SECRET_")
     .option("--data-dir <dir>", "Kiln's working folder: embedded state, deployments (kept across restarts) and caches; one server at a time (default: .kiln)")
     .option("--postgres <url>", "keep state and deployments in PostgreSQL, for several replicas (or KILN_PG_URL)")
     .option("--postgres-schema <name>", "the PostgreSQL schema for Kiln's tables (one per installation sharing a database)", "kiln")
@@ -66,6 +68,9 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
         "Answers: problem+json with a stable code; 405 with Allow for a method a path does not take;",
         "files are named relative to the spec's root (--spec-root, or a --service's folder), never by",
         "the server's own paths.",
+        "Secrets: a spec's from.env names one of the server's variables starting with KILN_SECRET_",
+        "(--secret-env-prefix), and a posted spec's from.file a file under --spec-root; a request never",
+        "carries a value (docs/secrets.md).",
       ].join("\n"),
     )
     .action(
@@ -110,6 +115,7 @@ export function registerServe(program: Command, run: (handler: (options: ServeOp
           tokens: tokens as TokenConfig[],
           services,
           ...(options.specRoot ? { specRoot: options.specRoot } : {}),
+          secretEnvPrefix: options.secretEnvPrefix,
           ...(options.dataDir ? { dataDir: options.dataDir } : {}),
           ...(options.replicaId ? { replicaId: options.replicaId } : {}),
           claimLeaseMs,

@@ -54,6 +54,12 @@ export interface KilnOptions {
    * `image.dockerfile.secrets`). @defaultValue process.env
    */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * When set, secrets may be read only from variables whose names start with this prefix
+   * (`from: { env: KILN_SECRET_DB }`): a server sets it, since its callers name the variables.
+   * @defaultValue any variable
+   */
+  readonly secretEnvPrefix?: string;
 }
 
 /** Options of every operation that takes the target's lock. */

@@ -5,7 +5,7 @@
  * docs/server.md.
  * @module
  */
-export { createKilnServer, jsonLogger } from "./server.js";
+export { SERVER_SECRET_ENV_PREFIX, createKilnServer, jsonLogger } from "./server.js";
 export type { KilnServer, KilnServerOptions } from "./server.js";
 export { createAuthenticator, hashToken, newTokenSecret, mayTouch, tokensSchema } from "./auth.js";
 export type { Principal, Scope, TokenConfig } from "./auth.js";

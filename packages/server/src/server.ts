@@ -66,7 +66,18 @@ export interface KilnServerOptions {
    * the caller's (an HTTP request names a secret, it never carries one). @defaultValue process.env
    */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Secrets written `from: { env: NAME }` may name only variables that start with this prefix, so
+   * a caller can never have the server's own settings (its database URL, cloud credentials) handed
+   * to an instance. `""` allows every variable (only for a server whose every caller is trusted
+   * with its whole environment). Posted specs' `from.file` must lie within `specRoot`.
+   * @defaultValue {@link SERVER_SECRET_ENV_PREFIX}
+   */
+  readonly secretEnvPrefix?: string;
 }
+
+/** The prefix of the server's variables that secrets may be read from, unless `secretEnvPrefix` says otherwise. */
+export const SERVER_SECRET_ENV_PREFIX = "KILN_SECRET_";
 
 /** A Kiln server: the HTTP app, the deployment runner, and their resources. */
 export interface KilnServer {
@@ -122,7 +133,17 @@ export function createKilnServer(options: KilnServerOptions): KilnServer {
   const metrics = createMetrics();
   const specRoot = path.resolve(options.specRoot ?? process.cwd());
   const services = Object.fromEntries(Object.entries(options.services ?? {}).map(([name, file]) => [name, path.resolve(file)]));
-  const kiln = createKiln({ providers: options.providers, store, dataDir, logger, command: `kiln serve (${replicaId})`, lockTtlMs, ...(options.env ? { env: options.env } : {}) });
+  const secretEnvPrefix = options.secretEnvPrefix ?? SERVER_SECRET_ENV_PREFIX;
+  const kiln = createKiln({
+    providers: options.providers,
+    store,
+    dataDir,
+    logger,
+    command: `kiln serve (${replicaId})`,
+    lockTtlMs,
+    ...(options.env ? { env: options.env } : {}),
+    ...(secretEnvPrefix !== "" ? { secretEnvPrefix } : {}),
+  });
   const authenticator = createAuthenticator(options.tokens);
   const page = statusPage();
   // What API callers see of the server's disk: paths relative to the spec's root, the data folder

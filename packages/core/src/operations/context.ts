@@ -125,7 +125,7 @@ export function createOperationContext(options: KilnOptions): OperationContext {
     createdProviders: () => [...providers.values()],
     emitterFor,
     providerContext: (signal, emit) => ({ signal: signal ?? new AbortController().signal, logger, emit }),
-    secretSources: (ctx) => ({ env: options.env ?? process.env, provider, ctx }),
+    secretSources: (ctx) => ({ env: options.env ?? process.env, ...(options.secretEnvPrefix !== undefined ? { envPrefix: options.secretEnvPrefix } : {}), provider, ctx }),
     loaded,
     targetOf,
     holder: () => ({ user: safeUser(), host: os.hostname(), pid: process.pid, command: options.command ?? "library", since: new Date().toISOString() }),

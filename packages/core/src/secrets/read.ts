@@ -10,6 +10,11 @@ import { SecretValue } from "./value.js";
 export interface SecretSources {
   /** The variables `from.env` reads: the process's environment, or what an embedder gives. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * When set, `from.env` may name only variables that start with it (a server, whose callers name
+   * the variables, keeps its own configuration out of their reach). @defaultValue any variable
+   */
+  readonly envPrefix?: string;
   /** The provider whose secret store a `from.<provider>` source names. */
   provider(name: string): Promise<Provider>;
   readonly ctx: ProviderContext;
@@ -39,6 +44,13 @@ export async function readSecret(what: string, source: SecretSource, sources: Se
   let value: string | undefined;
   switch (source.kind) {
     case "env":
+      if (sources.envPrefix !== undefined && !source.name.startsWith(sources.envPrefix)) {
+        throw new KilnError(
+          "SECRET_UNAVAILABLE",
+          `${what}: ${source.name} is not a variable secrets may be read from here: only variables whose names start with ${sources.envPrefix} are (the server's own settings stay out of a caller's reach); set ${sources.envPrefix}${source.name} in the server's environment and name that.`,
+          { details: { secret: what, source: "env", variable: source.name } },
+        );
+      }
       value = sources.env[source.name];
       if (value === undefined) {
         throw new KilnError("SECRET_UNAVAILABLE", `${what}: the environment variable ${source.name} is not set in the process that runs Kiln; set it (export ${source.name}=...) or change ${what}.from.`, {

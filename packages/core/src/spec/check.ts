@@ -120,5 +120,8 @@ export function confinementIssues(target: ResolvedTarget, prefix: readonly strin
     if (step.kind === "file") check(step.from, ["image", "machine", "provision", index, "file", "from"]);
     if (step.kind === "shell") check(step.script, ["image", "machine", "provision", index, "shell"]);
   });
+  // A secret read from a file is the server's file: a caller may only name one the spec root holds.
+  for (const secret of target.secrets ?? []) if (secret.source.kind === "file") check(secret.source.path, ["secrets", secret.name, "from", "file"]);
+  for (const [id, source] of Object.entries(target.build.secrets ?? {})) if (source.kind === "file") check(source.path, ["image", "dockerfile", "secrets", id, "from", "file"]);
   return issues;
 }
