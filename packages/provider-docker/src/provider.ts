@@ -51,7 +51,7 @@ export const createDockerProvider = defineProvider((options?: DockerProviderOpti
   return {
     name: PROVIDER_NAME,
     spec: dockerProviderSpec,
-    images: createImageOperations(client),
+    images: createImageOperations(client, resolved),
     instances: createInstanceOperations(client, resolved, networks),
     traffic: createTrafficCapability(client, resolved, networks),
     // The proxy's server slots: a plan that would need more behind it is refused before it starts.
