@@ -163,6 +163,9 @@ export interface BuildkitBuild {
   readonly context: { readonly stream: Readable; readonly dockerfile: string };
 }
 
+/** How long a cancelled build's CLI has to stop after SIGTERM before it gets SIGKILL, in milliseconds. */
+const KILL_GRACE_MS = 2_000;
+
 /** How many of the last output lines a failed build keeps, for its message. */
 const KEPT_LINES = 40;
 
@@ -170,7 +173,8 @@ const KEPT_LINES = 40;
  * Builds with BuildKit through the docker CLI: the context tar goes to the child's stdin, the
  * secrets through its environment, and every line of its plain progress becomes progress
  * (`image.build.step` for step headers, `image.build.log` for the rest), with any secret value in
- * it redacted. Cancelling `ctx.signal` kills the child (SIGTERM; the CLI cancels the build).
+ * it redacted. Cancelling `ctx.signal` stops the child (SIGTERM, then SIGKILL after 2 s), which
+ * cancels the build on the engine.
  * @returns the image id the build wrote, when its output says it, or the build's own error
  *   (secret values redacted) when it failed
  * @throws KilnError ABORTED, BUILD_CONTEXT_INVALID when a context file cannot be read,
@@ -209,7 +213,14 @@ export async function runBuildkitBuild({ cli, address, recipe, tag, labels, cont
         partial = "";
       });
     }
-    const kill = () => child.kill("SIGTERM");
+    // SIGTERM lets the CLI cancel the build itself; the 20.10 CLI does not always (with a context
+    // on stdin it may go on to the end), so SIGKILL follows: the engine cancels the build when the
+    // CLI's connection closes.
+    let killTimer: NodeJS.Timeout | undefined;
+    const kill = () => {
+      child.kill("SIGTERM");
+      killTimer ??= setTimeout(() => child.kill("SIGKILL"), KILL_GRACE_MS);
+    };
     ctx.signal.addEventListener("abort", kill, { once: true });
     if (ctx.signal.aborted) kill();
     // The child may stop reading early (a failed build): its stdin then breaks, which says nothing more.
@@ -221,6 +232,7 @@ export async function runBuildkitBuild({ cli, address, recipe, tag, labels, cont
     context.stream.pipe(child.stdin);
     child.on("error", (error) => (spawnError = error));
     child.on("close", (code) => {
+      clearTimeout(killTimer);
       ctx.signal.removeEventListener("abort", kill);
       context.stream.destroy();
       if (contextError !== undefined) {

@@ -136,6 +136,14 @@ export function createImageOperations(client: EngineClient, options: ImageOption
     } finally {
       context.stream.destroy();
     }
+    return builtImage(docker, tag, result);
+  }
+
+  /**
+   * The image a build made, from its outcome: its id (else its tag) inspected.
+   * @throws KilnError BUILD_FAILED with the build's own error, or when the image cannot be inspected
+   */
+  async function builtImage(docker: Dockerode, tag: string, result: { imageId?: string; error?: string }): Promise<ImageRef> {
     if (result.error !== undefined) {
       throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}${missingBaseImageHint(result.error)}`, { details: { tag } });
     }
@@ -201,14 +209,7 @@ export function createImageOperations(client: EngineClient, options: ImageOption
       }
       // A stream cut short by an abort ends without an error: check why it ended.
       if (contextError !== undefined || ctx.signal.aborted) throw buildFailure(contextError ?? ctx.signal.reason);
-      if (result.error !== undefined) {
-        throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}${missingBaseImageHint(result.error)}`, { details: { tag } });
-      }
-      try {
-        return await inspect(docker, result.imageId ?? tag);
-      } catch (error) {
-        throw engineError(error, address, "BUILD_FAILED", `The build of ${tag} ended but the image cannot be inspected`);
-      }
+      return builtImage(docker, tag, result);
 
       function buildFailure(error: unknown): KilnError {
         if (contextError !== undefined) {
