@@ -156,7 +156,11 @@ describe.skipIf(!buildkit)("docker provider secrets against a real engine", () =
     const events: KilnEvent[] = [];
     const dataDir = path.join(workDir, ".kiln");
     const env: Record<string, string> = { KT_NPM_TOKEN: values.npm, KT_DB_PASSWORD: values.db };
-    const kiln = createKiln({ providers: { docker: () => createDockerProvider() }, dataDir, env, onEvent: (event) => events.push(event) });
+    // Every log line, at every level, as the logger receives it (fields included).
+    const logged: string[] = [];
+    const record = (level: string) => (message: string, fields?: Record<string, unknown>) => void logged.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`);
+    const logger = { debug: record("debug"), info: record("info"), warn: record("warn"), error: record("error") };
+    const kiln = createKiln({ providers: { docker: () => createDockerProvider() }, dataDir, env, logger, onEvent: (event) => events.push(event) });
     try {
       const first = await kiln.deploy({ spec, baseDir: workDir });
       expect(first.outcome).toBe("deployed");
@@ -194,6 +198,8 @@ describe.skipIf(!buildkit)("docker provider secrets against a real engine", () =
       // Not in Kiln's state, nor in its events.
       expect(leaks(await readTree(dataDir), Object.values(values))).toEqual([]);
       expect(leaks(JSON.stringify(events), Object.values(values))).toEqual([]);
+      expect(logged.length).toBeGreaterThan(0);
+      expect(leaks(logged.join("\n"), Object.values(values))).toEqual([]);
 
       // A changed value makes a new release: the new container gets it, the old one's secret folder goes with it.
       const folders = await readdir(secretsDir, { recursive: true });

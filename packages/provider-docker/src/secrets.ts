@@ -116,7 +116,7 @@ export function fileSecretsUnsupported(address: EngineAddress, why: string, caus
     "CAPABILITY_MISSING",
     `The Docker engine at ${address.url} cannot receive secrets as files: ${why}. File secrets live in a memory-backed folder on the machine that runs Kiln, ` +
       "which the engine bind-mounts, so Kiln and the engine must share one host. Deliver them as environment variables instead (secrets.<name>.to: { env: NAME }), " +
-      "or run Kiln on the engine's host. See docs/providers/docker.md#secrets.",
+      "or run Kiln on the engine's host (see the Secrets section of @kilnjs/provider-docker's README).",
     { ...(cause === undefined ? {} : { cause }), details: { host: address.url } },
   );
 }
