@@ -190,6 +190,8 @@ setup_buildkit_cli() {
     [[ -n "$candidate" && -x "$candidate" ]] || continue
     if buildkit_capable "$candidate"; then
       printf '  %-14s %s (the docker on PATH has no BuildKit)\n' "BuildKit CLI" "$candidate" >&2
+      # Exported here too: `npm test` runs the suites from this shell.
+      export KILN_DOCKER_CLI="$candidate"
       EXPORTS+=("export KILN_DOCKER_CLI=$(printf '%q' "$candidate")")
       return 0
     fi

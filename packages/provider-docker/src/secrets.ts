@@ -90,7 +90,13 @@ export function withoutSecrets(error: KilnError, values: readonly SecretValue[])
   const message = redactSecrets(error.message, values);
   const details = redactSecrets(JSON.stringify(error.details), values);
   if (message === error.message && details === JSON.stringify(error.details)) return error;
-  return new KilnError(error.code, message, { retryable: error.retryable, details: JSON.parse(details) as Record<string, unknown> });
+  let cleanDetails: Record<string, unknown> = {};
+  try {
+    cleanDetails = JSON.parse(details) as Record<string, unknown>;
+  } catch {
+    // A value that cut through JSON's escapes: the details go, the message stays.
+  }
+  return new KilnError(error.code, message, { retryable: error.retryable, details: cleanDetails });
 }
 
 /** Whether an engine address certainly is another machine (a `tcp://` address that is not loopback). */
