@@ -115,7 +115,12 @@ describe.skipIf(!buildkit)("docker provider secrets against a real engine", () =
   });
 
   afterAll(async () => {
+    const provider = createDockerProvider();
+    const ctx: ProviderContext = { signal: new AbortController().signal, logger: silentLogger, emit: () => {} };
     for (const service of services) {
+      // Through the provider, so that the containers' secret folders go with them.
+      const instances = await provider.instances.list({ target: { service, environment: "default" } }, ctx);
+      await provider.instances.terminate(instances, { gracePeriodMs: 0 }, ctx);
       for (const info of await containersOf(service)) await docker.getContainer(info.Id).remove({ force: true }).catch(() => {});
       const images = await docker.listImages({ filters: { label: [`${LABELS.service}=${service}`] } });
       for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => {});
