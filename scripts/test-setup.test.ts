@@ -57,7 +57,7 @@ afterEach(() => {
 });
 
 /** A copy of test.sh beside stand-ins of the part scripts, and `id` / `docker` stand-ins on PATH. */
-function sandbox(options: { uid: number; answers?: Answers; missingImages?: string[] }) {
+function sandbox(options: { uid: number; answers?: Answers; missingImages?: string[]; dockerWithoutBuildkit?: boolean }) {
   const root = mkdtempSync(path.join(tmpdir(), "kiln-test-sh-"));
   folders.push(root);
   mkdirSync(path.join(root, "scripts"));
@@ -82,7 +82,9 @@ function sandbox(options: { uid: number; answers?: Answers; missingImages?: stri
   }
   writeFileSync(path.join(root, "bin/id"), `#!/bin/sh\n[ "$1" = "-u" ] && echo ${options.uid} || exec /usr/bin/id "$@"\n`);
   const missing = (options.missingImages ?? []).map((image) => `  ${shellQuote(image)}) exit 1 ;;`).join("\n");
-  writeFileSync(path.join(root, "bin/docker"), `#!/bin/sh\ncase "$3" in\n${missing}\n  *) exit 0 ;;\nesac\n`);
+  // A docker CLI of Docker 23 or later without buildx: it refuses both BuildKit probes.
+  const noBuildkit = options.dockerWithoutBuildkit ? `[ "$1" = buildx ] && exit 1\n[ "$1" = build ] && exit 1\n` : "";
+  writeFileSync(path.join(root, "bin/docker"), `#!/bin/sh\n${noBuildkit}case "$3" in\n${missing}\n  *) exit 0 ;;\nesac\n`);
   chmodSync(path.join(root, "bin/id"), 0o755);
   chmodSync(path.join(root, "bin/docker"), 0o755);
   return {
@@ -107,6 +109,22 @@ function shellQuote(text: string): string {
 }
 
 describe("npm test's setup (scripts/test.sh)", () => {
+  it("exports KILN_DOCKER_CLI when the docker on PATH cannot build with BuildKit secrets and another docker CLI can", () => {
+    const box = sandbox({ uid: 1000, dockerWithoutBuildkit: true });
+    const other = path.join(box.root, "other-bin");
+    mkdirSync(other);
+    writeFileSync(path.join(other, "docker"), `#!/bin/sh\n[ "$1" = build ] && [ "$DOCKER_BUILDKIT" = 1 ] && echo "  --secret stringArray" && exit 0\nexit 1\n`);
+    chmodSync(path.join(other, "docker"), 0o755);
+    const result = box.setup({ PATH: `${path.join(box.root, "bin")}:${other}:${process.env.PATH ?? ""}` });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`export KILN_DOCKER_CLI=${path.join(other, "docker")}\n`);
+    expect(result.stderr).toMatch(/BuildKit CLI +.*other-bin\/docker \(the docker on PATH has no BuildKit\)/);
+    // A docker on PATH that can: nothing to export, nothing said.
+    const plain = sandbox({ uid: 1000 }).setup();
+    expect(plain.stdout).not.toContain("KILN_DOCKER_CLI");
+    expect(plain.stderr).not.toContain("BuildKit CLI");
+  });
+
   it("as root, starts or reuses every part, prints one line for each and the export lines, and keeps installer output in the log", () => {
     const box = sandbox({ uid: 0 });
     const result = box.setup();

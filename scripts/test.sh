@@ -164,6 +164,41 @@ setup_base_images() {
   fi
 }
 
+# Whether the docker CLI $1 can build with BuildKit secrets (`--secret`): it has the buildx plugin,
+# or BuildKit is built in (Docker 18.09 to 22.x CLIs, such as Debian 12's docker.io 20.10, with
+# DOCKER_BUILDKIT=1). A CLI of Docker 23 or later without buildx fails `build --help` then.
+buildkit_capable() {
+  local help
+  timeout 15 "$1" buildx version >/dev/null 2>&1 && return 0
+  help="$(DOCKER_BUILDKIT=1 timeout 15 "$1" build --help 2>/dev/null)" || return 1
+  [[ "$help" == *--secret* ]]
+}
+
+# The docker CLI for builds with build secrets (the docker provider runs it for them): nothing to
+# do when KILN_DOCKER_CLI is set or the `docker` on PATH can; otherwise the first other docker CLI
+# on PATH, or /usr/bin/docker, that can is exported as KILN_DOCKER_CLI. Prints a line only then,
+# or when none is found (the build-secret suites then fail, saying so).
+setup_buildkit_cli() {
+  local candidate
+  if [[ -n "${KILN_DOCKER_CLI:-}" ]]; then
+    printf '  %-14s %s (from KILN_DOCKER_CLI)\n' "BuildKit CLI" "$KILN_DOCKER_CLI" >&2
+    EXPORTS+=("export KILN_DOCKER_CLI=$(printf '%q' "$KILN_DOCKER_CLI")")
+    return 0
+  fi
+  if command -v docker >/dev/null 2>&1 && buildkit_capable docker; then return 0; fi
+  while IFS= read -r candidate; do
+    [[ -n "$candidate" && -x "$candidate" ]] || continue
+    if buildkit_capable "$candidate"; then
+      printf '  %-14s %s (the docker on PATH has no BuildKit)\n' "BuildKit CLI" "$candidate" >&2
+      # Exported here too: `npm test` runs the suites from this shell.
+      export KILN_DOCKER_CLI="$candidate"
+      EXPORTS+=("export KILN_DOCKER_CLI=$(printf '%q' "$candidate")")
+      return 0
+    fi
+  done < <({ type -ap docker || true; printf '/usr/bin/docker\n'; } | awk '!seen[$0]++')
+  printf '  %-14s not found: builds with build secrets will fail; install the docker buildx plugin, or export KILN_DOCKER_CLI=<a docker CLI with BuildKit>\n' "BuildKit CLI" >&2
+}
+
 setup_all() {
   # What to do about a part find mode did not find; the suites' skip notices say the same.
   local as_root="when run as root or with KILN_TEST_SETUP=start"
@@ -179,6 +214,7 @@ setup_all() {
     "npm test starts one when run as root; or: export DOCKER_HOST=<an engine you can use>"; then
     export DOCKER_HOST
     setup_base_images || true
+    setup_buildkit_cli
   fi
   setup_part "moto" AWS_ENDPOINT_URL_EC2 moto.sh url "the aws provider's suites will skip" \
     "npm test starts one $as_root; or: npm run moto:start" || true

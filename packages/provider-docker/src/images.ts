@@ -9,8 +9,10 @@ import {
   type ImageRef,
   type ProviderContext,
 } from "@kilnjs/core";
-import { dockerfileRecipe, packBuildContext, shortFingerprint } from "./build-context.js";
+import { dockerfileRecipe, packBuildContext, shortFingerprint, type DockerImageRecipe } from "./build-context.js";
+import { findBuildkitCli, runBuildkitBuild, type BuildkitCli } from "./buildkit.js";
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
+import type { ResolvedOptions } from "./options.js";
 
 /** One JSON message of the engine's build stream. */
 interface BuildMessage {
@@ -102,9 +104,55 @@ function followBuild(docker: Dockerode, stream: Readable, ctx: ProviderContext):
   });
 }
 
-/** Image operations against one engine. */
-export function createImageOperations(client: EngineClient): ImageOperations {
+/** The options image operations use: the docker CLI for builds with secrets. */
+export type ImageOptions = Pick<ResolvedOptions, "dockerCli" | "dockerCliExplicit">;
+
+/**
+ * Image operations against one engine. A build with build secrets runs through the docker CLI
+ * with BuildKit (see {@link runBuildkitBuild}: dockerode cannot open the BuildKit session that
+ * serves secrets); every other build goes through the engine API (dockerode).
+ */
+export function createImageOperations(client: EngineClient, options: ImageOptions = { dockerCli: "docker", dockerCliExplicit: false }): ImageOperations {
   const address = client.address;
+  let buildkitCli: Promise<BuildkitCli> | undefined;
+
+  /** The CLI for builds with secrets, found (and probed) once; a failed search is tried again next time. */
+  function cli(): Promise<BuildkitCli> {
+    buildkitCli ??= findBuildkitCli(options.dockerCli, options.dockerCliExplicit).catch((error: unknown) => {
+      buildkitCli = undefined;
+      throw error;
+    });
+    return buildkitCli;
+  }
+
+  /** Builds `recipe` (which has build secrets) with BuildKit through the docker CLI. */
+  async function buildWithSecrets(docker: Dockerode, recipe: DockerImageRecipe, tag: string, labels: Record<string, string>, ctx: ProviderContext): Promise<ImageRef> {
+    const found = await cli();
+    throwIfAborted(ctx.signal);
+    const context = await packBuildContext(recipe);
+    let result: { imageId?: string; error?: string };
+    try {
+      result = await runBuildkitBuild({ cli: found, address, recipe, tag, labels, context }, ctx);
+    } finally {
+      context.stream.destroy();
+    }
+    return builtImage(docker, tag, result);
+  }
+
+  /**
+   * The image a build made, from its outcome: its id (else its tag) inspected.
+   * @throws KilnError BUILD_FAILED with the build's own error, or when the image cannot be inspected
+   */
+  async function builtImage(docker: Dockerode, tag: string, result: { imageId?: string; error?: string }): Promise<ImageRef> {
+    if (result.error !== undefined) {
+      throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}${missingBaseImageHint(result.error)}`, { details: { tag } });
+    }
+    try {
+      return await inspect(docker, result.imageId ?? tag);
+    } catch (error) {
+      throw engineError(error, address, "BUILD_FAILED", `The build of ${tag} ended but the image cannot be inspected`);
+    }
+  }
 
   async function inspect(docker: Dockerode, name: string): Promise<ImageRef> {
     return imageRefFromInspect(await docker.getImage(name).inspect());
@@ -116,6 +164,12 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       throwIfAborted(ctx.signal);
       const tag = imageTag(recipe);
       const docker = await client.get();
+      const labels: Record<string, string> = {
+        [LABELS.managed]: "true",
+        [LABELS.service]: recipe.target.service,
+        [LABELS.fingerprint]: recipe.fingerprint,
+      };
+      if (recipe.dockerfile.secrets && recipe.dockerfile.secrets.size > 0) return buildWithSecrets(docker, recipe, tag, labels, ctx);
       const context = await packBuildContext(recipe);
 
       // One controller aborts the request for both a cancelled operation and an unreadable context.
@@ -132,11 +186,6 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       controller.signal.addEventListener("abort", destroyResponse, { once: true });
 
       ctx.logger.debug("docker build", { tag, dockerfile: context.dockerfile, files: recipe.dockerfile.files.length });
-      const labels: Record<string, string> = {
-        [LABELS.managed]: "true",
-        [LABELS.service]: recipe.target.service,
-        [LABELS.fingerprint]: recipe.fingerprint,
-      };
       let result: { imageId?: string; error?: string };
       try {
         response = (await docker.buildImage(context.stream, {
@@ -160,14 +209,7 @@ export function createImageOperations(client: EngineClient): ImageOperations {
       }
       // A stream cut short by an abort ends without an error: check why it ended.
       if (contextError !== undefined || ctx.signal.aborted) throw buildFailure(contextError ?? ctx.signal.reason);
-      if (result.error !== undefined) {
-        throw new KilnError("BUILD_FAILED", `Building ${tag} failed: ${result.error}${missingBaseImageHint(result.error)}`, { details: { tag } });
-      }
-      try {
-        return await inspect(docker, result.imageId ?? tag);
-      } catch (error) {
-        throw engineError(error, address, "BUILD_FAILED", `The build of ${tag} ended but the image cannot be inspected`);
-      }
+      return builtImage(docker, tag, result);
 
       function buildFailure(error: unknown): KilnError {
         if (contextError !== undefined) {

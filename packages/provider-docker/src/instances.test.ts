@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { LABELS, type ImageRef, type LaunchRequest } from "@kilnjs/core";
+import { LABELS, SecretValue, type ImageRef, type LaunchRequest } from "@kilnjs/core";
 import { containerCreateOptions, containerName, instanceState } from "./instances.js";
 import { resolveOptions } from "./options.js";
 
@@ -54,6 +54,31 @@ describe("containerCreateOptions", () => {
       "dev.kiln.launch-key": "ro-1/launch-2",
       "dev.kiln.ports": "http:8080/tcp,dns:53/udp",
     });
+    expect(options.HostConfig?.Mounts).toBeUndefined();
+  });
+
+  it("adds env secrets to Env and file secrets' mounts, and no secret to any label", () => {
+    const digest = `hmac-sha256:${"0".repeat(64)}`;
+    const withSecrets: LaunchRequest = {
+      ...request,
+      config: {
+        ...request.config,
+        secrets: [
+          { name: "DB_PASSWORD", source: { kind: "env", name: "DB_PASSWORD" }, to: { kind: "env", name: "DATABASE_PASSWORD" }, digest },
+          { name: "TLS_KEY", source: { kind: "file", path: "/keys/tls.key" }, to: { kind: "file", path: "/run/secrets/tls.key" }, digest },
+        ],
+      },
+      secrets: new Map([
+        ["DB_PASSWORD", new SecretValue("db-value-1")],
+        ["TLS_KEY", new SecretValue("tls-value-2")],
+      ]),
+    };
+    const mounts = [{ Type: "bind" as const, Source: "/dev/shm/kiln-secrets/e/web-prod-r7-abcdef/0", Target: "/run/secrets", ReadOnly: true }];
+    const options = containerCreateOptions(withSecrets, resolveOptions({}, {}), "web-prod-r7-abcdef", undefined, mounts);
+    expect(options.Env).toEqual(["A=1", "B=x=y", "DATABASE_PASSWORD=db-value-1"]);
+    expect(options.HostConfig?.Mounts).toEqual(mounts);
+    expect(JSON.stringify(options.Labels)).not.toMatch(/db-value-1|tls-value-2/);
+    expect(JSON.stringify(options)).not.toContain("tls-value-2");
   });
 });
 

@@ -20,6 +20,7 @@ import {
 import { engineError, messageOf, statusOf, type EngineClient } from "./engine.js";
 import type { ResolvedOptions } from "./options.js";
 import { DOCKER_NAME_MAX_LENGTH, legacyTargetNetworkName, targetNetworkName } from "./proxy/config.js";
+import { assertFileSecretsReachable, createSecretFileStore, fileSecretsUnsupported, isMissingMountSource, secretEnv, secretValues, withoutSecrets, type SecretFileStore } from "./secrets.js";
 import { createNetworkEnsurer, type NetworkEnsurer } from "./proxy/network.js";
 
 /**
@@ -132,11 +133,20 @@ export function instanceFromList(info: Dockerode.ContainerInfo, endpointHost: st
 }
 
 /**
- * The `POST /containers/create` body for one instance of a launch request.
+ * The `POST /containers/create` body for one instance of a launch request. Secrets delivered as
+ * environment variables join `Env` (the engine keeps them in the container's configuration, which
+ * `docker inspect` shows); `secretMounts` are the read-only bind mounts of file secrets (see
+ * {@link createSecretFileStore}). No label holds a secret.
  * @param targetNetwork - the target's network (found by its labels), which instances behind a
  *   front proxy join; @defaultValue the name a new one gets ({@link targetNetworkName})
  */
-export function containerCreateOptions(request: LaunchRequest, options: ResolvedOptions, name: string, targetNetwork = targetNetworkName(request.target)): Dockerode.ContainerCreateOptions {
+export function containerCreateOptions(
+  request: LaunchRequest,
+  options: ResolvedOptions,
+  name: string,
+  targetNetwork = targetNetworkName(request.target),
+  secretMounts: readonly Dockerode.MountSettings[] = [],
+): Dockerode.ContainerCreateOptions {
   const { config } = request;
   const labels: Record<string, string> = { ...config.labels, ...instanceLabels(request) };
   const exposed: Record<string, object> = {};
@@ -151,7 +161,7 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
     name,
     Image: request.image.id,
     Labels: labels,
-    Env: Object.entries(config.env).map(([key, value]) => `${key}=${value}`),
+    Env: [...Object.entries(config.env).map(([key, value]) => `${key}=${value}`), ...secretEnv(request)],
     ...(config.command === undefined ? {} : { Cmd: [...config.command] }),
     ExposedPorts: exposed,
     StopTimeout: Math.ceil(config.stopGracePeriodMs / 1000),
@@ -160,6 +170,7 @@ export function containerCreateOptions(request: LaunchRequest, options: Resolved
       ...(config.cpus === undefined ? {} : { NanoCpus: Math.round(config.cpus * 1e9) }),
       RestartPolicy: { Name: "unless-stopped" },
       PortBindings: bindings,
+      ...(secretMounts.length === 0 ? {} : { Mounts: [...secretMounts] }),
       // Behind a front proxy (ports not published) the container joins the target's network, where
       // the proxy reaches it; the configured network, if any, is connected as well after creation.
       ...(config.publishPorts === false
@@ -176,7 +187,12 @@ function byName(a: Instance, b: Instance): number {
 }
 
 /** Instance operations against one engine. */
-export function createInstanceOperations(client: EngineClient, options: ResolvedOptions, ensureTargetNetwork: NetworkEnsurer = createNetworkEnsurer()): InstanceOperations {
+export function createInstanceOperations(
+  client: EngineClient,
+  options: ResolvedOptions,
+  ensureTargetNetwork: NetworkEnsurer = createNetworkEnsurer(),
+  secretFiles: SecretFileStore = createSecretFileStore(client.address, options.secretsDir),
+): InstanceOperations {
   const address = client.address;
   let network: Promise<void> | undefined;
 
@@ -204,10 +220,22 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
     return network;
   }
 
-  /** Creates and starts one container; a container that fails to start is removed again. */
+  /**
+   * Creates and starts one container; a container that fails to start is removed again, with its
+   * secret files.
+   */
   async function launchOne(docker: Dockerode, request: LaunchRequest, targetNetwork: string | undefined, ctx: ProviderContext): Promise<Instance> {
     const name = containerName(request);
-    const container = await docker.createContainer({ ...containerCreateOptions(request, options, name, targetNetwork), abortSignal: ctx.signal });
+    const mounts = await secretFiles.write(docker, name, request, ctx);
+    let container: Dockerode.Container;
+    try {
+      container = await docker.createContainer({ ...containerCreateOptions(request, options, name, targetNetwork, mounts), abortSignal: ctx.signal });
+    } catch (error) {
+      if (mounts.length > 0) await secretFiles.remove(docker, [name], ctx);
+      // The engine cannot see the folder Kiln just made: it runs elsewhere (another host, a VM, another mount namespace).
+      if (mounts.length > 0 && isMissingMountSource(error)) throw fileSecretsUnsupported(address, "it cannot see the memory-backed folder Kiln wrote them to", error);
+      throw error;
+    }
     try {
       if (request.config.publishPorts === false && options.network !== undefined && options.network !== targetNetwork) {
         await docker.getNetwork(options.network).connect({ Container: container.id });
@@ -217,6 +245,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       await container.remove({ force: true }).catch((cleanup: unknown) => {
         ctx.logger.warn("removing a container that failed to start failed", { container: name, error: messageOf(cleanup) });
       });
+      if (mounts.length > 0) await secretFiles.remove(docker, [name], ctx);
       throw error;
     }
     ctx.logger.debug("container started", { container: name, id: container.id });
@@ -240,6 +269,7 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
     async launch(request, ctx) {
       throwIfAborted(ctx.signal);
       assertLaunchCount(request.count);
+      assertFileSecretsReachable(address, request);
       const docker = await client.get();
       let existing: Dockerode.ContainerInfo[];
       let targetNetwork: string | undefined;
@@ -265,7 +295,11 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
       ]);
       const failure = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
       if (failure) {
-        throw engineError(failure.reason, address, "LAUNCH_FAILED", `Launching ${request.target.service}@${request.target.environment} release ${request.release} failed`);
+        // An engine's message may quote the container's configuration, secrets included.
+        throw withoutSecrets(
+          engineError(failure.reason, address, "LAUNCH_FAILED", `Launching ${request.target.service}@${request.target.environment} release ${request.release} failed`),
+          secretValues(request.secrets),
+        );
       }
       return results.map((result) => (result as PromiseFulfilledResult<Instance>).value).sort(byName);
     },
@@ -362,6 +396,8 @@ export function createInstanceOperations(client: EngineClient, options: Resolved
         }),
       );
       const failures = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
+      const removed = instances.filter((_, index) => results[index]!.status === "fulfilled").map((instance) => instance.name);
+      await secretFiles.remove(docker, removed, ctx);
       if (failures.length > 0) {
         const first = engineError(failures[0]!.reason, address, "TERMINATE_FAILED", "Terminating containers failed");
         if (first.code !== "TERMINATE_FAILED") throw first;

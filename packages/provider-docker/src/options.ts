@@ -1,4 +1,6 @@
+import path from "node:path";
 import { KilnError } from "@kilnjs/core";
+import { DEFAULT_SECRETS_DIR } from "./secrets.js";
 
 /** Options of {@link createDockerProvider}. Every field is optional. */
 export interface DockerProviderOptions {
@@ -30,6 +32,23 @@ export interface DockerProviderOptions {
    * @defaultValue the `KILN_DOCKER_PROXY_IMAGE` environment variable when set, else `haproxy:2.6`
    */
   readonly proxyImage?: string;
+  /**
+   * The docker CLI that builds images with build secrets (`image.dockerfile.secrets`): BuildKit
+   * serves them to `RUN --mount=type=secret` steps only through a CLI session, which dockerode
+   * cannot open. It must support BuildKit's `--secret`: a CLI with the buildx plugin, or a CLI
+   * of Docker 18.09 to 22.x (such as Debian's docker.io 20.10, /usr/bin/docker) with
+   * `DOCKER_BUILDKIT=1`. Builds without secrets never use it.
+   * @defaultValue the `KILN_DOCKER_CLI` environment variable when set, else `docker` on `PATH`
+   */
+  readonly dockerCli?: string;
+  /**
+   * Where file secrets (`secrets.<name>.to.file`) are kept for the containers that mount them:
+   * an absolute folder on a memory-backed filesystem (tmpfs) of the machine that runs Kiln, which
+   * must also be the engine's host. Kiln makes it (mode 0700) and refuses one that is not on a
+   * tmpfs or is open to other users.
+   * @defaultValue `/dev/shm/kiln-secrets`
+   */
+  readonly secretsDir?: string;
 }
 
 /** The official HAProxy image the front proxy runs by default. */
@@ -82,6 +101,12 @@ export interface ResolvedOptions {
   readonly proxyImage: string;
   /** Whether the option or the environment named the image (else {@link LOCAL_PROXY_IMAGE} may stand in). */
   readonly proxyImageExplicit: boolean;
+  /** The docker CLI for builds with secrets, as given (a path or a name on `PATH`). */
+  readonly dockerCli: string;
+  /** Whether the option or `KILN_DOCKER_CLI` named the CLI (else `docker` on `PATH`). */
+  readonly dockerCliExplicit: boolean;
+  /** Where file secrets are kept (absolute). */
+  readonly secretsDir: string;
 }
 
 /**
@@ -101,6 +126,12 @@ export function resolveOptions(options: DockerProviderOptions | undefined, env: 
   if (namedImage !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.\-/:@]*$/.test(namedImage.trim())) {
     throw new KilnError("INVALID_ARGUMENT", `proxyImage "${namedImage}" is not a valid image reference.`);
   }
+  const namedCli = options?.dockerCli ?? (env.KILN_DOCKER_CLI ? env.KILN_DOCKER_CLI : undefined);
+  if (namedCli !== undefined && namedCli.trim() === "") throw new KilnError("INVALID_ARGUMENT", "dockerCli must not be empty.");
+  const secretsDir = options?.secretsDir ?? DEFAULT_SECRETS_DIR;
+  if (!path.isAbsolute(secretsDir) || path.resolve(secretsDir) === "/") {
+    throw new KilnError("INVALID_ARGUMENT", `secretsDir "${secretsDir}" must be an absolute folder other than /, on a tmpfs (such as ${DEFAULT_SECRETS_DIR}).`);
+  }
   return {
     address: parseDockerHost(host),
     publishHost,
@@ -108,5 +139,8 @@ export function resolveOptions(options: DockerProviderOptions | undefined, env: 
     network,
     proxyImage: namedImage?.trim() ?? DEFAULT_PROXY_IMAGE,
     proxyImageExplicit: namedImage !== undefined,
+    dockerCli: namedCli?.trim() ?? "docker",
+    dockerCliExplicit: namedCli !== undefined,
+    secretsDir: path.resolve(secretsDir),
   };
 }

@@ -36,7 +36,12 @@ const PING_TIMEOUT_MS = 5_000;
  * message says where it looked and how to start one), `BUILD_FAILED` with the build's own message,
  * `BUILD_CONTEXT_INVALID` when a context file cannot be read, `LAUNCH_FAILED` and `TERMINATE_FAILED`
  * with the engine's message, `ABORTED` when `ctx.signal` fires, and `IMAGE_IN_USE` when `images.remove` meets an image a
- * container still uses.
+ * container still uses; `CAPABILITY_MISSING` for a file secret the engine cannot mount (it runs on
+ * another host) and for a build with build secrets when no docker CLI here can run BuildKit.
+ *
+ * Secrets: instances receive them as environment variables, or as files in a read-only folder
+ * bind-mounted from a tmpfs of the engine's host (`secretsDir`); builds with build secrets run the
+ * docker CLI (`dockerCli`) with BuildKit. See the package README's Secrets section.
  *
  * @example
  * ```ts
@@ -52,7 +57,7 @@ export const createDockerProvider = defineProvider((options?: DockerProviderOpti
   return {
     name: PROVIDER_NAME,
     spec: dockerProviderSpec,
-    images: createImageOperations(client),
+    images: createImageOperations(client, resolved),
     instances: createInstanceOperations(client, resolved, networks),
     traffic: createTrafficCapability(client, resolved, networks),
     // The proxy's server slots: a plan that would need more behind it is refused before it starts.
