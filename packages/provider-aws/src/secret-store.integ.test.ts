@@ -42,7 +42,7 @@ describe.skipIf(!moto)("aws secret store (moto)", () => {
   }
 
   beforeAll(async () => {
-    provider = createAwsProvider({ endpoint, region: MOTO_REGION, credentials, maxAttempts: 2 });
+    provider = createAwsProvider({ endpoint, secretsManagerEndpoint: endpoint, ssmEndpoint: endpoint, region: MOTO_REGION, credentials, maxAttempts: 2 });
     await createSecret("plain", { SecretString: values.previous });
     // A second version: AWSCURRENT moves to it, AWSPREVIOUS keeps the first.
     await secretsManager.send(new PutSecretValueCommand({ SecretId: `${prefix}/plain`, SecretString: values.plain }));
@@ -124,7 +124,8 @@ describe.skipIf(!moto)("aws secret store (moto)", () => {
   });
 
   it("is PROVIDER_UNAVAILABLE when the API cannot be reached, naming the endpoint variable", async () => {
-    const unreachable = createAwsProvider({ endpoint: "http://127.0.0.1:1", region: MOTO_REGION, credentials, maxAttempts: 1 });
+    // The service endpoints too: the test setup's AWS_ENDPOINT_URL_SECRETS_MANAGER/_SSM would win over `endpoint`.
+    const unreachable = createAwsProvider({ endpoint: "http://127.0.0.1:1", secretsManagerEndpoint: "http://127.0.0.1:1", ssmEndpoint: "http://127.0.0.1:1", region: MOTO_REGION, credentials, maxAttempts: 1 });
     try {
       const secret = await failure({ secretsManager: { id: `${prefix}/plain` } }, unreachable);
       expect([secret.code, secret.retryable]).toEqual(["PROVIDER_UNAVAILABLE", true]);

@@ -45,7 +45,8 @@ describe("aws secret store errors", () => {
     answers.clear();
     answers.set("secretsmanager.GetSecretValue", answer).set("AmazonSSM.GetParameter", answer);
     requests.length = 0;
-    const provider = createAwsProvider({ endpoint, region: "us-east-1", credentials: { accessKeyId: "testing", secretAccessKey: "testing" }, maxAttempts });
+    // Service endpoints too: the test setup exports AWS_ENDPOINT_URL_SECRETS_MANAGER/_SSM (moto), which would win over `endpoint`.
+    const provider = createAwsProvider({ endpoint, secretsManagerEndpoint: endpoint, ssmEndpoint: endpoint, region: "us-east-1", credentials: { accessKeyId: "testing", secretAccessKey: "testing" }, maxAttempts });
     try {
       const error = await provider.secrets!.read(reference, ctx).then(
         () => new Error("expected the read to fail"),
