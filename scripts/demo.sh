@@ -14,9 +14,25 @@ step "Building Kiln"
 npx turbo run build --output-logs=errors-only
 
 step "Docker engine and local base images"
-eval "$(bash scripts/docker-engine.sh start | tail -n 1)"
-echo "DOCKER_HOST=${DOCKER_HOST:-default socket}"
-bash scripts/base-images.sh
+# What the setup scripts and installers (apt-get, dpkg) print goes to a log named here, shown in
+# full only when a step fails; a warning among it (the proxy image could not be made) is repeated.
+setup_log="${KILN_DEMO_SETUP_LOG:-$root/node_modules/.cache/kiln/demo-setup.log}"
+mkdir -p "$(dirname "$setup_log")"
+: >"$setup_log"
+echo "setup output: $setup_log"
+quietly() {
+  "$@" 2>>"$setup_log" || {
+    cat "$setup_log" >&2
+    echo "demo: '$*' failed; its output is above (and in $setup_log)" >&2
+    return 1
+  }
+}
+engine_exports="$(quietly bash scripts/docker-engine.sh start)"
+eval "$(printf '%s\n' "$engine_exports" | tail -n 1)"
+echo "Docker engine: ${DOCKER_HOST:-the default socket}"
+quietly bash scripts/base-images.sh >>"$setup_log"
+echo "base images: $(docker images --format '{{.Repository}}:{{.Tag}}' | grep '^kiln-local/' | sort | paste -sd ' ' -)"
+grep -i 'warning' "$setup_log" >&2 || true
 
 kiln() { node "$root/packages/cli/dist/bin.js" "$@"; }
 
