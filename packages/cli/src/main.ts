@@ -3,7 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
-import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
+import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, ProviderSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
 import { parseDuration } from "./duration.js";
 import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
@@ -159,7 +159,7 @@ export async function run(
   )
     .action(action(async (options, output) => {
       const core = await import("@kilnjs/core");
-      const loaded = await core.loadSpec(specPath(options));
+      const loaded = await core.loadSpec(specPath(options), { providerSpec: await providerSpecFinder() });
       const environments = Object.keys(loaded.validated.environments);
       if (options.environment) core.resolveTarget(loaded.validated, options.environment, loaded.baseDir);
       // Beyond the schema: every provider's own sections and rules, and the files the spec
@@ -426,6 +426,17 @@ export async function run(
    * (plan, status, history, lock) pass `document`: with --json their stdout is that document
    * alone, without event lines.
    */
+  /**
+   * Finds the spec of a provider the spec names (its installed package, or its
+   * KILN_PROVIDER_MODULE_<NAME>), so that loading checks its sections and rules in the same pass
+   * as the schema: every problem at once.
+   */
+  async function providerSpecFinder(): Promise<(name: string) => Promise<ProviderSpec | undefined>> {
+    const core = await import("@kilnjs/core");
+    const { importOptions } = await import("./providers.js");
+    return async (name) => (await core.importProvider(name, importOptions([name], io.env))).spec;
+  }
+
   async function open(
     options: CommonOptions,
     output: Output,
@@ -434,7 +445,7 @@ export async function run(
   ): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: ReturnType<typeof createRenderer> }> {
     const core = await import("@kilnjs/core");
     if (options.environment === "") throw new core.KilnError("INVALID_ARGUMENT", "--environment needs a name; leave it out to use the spec's top-level settings.");
-    const spec = await core.loadSpec(specPath(options));
+    const spec = await core.loadSpec(specPath(options), { providerSpec: await providerSpecFinder() });
     writeWarnings(output, spec.validated.warnings ?? [], core.formatSpecIssue);
     const renderer = document && output.json ? { onEvent() {}, done() {} } : createRenderer(output);
     const { importOptions } = await import("./providers.js");

@@ -99,7 +99,7 @@ export type { SpecValidation, ValidateOptions, ValidatedSpec } from "./spec/vali
 export { OBJECT_SPEC_FILE, checkSpecWith, loadSpec, parseSpec, specFromObject, specFromYaml } from "./spec/load.js";
 export { checkSpec, confinementIssues, referenceIssues } from "./spec/check.js";
 export type { CheckSpecOptions } from "./spec/check.js";
-export type { LoadedSpec, ParseSpecOptions } from "./spec/load.js";
+export type { LoadSpecOptions, LoadedSpec, ParseSpecOptions } from "./spec/load.js";
 export { defaultHealthDeadlineMs, parseMemory, resolveTarget } from "./spec/resolve.js";
 export type {
   ResolvedCanaryStep,

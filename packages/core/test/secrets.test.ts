@@ -11,10 +11,13 @@ import {
   SecretValue,
   createKiln,
   isKilnError,
+  loadSpec,
   looksLikeSecretName,
   parseSpec,
   validateSpec,
   type ImageRecipe,
+  type KilnError,
+  type SpecIssue,
   type KilnEvent,
   type LaunchRequest,
   type Provider,
@@ -223,7 +226,7 @@ describe("secret rules", () => {
     expect(result.ok).toBe(true);
     if (!result.ok) return;
     expect(result.value.warnings).toHaveLength(1);
-    expect(result.value.warnings![0]).toMatchObject({ path: ["instances", "env", "DB_PASSWORD"], line: 6, kind: "secret-in-env" });
+    expect(result.value.warnings![0]).toMatchObject({ path: ["instances", "env", "DB_PASSWORD"], line: 6, column: 5, kind: "secret-in-env" });
     expect(result.value.warnings![0]!.message).not.toContain("hunter2");
   });
 
@@ -256,5 +259,18 @@ describe("secret rules", () => {
     expect(result.ok).toBe(false);
     if (result.ok) return;
     expect(result.issues.some((issue) => issue.kind === "unknown-key" && issue.suggestion === "env")).toBe(true);
+  });
+});
+
+describe("loading with the providers a spec names", () => {
+  it("checks the provider's rules in the same pass as the schema's", async () => {
+    const file = path.join(dir, "kiln.yaml");
+    await writeFile(file, "service: web\nprovider: bare\ninstances:\n  count: 0\nsecrets:\n  A:\n    from: { env: A }\n    to: { file: /run/secrets/a }\n");
+    const asked: string[] = [];
+    const error = await loadSpec(file, { providerSpec: async (name) => (asked.push(name), { imageFormat: "dockerfile" }) }).catch((caught: unknown) => caught);
+    expect(asked).toEqual(["bare"]);
+    expect(isKilnError(error, "SPEC_INVALID")).toBe(true);
+    const paths = ((error as KilnError).details.issues as SpecIssue[]).map((issue) => issue.path.join("."));
+    expect(paths).toEqual(expect.arrayContaining(["instances.count", "secrets.A.to.file"]));
   });
 });

@@ -252,7 +252,7 @@ export function secretFilesError(files: readonly SecretFile[], place: SecretFile
   const allowExample = `  image:\n    allowSecretFiles: [${JSON.stringify(files[0]?.path ?? "")}]`;
   const message =
     place.kind === "context"
-      ? `The build context ${place.contextDir} holds ${count} like a secret; Kiln does not send such files to a build, where they would end up in the image:\n${list}\n` +
+      ? `The build context ${place.contextDir} holds ${count} like a secret; Kiln does not send such files to a build (where a COPY or ADD would put them in the image):\n${list}\n` +
         `Keep them out by adding these lines to ${place.contextDir}/.dockerignore:\n${files.map((file) => `  ${file.path}`).join("\n")}\n` +
         `or, to keep such files out at any depth:\n${anyDepth}\n` +
         `If the image really needs one, allow it by path in the spec (patterns relative to the build context):\n${allowExample}`

@@ -53,7 +53,7 @@ export async function readSecret(what: string, source: SecretSource, sources: Se
       }
       value = sources.env[source.name];
       if (value === undefined) {
-        throw new KilnError("SECRET_UNAVAILABLE", `${what}: the environment variable ${source.name} is not set in the process that runs Kiln; set it (export ${source.name}=...) or change ${what}.from.`, {
+        throw new KilnError("SECRET_UNAVAILABLE", `${what}: the environment variable ${source.name} is not set in the process that runs Kiln; set it (export ${source.name}=...) or point ${what}.from elsewhere.`, {
           details: { secret: what, source: "env", variable: source.name },
         });
       }
@@ -83,7 +83,7 @@ export async function readSecret(what: string, source: SecretSource, sources: Se
     }
   }
   if (value === "") {
-    throw new KilnError("SECRET_UNAVAILABLE", `${what}: ${describeSecretSource(source)} is empty; give it the secret's value or change ${what}.from.`, { details: { secret: what } });
+    throw new KilnError("SECRET_UNAVAILABLE", `${what}: ${describeSecretSource(source)} is empty; give it the secret's value or point ${what}.from elsewhere.`, { details: { secret: what } });
   }
   return new SecretValue(value);
 }

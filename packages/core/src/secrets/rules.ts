@@ -74,7 +74,7 @@ export function checkSecretRules(spec: Spec, prefix: Path, provider: ProviderSpe
     issues.push({
       path: [...prefix, "image", "dockerfile", "args", name],
       kind: "invalid-value",
-      message: `"${name}" looks like a secret, and a build argument's value shows in the image's history (docker history --no-trunc); declare it under image.dockerfile.secrets and read it with RUN --mount=type=secret,id=${name},env=${name}`,
+      message: `"${name}" looks like a secret, and a build argument's value shows in the image's history (docker history --no-trunc); declare it under image.dockerfile.secrets (image.dockerfile.secrets.${name}.from.env: ${name}) and read it in the step that needs it: RUN --mount=type=secret,id=${name} ${name}="$(cat /run/secrets/${name})" ...`,
     });
   }
   return issues;

@@ -17,6 +17,7 @@ import {
 import { KilnError, toKilnError } from "../errors.js";
 import type { ProviderSpec } from "../provider/spec.js";
 import { specInvalidError, type SpecIssue } from "./issues.js";
+import { providersNamedIn } from "./compose.js";
 import { validateSpec, type SpecValidation, type ValidateOptions, type ValidatedSpec } from "./validate.js";
 
 /** A spec that was read and validated, with the folder its relative paths are resolved against. */
@@ -133,7 +134,7 @@ function parseWithLocator(text: string, options: ParseSpecOptions): { result: Sp
  * const target = resolveTarget(validated, "staging", baseDir);
  * ```
  */
-export async function loadSpec(file: string, options: ValidateOptions = {}): Promise<LoadedSpec> {
+export async function loadSpec(file: string, options: LoadSpecOptions = {}): Promise<LoadedSpec> {
   const absolute = path.resolve(file);
   let text: string;
   try {
@@ -148,9 +149,32 @@ export async function loadSpec(file: string, options: ValidateOptions = {}): Pro
     }
     throw toKilnError(error, "SPEC_NOT_FOUND", `Could not read the spec ${file}`);
   }
-  const { result, locate } = parseWithLocator(text, { ...options, file });
+  const providers = options.providerSpec ? { ...(await providerSpecsFor(text, options.providerSpec)), ...options.providers } : options.providers;
+  const { result, locate } = parseWithLocator(text, { ...options, ...(providers ? { providers } : {}), file });
   if (!result.ok) throw specInvalidError(result.issues, file);
   return { file: absolute, baseDir: path.dirname(absolute), validated: result.value, locate };
+}
+
+/** Options of {@link loadSpec}. */
+export interface LoadSpecOptions extends ValidateOptions {
+  /**
+   * Finds the spec of a provider the spec names (`provider:`, a secret's store): its sections and
+   * rules are then checked in the same pass as the rest (every problem at once); one it cannot
+   * find is checked later, by whoever loads it. @defaultValue none: only `providers` are checked
+   */
+  readonly providerSpec?: (name: string) => Promise<ProviderSpec | undefined>;
+}
+
+/** The specs of the providers a spec's text names, as far as `find` finds them; a text that does not parse names none. */
+async function providerSpecsFor(text: string, find: (name: string) => Promise<ProviderSpec | undefined>): Promise<Record<string, ProviderSpec>> {
+  let input: unknown;
+  try {
+    input = parseDocument(text, { version: "1.2", schema: "core", merge: true }).toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch {
+    return {};
+  }
+  const specs = await Promise.all(providersNamedIn(input).map(async (name) => [name, await find(name).catch(() => undefined)] as const));
+  return Object.fromEntries(specs.filter((entry): entry is readonly [string, ProviderSpec] => entry[1] !== undefined));
 }
 
 /**
@@ -209,7 +233,7 @@ function locateIssue(doc: Document, issue: SpecIssue, at: (offset: number) => Po
   // An unknown key points at the key. A path that ends before the document does (a missing key, or
   // an environment's merged value that comes from the top level) points at the key of the deepest
   // mapping that exists: `prod:` rather than the first line inside it.
-  const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key" || issue.kind === "invalid-key");
+  const atKey = pair !== undefined && (depth < issue.path.length || issue.kind === "unknown-key" || issue.kind === "invalid-key" || issue.kind === "secret-in-env");
   let offset = atKey ? (pair.key as Node | null)?.range?.[0] : undefined;
   offset ??= node?.range?.[0];
   return offset === undefined ? issue : { ...issue, ...at(offset) };
