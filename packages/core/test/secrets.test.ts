@@ -119,6 +119,7 @@ describe("secrets in a deploy", () => {
     env.TEST_DB_PASSWORD = "second";
     const plan = await kiln.plan({ spec: spec(), baseDir: dir });
     expect(plan.changes.join("\n")).toContain("secrets: DB_PASSWORD (env, changed), TLS_KEY (file /run/secrets/tls.key)");
+    expect(plan.changes.join("\n")).toContain(`create release ${first.release.number + 1} (secrets changed: DB_PASSWORD):`);
     expect(plan.changes.join("\n")).not.toContain("second");
     const second = await kiln.deploy({ spec: spec(), baseDir: dir });
     expect(second.outcome).toBe("deployed");
@@ -177,9 +178,16 @@ describe("build secrets", () => {
         },
       },
     };
-    const env: Record<string, string> = { NPM_TOKEN: VALUE };
+    const env: Record<string, string> = {};
     const { kiln, builds, events } = setup(env, printing);
     const withBuildSecret = spec({ secrets: {}, image: { dockerfile: { secrets: { npm: { from: { env: "NPM_TOKEN" } } } } } });
+    // A plan that needs a build finds a build secret it could not read, as the deploy would.
+    const missing = await kiln.plan({ spec: withBuildSecret, baseDir: dir }).catch((caught: unknown) => caught);
+    expect(isKilnError(missing, "SECRET_UNAVAILABLE")).toBe(true);
+    expect((missing as Error).message).toMatch(/^image\.dockerfile\.secrets\.npm: the environment variable NPM_TOKEN is not set/);
+    env.NPM_TOKEN = VALUE;
+    const planned = await kiln.plan({ spec: withBuildSecret, baseDir: dir });
+    expect(planned.changes.join("\n")).toContain("build secrets: npm (read when the image is built; never in the image or its fingerprint)");
     const first = await kiln.build({ spec: withBuildSecret, baseDir: dir });
     expect(builds[0]?.dockerfile?.secrets?.get("npm")?.reveal()).toBe(VALUE);
     const logs = events.filter((event) => event.type === "image.build.log").map((event) => JSON.stringify(event));

@@ -110,6 +110,8 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
     ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
     ...(providerSpec.planLines ? { providerLines: providerSpec.planLines(resolved, sectionValues(resolved)) } : {}),
   });
+  // A build the plan needs would read its build secrets: a plan finds a missing one now, as a deploy would.
+  if (plan.image.action === "build") await readBuildSecrets(resolved, sources);
   return { resolved, emit, ctx, provider, fingerprint, plan, state, instances, sources, secretValues };
 }
 
@@ -127,10 +129,7 @@ export async function buildImage(
   sources: SecretSources,
   rollout?: { readonly id: string; readonly release: number },
 ): Promise<ImageRef> {
-  const buildSecrets = Object.entries(resolved.build.secrets ?? {});
-  const secrets = new Map(
-    await Promise.all(buildSecrets.map(async ([id, source]) => [id, await readSecret(`image.dockerfile.secrets.${id}`, source, sources)] as const)),
-  );
+  const secrets = await readBuildSecrets(resolved, sources);
   emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
   const startedAt = Date.now();
   const labels = rollout ? { rolloutId: rollout.id, release: rollout.release } : {};
@@ -223,4 +222,13 @@ function redactingContext(ctx: ProviderContext, secrets: readonly SecretValue[])
     emit: (progress) =>
       ctx.emit(progress.type === "image.build.log" ? { ...progress, message: redact(progress.message) } : { ...progress, description: redact(progress.description) }),
   };
+}
+
+/**
+ * The values of the target's build secrets (`image.dockerfile.secrets`), by id, read in parallel.
+ * @throws KilnError SECRET_UNAVAILABLE and what `readSecret` throws
+ */
+async function readBuildSecrets(resolved: ResolvedTarget, sources: SecretSources): Promise<Map<string, SecretValue>> {
+  const entries = Object.entries(resolved.build.secrets ?? {});
+  return new Map(await Promise.all(entries.map(async ([id, source]) => [id, await readSecret(`image.dockerfile.secrets.${id}`, source, sources)] as const)));
 }

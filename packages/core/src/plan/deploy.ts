@@ -54,9 +54,12 @@ export function planDeploy(input: PlanInput): DeployPlan {
       ? `build image ${shortHash(fingerprint)} (${resolved.target.service} has no image with this fingerprint yet)`
       : `reuse image ${shortHash(fingerprint)} (${existingImage ? (existingImage.id.startsWith("sha256:") ? existingImage.id.slice(0, 19) : existingImage.id) : ""})`,
   );
+  const buildSecrets = Object.keys(resolved.build.secrets ?? {});
+  if (image.action === "build" && buildSecrets.length > 0) changes.push(`  build secrets: ${buildSecrets.join(", ")} (read when the image is built; never in the image or its fingerprint)`);
   if (rollout.action === "none") changes.push(rollout.reason);
   else {
-    const what = rollout.newRelease ? `create release ${rollout.toRelease}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
+    const why = rollout.newRelease && current ? releaseReason(current, { fingerprint, count: resolved.count, instance: resolved.instance, traffic: resolved.traffic }) : "";
+    const what = rollout.newRelease ? `create release ${rollout.toRelease}${why}` : `repair release ${rollout.toRelease} (running instances differ from it)`;
     changes.push(`${what}: ${summary(rollout)}`);
     for (const step of rollout.steps) changes.push(`  ${step}`);
     changes.push(`  at most ${rollout.peakInstances} instance${rollout.peakInstances === 1 ? "" : "s"} run at once`);
@@ -161,4 +164,25 @@ function secretsLine(secrets: readonly SecretMount[], before: readonly SecretMou
     return `${mount.name} (${how}${change})`;
   });
   return `secrets: ${parts.join(", ")}; values are read at deploy time, never recorded`;
+}
+
+/**
+ * Why a new release differs from `current`, for the plan: ` (new image; secrets changed:
+ * DB_PASSWORD)`, or empty when nothing recorded differs (a release made again after a rollback).
+ * Compares what the release's hash covers: the image's fingerprint, the count, the instance
+ * settings without secrets, the secrets by digest, and the traffic router.
+ */
+function releaseReason(current: ReleaseRecord, next: { fingerprint: string; count: number; instance: InstanceConfig; traffic: ResolvedTraffic }): string {
+  const reasons: string[] = [];
+  if (current.fingerprint !== next.fingerprint) reasons.push("new image");
+  if (current.count !== next.count) reasons.push(`count ${current.count} → ${next.count}`);
+  const { secrets: before = [], ...settingsBefore } = current.instance;
+  const { secrets: after = [], ...settingsAfter } = next.instance;
+  if (stableJson(settingsBefore) !== stableJson(settingsAfter)) reasons.push("instance settings changed");
+  const digests = new Map(before.map((mount) => [mount.name, stableJson(mount)]));
+  const changed = [...after.filter((mount) => digests.get(mount.name) !== stableJson(mount)).map((mount) => mount.name), ...before.filter((mount) => !after.some((other) => other.name === mount.name)).map((mount) => `${mount.name} (removed)`)];
+  if (changed.length > 0) reasons.push(`secrets changed: ${changed.join(", ")}`);
+  const routed = (traffic: ResolvedTraffic | undefined) => stableJson({ proxy: traffic?.proxy, loadBalancer: traffic?.loadBalancer });
+  if (routed(current.traffic) !== routed(next.traffic)) reasons.push("traffic changed");
+  return reasons.length > 0 ? ` (${reasons.join("; ")})` : "";
 }

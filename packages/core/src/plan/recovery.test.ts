@@ -195,7 +195,7 @@ describe("formatPlan", () => {
     expect(formatPlan(plan)).toMatchInlineSnapshot(`
       "Plan for web@default:
         build image 222222222222 (web has no image with this fingerprint yet)
-        create release 2: 3 instances, launch 3, retire 3, keep 0
+        create release 2 (new image): 3 instances, launch 3, retire 3, keep 0
           rolling: maxSurge 2, maxUnavailable 0 (never fewer than 3 healthy, never more than 5 running)
           batch 1: launch 2 and wait until healthy
           batch 2: retire 2, then launch 1 and wait until healthy
