@@ -44,7 +44,7 @@ export type {
   TrafficCapability,
   TrafficOptions,
 } from "./provider/contract.js";
-export { REDACTED, SecretValue } from "./secrets/value.js";
+export { REDACTED, SecretValue, redactSecrets } from "./secrets/value.js";
 export type { SecretDelivery, SecretMount, SecretSource, SecretStoreCapability } from "./secrets/types.js";
 export { looksLikeSecretName } from "./secrets/names.js";
 export { describeSecretSource, readSecret, secretDigest } from "./secrets/read.js";

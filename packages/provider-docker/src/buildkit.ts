@@ -3,10 +3,9 @@ import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { KilnError, type ProviderContext, type ProviderProgress, type SecretValue } from "@kilnjs/core";
+import { KilnError, redactSecrets, type ProviderContext, type ProviderProgress, type SecretValue } from "@kilnjs/core";
 import type { DockerImageRecipe } from "./build-context.js";
 import type { EngineAddress } from "./options.js";
-import { redactSecrets } from "./secrets.js";
 
 /**
  * A docker CLI that serves build secrets to BuildKit: `buildx` (a CLI with the buildx plugin:

@@ -5,14 +5,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type Dockerode from "dockerode";
 import { afterEach, describe, expect, it } from "vitest";
-import { KilnError, SecretValue, silentLogger, type ImageRef, type LaunchRequest, type ProviderContext, type SecretMount } from "@kilnjs/core";
+import { KilnError, SecretValue, redactSecrets, silentLogger, type ImageRef, type LaunchRequest, type ProviderContext, type SecretMount } from "@kilnjs/core";
 import { parseDockerHost } from "./options.js";
 import {
   SWEEP_MIN_AGE_MS,
   assertFileSecretsReachable,
   createSecretFileStore,
   isRemoteEngine,
-  redactSecrets,
   secretEnv,
   secretFolders,
   withoutSecrets,

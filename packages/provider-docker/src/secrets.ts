@@ -1,7 +1,7 @@
 import { lstat, mkdir, readdir, rm, statfs, writeFile, chmod } from "node:fs/promises";
 import path from "node:path";
 import type Dockerode from "dockerode";
-import { KilnError, LABELS, REDACTED, type LaunchRequest, type ProviderContext, type SecretMount, type SecretValue } from "@kilnjs/core";
+import { KilnError, LABELS, redactSecrets, type LaunchRequest, type ProviderContext, type SecretMount, type SecretValue } from "@kilnjs/core";
 import type { EngineAddress } from "./options.js";
 
 /**
@@ -63,22 +63,6 @@ export function secretEnv(request: Pick<LaunchRequest, "config" | "secrets">): s
 /** Every secret value of a launch request or a build, for {@link redactSecrets}. */
 export function secretValues(secrets: ReadonlyMap<string, SecretValue> | undefined): SecretValue[] {
   return [...(secrets?.values() ?? [])];
-}
-
-/**
- * The forms a secret could take in text Kiln did not write (an engine's message, build output):
- * the value, its JSON-escaped form, and each line of a multi-line value (8 characters or more).
- */
-function secretForms(value: string): string[] {
-  const lines = value.includes("\n") ? value.split(/\r?\n/).filter((line) => line.trim().length >= 8) : [];
-  return [...new Set([value, JSON.stringify(value).slice(1, -1), ...lines])].filter((form) => form.length > 0).sort((a, b) => b.length - a.length);
-}
-
-/** `text` with every form of every secret value in `values` replaced by {@link REDACTED}. */
-export function redactSecrets(text: string, values: readonly SecretValue[]): string {
-  let out = text;
-  for (const value of values) for (const form of secretForms(value.reveal())) out = out.split(form).join(REDACTED);
-  return out;
 }
 
 /**

@@ -42,3 +42,23 @@ export class SecretValue {
     return REDACTED;
   }
 }
+
+/**
+ * The forms a secret could take in text Kiln did not write (an engine's message, build output):
+ * the value, its JSON-escaped form, and each line of a multi-line value (8 characters or more).
+ */
+function secretForms(value: string): string[] {
+  const lines = value.includes("\n") ? value.split(/\r?\n/).filter((line) => line.trim().length >= 8) : [];
+  return [...new Set([value, JSON.stringify(value).slice(1, -1), ...lines])].filter((form) => form.length > 0).sort((a, b) => b.length - a.length);
+}
+
+/**
+ * `text` with every form of every secret in `values` (the value, JSON-escaped, each long line of a
+ * multi-line value) replaced by {@link REDACTED}: for text Kiln relays but did not write, such as
+ * build output or an engine's error message.
+ */
+export function redactSecrets(text: string, values: readonly SecretValue[]): string {
+  let out = text;
+  for (const value of values) for (const form of secretForms(value.reveal())) out = out.split(form).join(REDACTED);
+  return out;
+}
