@@ -14,7 +14,7 @@ import { OBJECT_SPEC_FILE } from "../spec/load.js";
 import { resolveTarget, type ResolvedTarget } from "../spec/resolve.js";
 import type { TargetState } from "../state/types.js";
 import { newSecretDigestKey, readSecret, readSecrets, type SecretSources } from "../secrets/read.js";
-import { REDACTED, type SecretValue } from "../secrets/value.js";
+import { redactSecrets, type SecretValue } from "../secrets/value.js";
 import { DEFAULT_ENVIRONMENT, formatTarget } from "../target.js";
 import type { BuildResult, SpecOptions } from "../kiln.js";
 import type { Emit, OperationContext } from "./context.js";
@@ -33,6 +33,8 @@ export interface Prepared {
   readonly sources: SecretSources;
   /** The values of the target's secrets (`resolved.instance.secrets`), by name. */
   readonly secretValues: ReadonlyMap<string, SecretValue>;
+  /** The values of the build secrets, by id, read when the plan builds (empty otherwise). */
+  readonly buildSecrets: ReadonlyMap<string, SecretValue>;
 }
 
 /**
@@ -110,15 +112,15 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
     ...(provider.health?.description ? { providerHealth: provider.health.description } : {}),
     ...(providerSpec.planLines ? { providerLines: providerSpec.planLines(resolved, sectionValues(resolved)) } : {}),
   });
-  // A build the plan needs would read its build secrets: a plan finds a missing one now, as a deploy would.
-  if (plan.image.action === "build") await readBuildSecrets(resolved, sources);
-  return { resolved, emit, ctx, provider, fingerprint, plan, state, instances, sources, secretValues };
+  // Read once, when the plan builds: a plan finds a missing build secret as the deploy would.
+  const buildSecrets = plan.image.action === "build" ? await readBuildSecrets(resolved, sources) : new Map<string, SecretValue>();
+  return { resolved, emit, ctx, provider, fingerprint, plan, state, instances, sources, secretValues, buildSecrets };
 }
 
 /**
  * Builds the image of `fingerprint`'s inputs with `provider` (for a rollout: journaled, and
- * labelled with the rollout and release). Build secrets are read from `sources` just before.
- * @throws KilnError BUILD_FAILED, ABORTED, SECRET_UNAVAILABLE
+ * labelled with the rollout and release), handing it `secrets` (build secrets by id).
+ * @throws KilnError BUILD_FAILED, ABORTED
  */
 export async function buildImage(
   resolved: ResolvedTarget,
@@ -126,10 +128,9 @@ export async function buildImage(
   provider: Provider,
   ctx: ProviderContext,
   emit: Emit,
-  sources: SecretSources,
+  secrets: ReadonlyMap<string, SecretValue>,
   rollout?: { readonly id: string; readonly release: number },
 ): Promise<ImageRef> {
-  const secrets = await readBuildSecrets(resolved, sources);
   emit({ type: "image.build.started", fingerprint: fingerprint.fingerprint });
   const startedAt = Date.now();
   const labels = rollout ? { rolloutId: rollout.id, release: rollout.release } : {};
@@ -168,12 +169,12 @@ export async function plan(context: OperationContext, spec: SpecOptions): Promis
 
 /** `Kiln.build`: builds the target's image unless one with the same fingerprint exists. */
 export async function build(context: OperationContext, spec: SpecOptions): Promise<BuildResult> {
-  const { resolved, fingerprint, plan, provider, ctx, emit, sources } = await prepare(context, spec);
+  const { resolved, fingerprint, plan, provider, ctx, emit, buildSecrets } = await prepare(context, spec);
   if (plan.image.action === "reuse") {
     emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: plan.image.image.id });
     return { image: plan.image.image, fingerprint, built: false };
   }
-  return { image: await buildImage(resolved, fingerprint, provider, ctx, emit, sources), fingerprint, built: true };
+  return { image: await buildImage(resolved, fingerprint, provider, ctx, emit, buildSecrets), fingerprint, built: true };
 }
 
 /** @throws KilnError CAPABILITY_MISSING when the spec asks for what the provider cannot do */
@@ -215,8 +216,7 @@ function secretFiles(resolved: ResolvedTarget): string[] {
 
 /** `ctx` whose build output lines (`image.build.log`, `image.build.step`) have each of `secrets` replaced by `[secret]`. */
 function redactingContext(ctx: ProviderContext, secrets: readonly SecretValue[]): ProviderContext {
-  const values = secrets.map((secret) => secret.reveal()).filter((value) => value.length > 0);
-  const redact = (text: string) => values.reduce((out, value) => out.split(value).join(REDACTED), text);
+  const redact = (text: string) => redactSecrets(text, secrets);
   return {
     ...ctx,
     emit: (progress) =>

@@ -35,7 +35,7 @@ export async function deploy(context: OperationContext, options: SpecOptions): P
     if (rolloutPlan.action === "none") {
       // Up to date, but the image had to be rebuilt (it was removed): nothing runs from it yet,
       // so there is no rollout to journal the build in; the image is found by its fingerprint.
-      if (plan.image.action === "build") await buildImage(resolved, fingerprint, provider, ctx, emit, prepared.sources);
+      if (plan.image.action === "build") await buildImage(resolved, fingerprint, provider, ctx, emit, prepared.buildSecrets);
       return { outcome: "unchanged", plan, release: current!, rollout: undefined };
     }
     // The rollout record comes first, so that the build is journaled too.
@@ -48,7 +48,7 @@ export async function deploy(context: OperationContext, options: SpecOptions): P
         image = plan.image.image;
         emit({ type: "image.reused", fingerprint: fingerprint.fingerprint, imageId: image.id });
       } else {
-        image = await buildImage(resolved, fingerprint, journal, ctx, emit, prepared.sources, { id: rollout.id, release: rolloutPlan.toRelease });
+        image = await buildImage(resolved, fingerprint, journal, ctx, emit, prepared.buildSecrets, { id: rollout.id, release: rolloutPlan.toRelease });
       }
       release = resumed ?? (rolloutPlan.newRelease ? newRelease(prepared, plan, rolloutPlan.toRelease, image) : current!);
     } catch (error) {
