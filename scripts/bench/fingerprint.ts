@@ -19,7 +19,7 @@ import { seededRandom } from "../../packages/testkit/src/faults.js";
 
 export const CONTEXT_DIR = path.join(os.tmpdir(), "kiln-bench-context");
 const MARKER_FILE = path.join(CONTEXT_DIR, ".kiln-bench-marker.json");
-const CACHE_FILE = path.join(os.tmpdir(), "kiln-bench-cache", "fingerprint-bench.json");
+const CACHE_FILE = path.join(os.tmpdir(), "kiln-bench-cache", "fingerprint-bench.stat-cache");
 const GENERATOR_VERSION = 2;
 const FILE_COUNT = 20_000;
 const SEED = 0x6b696c6e; // "kiln"

@@ -245,7 +245,7 @@ describe("fingerprintBuild", () => {
     it("serves every file from the cache on the second run", async () => {
       const dir = await makeTree(path.join(root, "a"), BASIC);
       await age(dir, Object.keys(BASIC));
-      const cacheFile = path.join(root, "project", ".kiln", "cache", "fingerprint-web.json");
+      const cacheFile = path.join(root, "project", ".kiln", "cache", "fingerprint-web.stat-cache");
       const first = await fingerprintBuild(optionsFor(dir, { cacheFile }));
       expect(first.cacheHits).toBe(0);
       expect(first.bytesHashed).toBe(first.totalBytes);
@@ -285,14 +285,24 @@ describe("fingerprintBuild", () => {
       await age(dir, Object.keys(BASIC));
       const cacheFile = path.join(root, "cache.json");
       const expected = await fingerprintOf(dir);
-      for (const junk of ["{not json", JSON.stringify({ format: "kiln-fingerprint-stat-cache", version: 999, startedAtMs: 1, entries: {} }), "[]", "null"]) {
+      await fingerprintBuild(optionsFor(dir, { cacheFile }));
+      const good = await readFile(cacheFile, "utf8");
+      const junkFiles = [
+        "{not json",
+        // A version 1 (JSON) cache of the same files: foreign now, so ignored and replaced.
+        JSON.stringify({ format: "kiln-fingerprint-stat-cache", version: 1, startedAtMs: Date.now(), entries: { "app/main.js": [1, 2, 3, 4, 5, "a".repeat(64)] } }),
+        good.replace(/^kiln-fingerprint-stat-cache 2 /, "kiln-fingerprint-stat-cache 999 "),
+        good.slice(0, -10),
+        "",
+      ];
+      for (const junk of junkFiles) {
         await writeFile(cacheFile, junk);
         const result = await fingerprintBuild(optionsFor(dir, { cacheFile }));
         expect(result.fingerprint).toBe(expected);
         expect(result.cacheHits).toBe(0);
       }
       // The last run rewrote the cache, so the next one uses it.
-      expect(JSON.parse(await readFile(cacheFile, "utf8"))).toMatchObject({ version: 1 });
+      expect(await readFile(cacheFile, "utf8")).toMatch(/^kiln-fingerprint-stat-cache 2 \d+ 4\n/);
       expect((await fingerprintBuild(optionsFor(dir, { cacheFile }))).cacheHits).toBe(4);
     });
 

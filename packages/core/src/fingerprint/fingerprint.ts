@@ -37,9 +37,11 @@ export interface FingerprintOptions {
   /** The build stage to stop at (`--target`). @defaultValue the last stage */
   stage?: string;
   /**
-   * Where to keep the stat cache (a JSON file; its folder is created). Files whose stat data
-   * (size, mtime, ctime, inode, mode) match the cache are not read again. A missing, corrupt or
-   * foreign-version cache is treated as empty. @defaultValue no cache: every file is read
+   * Where to keep the stat cache (a versioned text file, one line per file: see
+   * `formatStatCache`; its folder is created). Files whose stat data (size, mtime, ctime, inode,
+   * mode) match the cache are not read again. A missing, corrupt, cut-short or foreign-version
+   * cache (version 1 caches were JSON) is treated as empty and rewritten. @defaultValue no cache:
+   * every file is read
    */
   cacheFile?: string;
   /** Cancels the walk and the hashing; the call then throws `ABORTED`. */
@@ -224,7 +226,7 @@ function pathInside(contextDir: string, file: string): string | undefined {
  *   contextDir: "/srv/app",
  *   dockerfilePath: "/srv/app/Dockerfile",
  *   args: { NODE_ENV: "production" },
- *   cacheFile: "/srv/app/.kiln/cache/fingerprint-web.json",
+ *   cacheFile: "/srv/app/.kiln/cache/fingerprint-web.stat-cache",
  * });
  * ```
  */
@@ -285,7 +287,7 @@ export async function fingerprintBuild(options: FingerprintOptions): Promise<Fin
       return;
     }
     totalBytes += entry.stat.size;
-    const cached = cache?.entries.get(entry.relPath);
+    const cached = cache?.get(entry.relPath);
     if (cache && cached && isCacheEntryUsable(cached, entry.stat, cache.startedAtMs)) {
       entry.digest = cached.sha256;
       entry.cacheable = true;

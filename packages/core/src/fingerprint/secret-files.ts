@@ -86,19 +86,22 @@ const RULES = {
   netrc: { reason: "a .netrc with a password", pattern: "**/.netrc", credentialIn: netrcCredential },
 } satisfies Record<string, SecretFileRule>;
 
-/** Folders whose every file is a secret; the finding is the folder. */
-const SECRET_FOLDERS: ReadonlyArray<{ readonly folder: string; readonly rule: SecretFileRule }> = [
+/**
+ * Folders whose every file is a secret; the finding is the folder. `atStart` and `inside` are the
+ * strings looked for (`.git/`, `/.git/`), made once: the guard looks at every path of a context.
+ */
+const SECRET_FOLDERS: ReadonlyArray<{ readonly folder: string; readonly atStart: string; readonly inside: string; readonly rule: SecretFileRule }> = [
   { folder: ".git", rule: { reason: "a git repository (.git): its whole history, remotes with their tokens", pattern: "**/.git" } },
   { folder: ".azure", rule: { reason: "Azure CLI credentials (.azure)", pattern: "**/.azure" } },
   { folder: ".config/gcloud", rule: { reason: "gcloud credentials (.config/gcloud)", pattern: "**/.config/gcloud" } },
-];
+].map((entry) => ({ ...entry, atStart: `${entry.folder}/`, inside: `/${entry.folder}/` }));
 
-/** Files known by the end of their path (a file in a known folder). */
-const SECRET_PATH_ENDINGS: ReadonlyArray<{ readonly ending: string; readonly rule: SecretFileRule }> = [
+/** Files known by the end of their path (a file in a known folder); `afterSlash` is `/` + `ending`. */
+const SECRET_PATH_ENDINGS: ReadonlyArray<{ readonly ending: string; readonly afterSlash: string; readonly rule: SecretFileRule }> = [
   { ending: ".aws/credentials", rule: RULES.aws },
   { ending: ".docker/config.json", rule: RULES.docker },
   { ending: ".kube/config", rule: RULES.kube },
-];
+].map((entry) => ({ ...entry, afterSlash: `/${entry.ending}` }));
 
 /** Files known by name alone. */
 const SECRET_NAMES = new Map<string, SecretFileRule>([
@@ -121,11 +124,11 @@ const SECRET_EXTENSIONS = new Map<string, SecretFileRule>([
   [".pfx", RULES.pfx],
 ]);
 
-/** The folder of `relPath` named `folder` (`a/.git` for `a/.git/HEAD` and `.git`), if it has one. */
-function folderIn(relPath: string, folder: string): string | undefined {
-  if (relPath.startsWith(`${folder}/`)) return folder;
-  const at = relPath.indexOf(`/${folder}/`);
-  return at === -1 ? undefined : relPath.slice(0, at + 1 + folder.length);
+/** The length of the folder of `relPath` named like `folder` (`a/.git` for `a/.git/HEAD`), or -1. */
+function folderLengthIn(relPath: string, folder: (typeof SECRET_FOLDERS)[number]): number {
+  if (relPath.startsWith(folder.atStart)) return folder.folder.length;
+  const at = relPath.indexOf(folder.inside);
+  return at === -1 ? -1 : at + 1 + folder.folder.length;
 }
 
 /**
@@ -136,21 +139,21 @@ export function secretFileRuleFor(relPath: string): { readonly rule: SecretFileR
   // Case-insensitive; a path whose lower case has another length (rare letters) is matched as it is.
   const lowered = relPath.toLowerCase();
   const lower = lowered.length === relPath.length ? lowered : relPath;
-  for (const { folder, rule } of SECRET_FOLDERS) {
-    const found = folderIn(lower, folder);
-    if (found !== undefined) return { rule, path: relPath.slice(0, found.length) };
+  for (const folder of SECRET_FOLDERS) {
+    const length = folderLengthIn(lower, folder);
+    if (length !== -1) return { rule: folder.rule, path: relPath.slice(0, length) };
   }
   const name = lower.slice(lower.lastIndexOf("/") + 1);
   const byName = SECRET_NAMES.get(name);
   if (byName) return { rule: byName, path: relPath };
   if (name.startsWith(".env.")) return ENV_PLACEHOLDERS.has(name) ? undefined : { rule: RULES.envVariant, path: relPath };
-  const sshKey = SSH_KEY.exec(name);
+  const sshKey = name.startsWith("id_") ? SSH_KEY.exec(name) : null;
   if (sshKey && !name.endsWith(".pub")) return { rule: SSH_KEY_RULES.get(sshKey[1] ?? "") ?? RULES.key, path: relPath };
   const dot = name.lastIndexOf(".");
   const byExtension = dot > 0 ? SECRET_EXTENSIONS.get(name.slice(dot)) : undefined;
   if (byExtension) return { rule: byExtension, path: relPath };
-  for (const { ending, rule } of SECRET_PATH_ENDINGS) {
-    if (lower === ending || lower.endsWith(`/${ending}`)) return { rule, path: relPath };
+  for (const { ending, afterSlash, rule } of SECRET_PATH_ENDINGS) {
+    if (lower === ending || lower.endsWith(afterSlash)) return { rule, path: relPath };
   }
   return undefined;
 }

@@ -17,9 +17,12 @@ import path from "node:path";
  */
 export const RACY_MARGIN_MS = 2000;
 
-/** The cache file's format tag and version; any other content is treated as an empty cache. */
+/**
+ * The cache file's format tag and version: the first two words of its first line. Any other
+ * content (version 1 was a JSON document) is treated as an empty cache.
+ */
 const CACHE_FORMAT = "kiln-fingerprint-stat-cache";
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 
 /** The stat data a cache entry is keyed by (all from `lstat`; times in ms since the epoch). */
 export interface StatTuple {
@@ -35,13 +38,18 @@ export interface StatCacheEntry extends StatTuple {
   sha256: string;
 }
 
-/** A loaded cache: when the run that wrote it began, and its entries by POSIX relative path. */
+/**
+ * A loaded cache: when the run that wrote it began, and its entries by POSIX relative path. An
+ * entry's line is only indexed when the cache is read and parsed when it is asked for, so a run
+ * pays for the files it looks up, not for building every entry.
+ */
 export interface StatCache {
-  startedAtMs: number;
-  entries: Map<string, StatCacheEntry>;
+  readonly startedAtMs: number;
+  /** How many entry lines the cache holds (malformed ones included). */
+  readonly size: number;
+  /** The entry of `relPath`; `undefined` when there is none or its line is malformed. */
+  get(relPath: string): StatCacheEntry | undefined;
 }
-
-type SerializedEntry = [size: number, mtimeMs: number, ctimeMs: number, ino: number, mode: number, sha256: string];
 
 /**
  * Whether a cached hash may stand for the file without reading it: the stat tuple is unchanged and
@@ -70,19 +78,109 @@ export function isCacheEntryUsable(
   );
 }
 
-function isSerializedEntry(value: unknown): value is SerializedEntry {
-  return (
-    Array.isArray(value) &&
-    value.length === 6 &&
-    value.slice(0, 5).every((item) => typeof item === "number" && Number.isFinite(item)) &&
-    typeof value[5] === "string" &&
-    /^[0-9a-f]{64}$/.test(value[5])
-  );
+const SHA256_HEX_LENGTH = 64;
+
+/** Whether `text` from `start` holds 64 lowercase hex digits (a char loop: no regex per entry). */
+function isSha256Hex(text: string, start: number, end: number): boolean {
+  if (end - start !== SHA256_HEX_LENGTH) return false;
+  for (let index = start; index < end; index++) {
+    const code = text.charCodeAt(index);
+    // 0-9 or a-f
+    if (!((code >= 48 && code <= 57) || (code >= 97 && code <= 102))) return false;
+  }
+  return true;
+}
+
+/** A number field of an entry line; NaN when it is empty or not a finite number. */
+function numberField(text: string, start: number, end: number): number {
+  if (end <= start) return Number.NaN;
+  const value = Number(text.slice(start, end));
+  return Number.isFinite(value) ? value : Number.NaN;
+}
+
+/** How many space-separated fields come before the path on an entry line. */
+const ENTRY_FIELDS = 6;
+
+/**
+ * The entry of the line starting at `start` (see {@link formatStatCache}), or `undefined` when the
+ * line is malformed (a number that is not one, a digest that is not 64 lowercase hex digits).
+ */
+function parseEntryLine(text: string, start: number): StatCacheEntry | undefined {
+  const numbers: number[] = [];
+  let at = start;
+  for (let field = 0; field < ENTRY_FIELDS - 1; field++) {
+    const space = text.indexOf(" ", at);
+    const value = numberField(text, at, space);
+    if (Number.isNaN(value)) return undefined;
+    numbers.push(value);
+    at = space + 1;
+  }
+  const shaEnd = text.indexOf(" ", at);
+  if (!isSha256Hex(text, at, shaEnd)) return undefined;
+  const [size, mtimeMs, ctimeMs, ino, mode] = numbers as [number, number, number, number, number];
+  return { size, mtimeMs, ctimeMs, ino, mode, sha256: text.slice(at, shaEnd) };
 }
 
 /**
- * Reads a stat cache. A missing, unreadable, corrupt or foreign-version file gives `undefined` and
- * the reason, never an error: the cache only saves work.
+ * Parses the text of a version 2 stat cache (see {@link formatStatCache} for the layout) by fixed
+ * separators, without a regex: the first line is the header; each further line is indexed by its
+ * path (what follows the sixth space) and parsed only when {@link StatCache.get} asks for it. A
+ * malformed entry line counts as no entry; a bad header, a line without its six fields, a last line
+ * without its newline, or another number of lines than the header says (a cut-short or spliced
+ * file) makes the whole text unusable.
+ *
+ * @returns the cache, or why the text is not one
+ */
+export function parseStatCache(text: string): { cache?: StatCache; problem?: string } {
+  const headerEnd = text.indexOf("\n");
+  const header = headerEnd === -1 ? text : text.slice(0, headerEnd);
+  const [format, version, startedAtText, countText, ...rest] = header.split(" ");
+  const startedAtMs = Number(startedAtText);
+  const declared = Number(countText);
+  if (
+    headerEnd === -1 ||
+    format !== CACHE_FORMAT ||
+    version !== String(CACHE_VERSION) ||
+    rest.length > 0 ||
+    !Number.isFinite(startedAtMs) ||
+    !Number.isSafeInteger(declared) ||
+    declared < 0
+  ) {
+    return { problem: `not a version ${CACHE_VERSION} fingerprint stat cache` };
+  }
+  const lineStarts = new Map<string, number>();
+  let lines = 0;
+  let start = headerEnd + 1;
+  while (start < text.length) {
+    const end = text.indexOf("\n", start);
+    if (end === -1) return { problem: "the file was cut short (its last line has no end)" };
+    let at = start;
+    for (let field = 0; field < ENTRY_FIELDS; field++) {
+      const space = text.indexOf(" ", at);
+      if (space === -1 || space >= end) return { problem: `line ${lines + 2} has fewer than ${ENTRY_FIELDS + 1} fields` };
+      at = space + 1;
+    }
+    lineStarts.set(text.slice(at, end), start);
+    lines++;
+    start = end + 1;
+  }
+  if (lines !== declared) return { problem: `the header counts ${declared} entries but the file holds ${lines}` };
+  return {
+    cache: {
+      startedAtMs,
+      size: lines,
+      get(relPath) {
+        const lineStart = lineStarts.get(relPath);
+        return lineStart === undefined ? undefined : parseEntryLine(text, lineStart);
+      },
+    },
+  };
+}
+
+/**
+ * Reads a stat cache. A missing, unreadable, corrupt, cut-short or foreign-version file (version 1
+ * caches, which were JSON, included) gives no cache and the reason, never an error: the cache only
+ * saves work, and the next write replaces it.
  */
 export async function readStatCache(file: string): Promise<{ cache?: StatCache; problem?: string }> {
   let text: string;
@@ -92,36 +190,30 @@ export async function readStatCache(file: string): Promise<{ cache?: StatCache; 
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return {};
     return { problem: `cannot read ${file}: ${(error as Error).message}` };
   }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (error) {
-    return { problem: `${file} is not valid JSON: ${(error as Error).message}` };
-  }
-  const record = data as { format?: unknown; version?: unknown; startedAtMs?: unknown; entries?: unknown };
-  if (
-    typeof data !== "object" ||
-    data === null ||
-    record.format !== CACHE_FORMAT ||
-    record.version !== CACHE_VERSION ||
-    typeof record.startedAtMs !== "number" ||
-    typeof record.entries !== "object" ||
-    record.entries === null
-  ) {
-    return { problem: `${file} is not a version ${CACHE_VERSION} fingerprint stat cache` };
-  }
-  const entries = new Map<string, StatCacheEntry>();
-  for (const [relPath, value] of Object.entries(record.entries)) {
-    if (!isSerializedEntry(value)) continue;
-    const [size, mtimeMs, ctimeMs, ino, mode, sha256] = value;
-    entries.set(relPath, { size, mtimeMs, ctimeMs, ino, mode, sha256 });
-  }
-  return { cache: { startedAtMs: record.startedAtMs, entries } };
+  const parsed = parseStatCache(text);
+  return parsed.problem === undefined ? parsed : { problem: `${file}: ${parsed.problem}` };
 }
 
 /**
- * Writes a stat cache atomically: to a temporary file beside it, then renamed over it, so a reader
- * sees the old cache or the new one, never half of one. Creates the folder.
+ * The text of a stat cache: a header line `kiln-fingerprint-stat-cache 2 <startedAtMs> <entries>`,
+ * then one line per entry, `<size> <mtimeMs> <ctimeMs> <ino> <mode> <sha256 hex> <path>`, each
+ * ending with a newline. Numbers are written as JavaScript prints them (so they read back exactly);
+ * the path, last, may hold spaces. A path with a newline cannot be written on one line: such a file
+ * is left out (and so hashed again on every run).
+ */
+export function formatStatCache(startedAtMs: number, entries: Iterable<[string, StatCacheEntry]>): string {
+  const lines: string[] = [];
+  for (const [relPath, entry] of entries) {
+    if (relPath.includes("\n")) continue;
+    lines.push(`${entry.size} ${entry.mtimeMs} ${entry.ctimeMs} ${entry.ino} ${entry.mode} ${entry.sha256} ${relPath}\n`);
+  }
+  return `${CACHE_FORMAT} ${CACHE_VERSION} ${startedAtMs} ${lines.length}\n${lines.join("")}`;
+}
+
+/**
+ * Writes a stat cache ({@link formatStatCache}) atomically: to a temporary file beside it, then
+ * renamed over it, so a reader sees the old cache or the new one, never half of one. Creates the
+ * folder.
  *
  * @param startedAtMs - when the run that hashed these entries began (ms since the epoch)
  * @param entries - by POSIX relative path
@@ -131,11 +223,7 @@ export async function writeStatCache(
   startedAtMs: number,
   entries: Iterable<[string, StatCacheEntry]>,
 ): Promise<void> {
-  const serialized: Record<string, SerializedEntry> = {};
-  for (const [relPath, entry] of entries) {
-    serialized[relPath] = [entry.size, entry.mtimeMs, entry.ctimeMs, entry.ino, entry.mode, entry.sha256];
-  }
-  const text = JSON.stringify({ format: CACHE_FORMAT, version: CACHE_VERSION, startedAtMs, entries: serialized });
+  const text = formatStatCache(startedAtMs, entries);
   await mkdir(path.dirname(file), { recursive: true });
   const temporary = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
   try {

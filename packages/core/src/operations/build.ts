@@ -71,7 +71,7 @@ export async function prepare(context: OperationContext, spec: SpecOptions): Pro
           dockerfilePath: resolved.build.dockerfilePath,
           args: resolved.build.args,
           ...(resolved.build.stage ? { stage: resolved.build.stage } : {}),
-          cacheFile: path.join(context.dataDir, "cache", `fingerprint-${formatTarget(resolved.target)}.json`),
+          cacheFile: path.join(context.dataDir, "cache", `fingerprint-${formatTarget(resolved.target)}.stat-cache`),
           // Kiln's own files never enter an image: its state changes on every deploy, and a spec edit
           // (a new env value, another count) must not force a rebuild.
           exclude,
