@@ -1,12 +1,21 @@
 import type Dockerode from "dockerode";
 import { KilnError, createErrorMapper, isConnectionError as isUnreachable, type ErrorCode, type ProviderErrorMapper } from "@kilnjs/core";
+import { EngineReads } from "./engine-reads.js";
 import type { EngineAddress } from "./options.js";
 
-/** Loads dockerode on first use and caches one client: importing the package costs almost nothing. */
+/**
+ * Loads dockerode on first use and caches one client: importing the package costs almost nothing.
+ * The read-only calls of a deploy with nothing to do go through {@link EngineClient.reads} and
+ * never load it.
+ */
 export class EngineClient {
   #client: Promise<Dockerode> | undefined;
+  /** Ping, list and inspect over `node:http` (see `engine-reads.ts`): no dockerode. */
+  readonly reads: EngineReads;
 
-  constructor(readonly address: EngineAddress) {}
+  constructor(readonly address: EngineAddress) {
+    this.reads = new EngineReads(address);
+  }
 
   /** The dockerode client, created on the first call. */
   get(): Promise<Dockerode> {

@@ -224,12 +224,11 @@ export function createImageOperations(client: EngineClient, options: ImageOption
 
     async find({ service, fingerprint }, ctx) {
       throwIfAborted(ctx.signal);
-      const docker = await client.get();
       try {
-        const images = await docker.listImages({
-          filters: { label: [`${LABELS.managed}=true`, `${LABELS.service}=${service}`, `${LABELS.fingerprint}=${fingerprint}`] },
-          abortSignal: ctx.signal,
-        });
+        const images = await client.reads.listImages(
+          { label: [`${LABELS.managed}=true`, `${LABELS.service}=${service}`, `${LABELS.fingerprint}=${fingerprint}`] },
+          ctx.signal,
+        );
         const newest = images.sort((a, b) => b.Created - a.Created)[0];
         return newest === undefined ? undefined : imageRefFromList(newest);
       } catch (error) {
@@ -239,12 +238,8 @@ export function createImageOperations(client: EngineClient, options: ImageOption
 
     async list(service, ctx) {
       throwIfAborted(ctx.signal);
-      const docker = await client.get();
       try {
-        const images = await docker.listImages({
-          filters: { label: [`${LABELS.managed}=true`, `${LABELS.service}=${service}`] },
-          abortSignal: ctx.signal,
-        });
+        const images = await client.reads.listImages({ label: [`${LABELS.managed}=true`, `${LABELS.service}=${service}`] }, ctx.signal);
         return images.sort((a, b) => a.Created - b.Created || a.Id.localeCompare(b.Id)).map(imageRefFromList);
       } catch (error) {
         throw engineError(error, address, "PROVIDER_UNAVAILABLE", "Listing images failed");

@@ -306,10 +306,10 @@ export function createInstanceOperations(
 
     async list(selector, ctx) {
       throwIfAborted(ctx.signal);
-      const docker = await client.get();
       const label = Object.entries(selectorLabels(selector)).map(([key, value]) => `${key}=${value}`);
       try {
-        const containers = await docker.listContainers({ all: true, filters: { label }, abortSignal: ctx.signal });
+        // Read-only calls without dockerode: a deploy with nothing to do lists and never loads it.
+        const containers = await client.reads.listContainers({ label }, ctx.signal);
         // The target's front proxy carries its labels too, but is not an instance.
         const live = containers.filter((info) => info.State !== "removing" && info.Labels?.[DOCKER_LABELS.role] === undefined);
         // Restart counts are not in the list data: inspect containers that are not running (the
@@ -319,7 +319,7 @@ export function createInstanceOperations(
           live.map(async (info) => {
             if (info.State === "running" && !selector.withRestartCounts) return instanceFromList(info, options.endpointHost);
             try {
-              const inspected = await docker.getContainer(info.Id).inspect({ abortSignal: ctx.signal });
+              const inspected = await client.reads.inspectContainer(info.Id, ctx.signal);
               return instanceFromList(info, options.endpointHost, inspected.RestartCount ?? 0);
             } catch (error) {
               if (statusOf(error) === 404) return undefined;

@@ -18,8 +18,11 @@ const PING_TIMEOUT_MS = 5_000;
  * Creates the Docker provider: it builds images from Dockerfiles on a Docker engine and runs
  * instances as containers, every one labelled with Kiln's {@link @kilnjs/core#LABELS}.
  *
- * Creating a provider does no I/O and does not load dockerode; the first call that needs the engine
- * does. The provider never pulls images: a base image must already be on the engine.
+ * Creating a provider does no I/O and does not load dockerode. `ping`, `images.find`,
+ * `images.list` and `instances.list` (all a deploy with nothing to do needs) are plain GETs over
+ * `node:http` and never load it; the first call that changes the engine (a build, a launch, a
+ * terminate, an exec, the front proxy) does. The provider never pulls images: a base image must
+ * already be on the engine.
  *
  * Its `traffic` capability runs a front proxy per target (HAProxy in the container
  * `kiln-proxy.<service>.<environment>` on the network `kiln.<service>.<environment>`, both found by
@@ -64,12 +67,9 @@ export const createDockerProvider = defineProvider((options?: DockerProviderOpti
     limits: { maxInstancesBehindProxy: PROXY_SLOTS },
     async ping(ctx) {
       throwIfAborted(ctx.signal);
-      const docker = await client.get();
       const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
       try {
-        // dockerode's ping takes an abortSignal, which @types/dockerode 4 does not declare.
-        const ping = docker.ping.bind(docker) as unknown as (options: { abortSignal: AbortSignal }) => Promise<unknown>;
-        await ping({ abortSignal: AbortSignal.any([ctx.signal, timeout]) });
+        await client.reads.ping(AbortSignal.any([ctx.signal, timeout]));
       } catch (error) {
         if (timeout.aborted && !ctx.signal.aborted) {
           throw unavailableError(resolved.address, new Error(`no answer within ${PING_TIMEOUT_MS} ms`, { cause: error }));
