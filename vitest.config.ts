@@ -11,7 +11,7 @@ const root = path.dirname(fileURLToPath(import.meta.url));
 // and core's own tests can use `@kilnjs/testkit` (the in-memory provider) although core cannot
 // depend on testkit (testkit depends on core; a package.json dependency would be a cycle).
 // Test-only: builds and the CLI binary that integration tests spawn still resolve packages through
-// node_modules and their dist/. Subpaths (`@kilnjs/core/schema.json`) are not aliased. Type checking
+// node_modules and their dist/. Other subpaths (`@kilnjs/core/schema.json`) are not aliased. Type checking
 // of core's tests does the same with `paths` (packages/core/test/tsconfig.json).
 const packagesFromSource = ["packages", "examples"].flatMap((parent) =>
   readdirSync(path.join(root, parent), { withFileTypes: true }).flatMap((entry) => {
@@ -19,7 +19,15 @@ const packagesFromSource = ["packages", "examples"].flatMap((parent) =>
     const entryFile = path.join(folder, "src", "index.ts");
     if (!entry.isDirectory() || !existsSync(path.join(folder, "package.json")) || !existsSync(entryFile)) return [];
     const { name } = JSON.parse(readFileSync(path.join(folder, "package.json"), "utf8")) as { name?: string };
-    return name?.startsWith("@kilnjs/") ? [{ find: new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}$`), replacement: entryFile }] : [];
+    if (!name?.startsWith("@kilnjs/")) return [];
+    const escaped = name.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+    // A package's `/spec` subpath (core and the providers: the spec alone) comes from
+    // src/spec-entry.ts, so that it shares the one copy of each module with the main entry.
+    const specEntry = path.join(folder, "src", "spec-entry.ts");
+    return [
+      { find: new RegExp(`^${escaped}$`), replacement: entryFile },
+      ...(existsSync(specEntry) ? [{ find: new RegExp(`^${escaped}/spec$`), replacement: specEntry }] : []),
+    ];
   }),
 );
 

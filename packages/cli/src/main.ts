@@ -7,7 +7,7 @@ import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpe
 import { parseDuration } from "./duration.js";
 import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
-import { createRenderer, type Output } from "./render.js";
+import type { Output, Renderer } from "./render.js";
 import { INIT_DOCKERIGNORE, initSpec } from "./init-template.js";
 
 /** Options every command takes. */
@@ -158,7 +158,8 @@ export async function run(
       .addHelpText("after", "\nWarnings (printed, never refused): an instances.env key that looks like a secret (DB_PASSWORD,\nAPI_KEY, ...), since env values are recorded in state; move it to secrets (docs/secrets.md)."),
   )
     .action(action(async (options, output) => {
-      const core = await import("@kilnjs/core");
+      // The spec alone: neither the lifecycle's half of core nor any provider's operations or SDK.
+      const core = await import("@kilnjs/core/spec");
       const loaded = await core.loadSpec(specPath(options), { providerSpec: await providerSpecFinder() });
       const environments = Object.keys(loaded.validated.environments);
       if (options.environment) core.resolveTarget(loaded.validated, options.environment, loaded.baseDir);
@@ -166,7 +167,7 @@ export async function run(
       // references, for every environment (what `plan` would trip over at once).
       const { importOptions } = await import("./providers.js");
       const loading = importOptions(core.providersOf(loaded.validated), io.env);
-      await core.checkSpec(loaded, { providerSpec: async (name) => (await core.importProvider(name, loading)).spec });
+      await core.checkSpec(loaded, { providerSpec: (name) => core.importProviderSpec(name, loading) });
       const service = loaded.validated.spec.service;
       const warnings = loaded.validated.warnings ?? [];
       if (!output.json) writeWarnings(output, warnings, core.formatSpecIssue);
@@ -432,9 +433,10 @@ export async function run(
    * as the schema: every problem at once.
    */
   async function providerSpecFinder(): Promise<(name: string) => Promise<ProviderSpec | undefined>> {
-    const core = await import("@kilnjs/core");
+    const core = await import("@kilnjs/core/spec");
     const { importOptions } = await import("./providers.js");
-    return async (name) => (await core.importProvider(name, importOptions([name], io.env))).spec;
+    // Only the provider's spec declaration (its `/spec` subpath): a command that runs the provider loads the rest later.
+    return (name) => core.importProviderSpec(name, importOptions([name], io.env));
   }
 
   async function open(
@@ -442,12 +444,12 @@ export async function run(
     output: Output,
     command: string,
     { document = false }: { document?: boolean } = {},
-  ): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: ReturnType<typeof createRenderer> }> {
+  ): Promise<{ kiln: Kiln; spec: LoadedSpec; renderer: Renderer }> {
     const core = await import("@kilnjs/core");
     if (options.environment === "") throw new core.KilnError("INVALID_ARGUMENT", "--environment needs a name; leave it out to use the spec's top-level settings.");
     const spec = await core.loadSpec(specPath(options), { providerSpec: await providerSpecFinder() });
     writeWarnings(output, spec.validated.warnings ?? [], core.formatSpecIssue);
-    const renderer = document && output.json ? { onEvent() {}, done() {} } : createRenderer(output);
+    const renderer = document && output.json ? { onEvent() {}, done() {} } : await (await import("./render.js")).createRenderer(output);
     const { importOptions } = await import("./providers.js");
     const names = core.providersOf(spec.validated);
     const kiln = core.createKiln({
@@ -573,7 +575,8 @@ function printResult(result: DeployResult, output: Output): void {
 }
 
 async function reportError(error: unknown, output: Output): Promise<number> {
-  const core = await import("@kilnjs/core");
+  // The spec entry has what reporting needs (and is loaded already by any command that read a spec).
+  const core = await import("@kilnjs/core/spec");
   const c = createColors(output.color);
   if (!core.isKilnError(error)) {
     output.stderr.write(`${c.red("internal error")}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\nThis is a bug in Kiln; please report it with the output above.\n`);

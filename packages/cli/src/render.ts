@@ -1,5 +1,4 @@
 import type { KilnEvent } from "@kilnjs/core";
-import { createLogUpdate } from "log-update";
 import { createColors } from "picocolors";
 
 /** How the CLI writes: streams and whether to draw a live view. */
@@ -34,8 +33,12 @@ export interface Renderer {
 /**
  * Turns events into output: NDJSON with `--json`; on a TTY a live task view (image, then one
  * row per instance with its state); otherwise one plain line per event.
+ *
+ * The live view's terminal library (log-update, whose width tables cost ~40 ms to load) is
+ * imported only when a live view is drawn: `--json`, piped output and commands that draw nothing
+ * never load it.
  */
-export function createRenderer(output: Output): Renderer {
+export async function createRenderer(output: Output): Promise<Renderer> {
   if (output.json) {
     return {
       onEvent: (event) => output.stdout.write(`${JSON.stringify(event)}\n`),
@@ -56,6 +59,7 @@ export function createRenderer(output: Output): Renderer {
       done() {},
     };
   }
+  const { createLogUpdate } = await import("log-update");
   const update = createLogUpdate(output.stdout, { showCursor: true });
   const header: string[] = [];
   const rows = new Map<string, InstanceRow>();

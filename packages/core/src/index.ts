@@ -55,7 +55,7 @@ export { LABELS, decodeInstanceLabels, formatPortsLabel, imageLabels, instanceLa
 export type { DecodedLabels, LabelKey } from "./provider/labels.js";
 export { CONNECTION_ERROR_CODES, assertLaunchCount, createErrorMapper, isConnectionError } from "./provider/errors.js";
 export type { ProviderErrorMapper, ProviderErrorRules } from "./provider/errors.js";
-export { importProvider, providerPackage, providerPackages, providerSources } from "./provider/import.js";
+export { importProvider, importProviderSpec, providerPackage, providerPackages, providerSources } from "./provider/import.js";
 export type { ImportProviderOptions, ProviderModule } from "./provider/import.js";
 export { probeHttp, probeTcp } from "./health.js";
 

@@ -1,4 +1,4 @@
-import { LABELS, defineProviderSpec, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core";
+import { LABELS, defineProviderSpec, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core/spec";
 import { z } from "zod";
 import { awsSecretSourceSchema } from "./secret-source.js";
 

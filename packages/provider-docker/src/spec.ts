@@ -1,5 +1,5 @@
 import path from "node:path";
-import { defineProviderSpec, type ResolvedTarget, type SpecIssue } from "@kilnjs/core";
+import { defineProviderSpec, type ResolvedTarget, type SpecIssue } from "@kilnjs/core/spec";
 
 /**
  * Folders a file secret's folder must not be: Kiln mounts a secret's folder whole (read-only,

@@ -4,8 +4,8 @@
  * suite every `StateStore` runs, the deployment queue conformance suite every `DeploymentQueue`
  * runs, helpers that gate integration tests on a real engine, on moto (the EC2 emulator) or on
  * PostgreSQL (skip loudly on a laptop, fail under CI), a fault-injecting HTTP proxy for AWS
- * query-protocol APIs, and a bounded HTTP load generator that reports what clients saw while a
- * service was replaced.
+ * query-protocol APIs, a bounded HTTP load generator that reports what clients saw while a
+ * service was replaced, and a tracer of the modules a process loads.
  *
  * The conformance suites register vitest tests, so this package imports `vitest` (a peer dependency).
  * @module
@@ -43,6 +43,12 @@ export type { StateStoreConformanceOptions } from "./store-conformance.js";
 export { runDeploymentQueueConformance } from "./queue-conformance.js";
 export type { DeploymentQueueConformanceOptions } from "./queue-conformance.js";
 export { dockerEngineAvailable, requireDockerEngine } from "./engines.js";
+/**
+ * Which modules a Node.js process loads (ES modules and CommonJS), to prove that a command or call
+ * leaves a heavy dependency unloaded: a check of what is loaded, not of time.
+ */
+export { packageOfFile, runTracingModules } from "./module-loads.js";
+export type { TraceOptions, TracedRun } from "./module-loads.js";
 export { DEFAULT_MOTO_ENDPOINT, motoAvailable, motoEndpoint, requireMoto, resetMoto } from "./moto.js";
 /** Gate integration tests on PostgreSQL (`KILN_PG_URL`, else `scripts/postgres.sh`'s 127.0.0.1:5433) like `requireMoto`. */
 export { DEFAULT_POSTGRES_URL, postgresAvailable, postgresUrl, requirePostgres } from "./postgres.js";

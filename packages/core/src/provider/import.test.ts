@@ -7,13 +7,15 @@ import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isKilnError } from "../errors.js";
-import { importProvider, providerPackages } from "./import.js";
+import { importProvider, importProviderSpec, providerPackages } from "./import.js";
+import { DEFAULT_PROVIDER_SPEC } from "./spec.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const nodeModules = path.resolve(here, "../../../../node_modules");
 const suffix = randomUUID().slice(0, 8);
 const community = `community-${suffix}`;
 const broken = `broken-${suffix}`;
+const specOnly = `spec-only-${suffix}`;
 
 async function writePackage(name: string, source: string): Promise<void> {
   const dir = path.join(nodeModules, name);
@@ -25,11 +27,18 @@ async function writePackage(name: string, source: string): Promise<void> {
 beforeAll(async () => {
   await writePackage(`kiln-provider-${community}`, `export function createProvider(options) { return { name: ${JSON.stringify(community)}, options }; }\n`);
   await writePackage(`kiln-provider-${broken}`, `import "kiln-missing-dependency-${suffix}";\nexport function createProvider() { return {}; }\n`);
+  // A provider with a /spec subpath whose main entry cannot load: only the subpath may be read.
+  const dir = path.join(nodeModules, `kiln-provider-${specOnly}`);
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: `kiln-provider-${specOnly}`, version: "1.0.0", type: "module", exports: { ".": "./index.js", "./spec": "./spec.js" } }));
+  await writeFile(path.join(dir, "index.js"), `throw new Error("the main entry was loaded");\n`);
+  await writeFile(path.join(dir, "spec.js"), `export const providerSpec = { imageFormat: "machine", planLines: () => ["from the spec subpath"] };\n`);
 });
 
 afterAll(async () => {
   await rm(path.join(nodeModules, `kiln-provider-${community}`), { recursive: true, force: true });
   await rm(path.join(nodeModules, `kiln-provider-${broken}`), { recursive: true, force: true });
+  await rm(path.join(nodeModules, `kiln-provider-${specOnly}`), { recursive: true, force: true });
 });
 
 async function failure(promise: Promise<unknown>): Promise<Error> {
@@ -75,5 +84,32 @@ describe("importProvider", () => {
     expect(loaded.specifier).toBe(`kiln-provider-${community}`);
     const error = await failure(importProvider("anything", { modules: { anything: "./no-such-provider.mjs" }, cwd: here }));
     expect(error.message).toMatch(/module \.\/no-such-provider\.mjs given for it could not be loaded/);
+  });
+});
+
+describe("importProviderSpec", () => {
+  it("reads the /spec subpath alone, never the provider's main entry", async () => {
+    const spec = await importProviderSpec(specOnly);
+    expect(spec.imageFormat).toBe("machine");
+    expect(spec.planLines?.({} as never, {} as never)).toEqual(["from the spec subpath"]);
+    // Loading the whole provider does reach the main entry (so the check above could fail).
+    const whole = await failure(importProvider(specOnly));
+    expect(whole.message).toContain("the main entry was loaded");
+  });
+
+  it("gives the same object as the main entry for a first-party provider", async () => {
+    expect(await importProviderSpec("docker")).toBe((await importProvider("docker")).spec);
+  });
+
+  it("loads a provider without the subpath whole, and a module given for the name as it is", async () => {
+    expect(await importProviderSpec(community)).toBe(DEFAULT_PROVIDER_SPEC);
+    const given = await importProviderSpec("anything", { modules: { anything: `kiln-provider-${community}` } });
+    expect(given).toBe(DEFAULT_PROVIDER_SPEC);
+  });
+
+  it("reports a provider that is not installed as importProvider does", async () => {
+    const error = await failure(importProviderSpec(`missing-${suffix}`));
+    expect(isKilnError(error, "PROVIDER_NOT_FOUND")).toBe(true);
+    expect(error.message).toContain("is not installed");
   });
 });

@@ -68,6 +68,34 @@ export async function importProvider(name: string, options: ImportProviderOption
   return { name, specifier, spec, create: (providerOptions) => create(providerOptions ?? {}) as Provider };
 }
 
+/**
+ * Loads only a provider's part of the spec, for callers that validate a spec and run nothing (the
+ * CLI's `kiln validate`): the `providerSpec` export of the package's `/spec` subpath
+ * (`@kilnjs/provider-docker/spec`), which loads the spec declaration and `@kilnjs/core/spec`
+ * without the provider's operations, SDK or the rest of core. A package without that subpath, or a
+ * module given in `options.modules`, is loaded whole as {@link importProvider} does, and its
+ * `providerSpec` used.
+ *
+ * A provider publishes the subpath by exporting `./spec` from its package.json, pointing at a
+ * module whose `providerSpec` is the same object its main module exports.
+ *
+ * @throws KilnError PROVIDER_NOT_FOUND as {@link importProvider} does
+ */
+export async function importProviderSpec(name: string, options: ImportProviderOptions = {}): Promise<ProviderSpec> {
+  if (options.modules?.[name] === undefined) {
+    for (const specifier of providerPackages(name)) {
+      try {
+        const module = (await import(`${specifier}/spec`)) as LoadedModule;
+        if (module.providerSpec) return module.providerSpec;
+      } catch {
+        // No such package or subpath, or it fails to load: loading the whole provider below
+        // finds the right package and reports what is wrong with it.
+      }
+    }
+  }
+  return (await importProvider(name, options)).spec;
+}
+
 type LoadedModule = { createProvider?: (options?: object) => unknown; providerSpec?: ProviderSpec };
 
 async function importPackage(name: string, options: ImportProviderOptions): Promise<{ module: LoadedModule; specifier: string }> {

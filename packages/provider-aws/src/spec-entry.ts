@@ -1,0 +1,8 @@
+/**
+ * `@kilnjs/provider-aws/spec`: the aws provider's part of the spec alone, for `importProviderSpec`
+ * (`kiln validate` and the other spec checks): its sections' schemas and rules, with
+ * `@kilnjs/core/spec`, and none of the provider's operations, SDK or the rest of core.
+ * `providerSpec` is the same object the package's main entry exports.
+ * @module
+ */
+export { awsProviderSpec, awsProviderSpec as providerSpec } from "./spec.js";
