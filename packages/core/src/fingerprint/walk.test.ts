@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { fingerprintBuild } from "./fingerprint.js";
 import { createContextFilter, type ContextFilter } from "./ignore.js";
 import type * as walk from "./walk.js";
-import { Run, WALK_BATCH_CALLS, walkContext, type ContextEntry, type WalkMode } from "./walk.js";
+import { Run, WALK_BATCH_CALLS, WALK_SLOW_CALL_MS, walkContext, type ContextEntry, type WalkMode } from "./walk.js";
 
 // fingerprintBuild makes its own Run: this lets a test choose the mode it walks with.
 const chosen = vi.hoisted(() => ({ mode: undefined as WalkMode | undefined }));
@@ -109,6 +109,28 @@ describe("walkContext", () => {
     const switched = await walkContext(run, switching);
     expect(run.walkMode).toBe("parallel");
     expect(described(switched)).toEqual(described(sequential));
+  });
+
+  it("switches an adaptive walk to calls in flight when a batch is slow", async () => {
+    const dir = path.join(root, "context");
+    await makeContext(dir);
+    const sequential = await walkIn(dir, "sequential");
+    const filter = createContextFilter(DOCKERIGNORE, [".dockerignore", "Dockerfile"]);
+    // (Whether a fast walk stays synchronous depends on the machine's load: not asserted here.)
+    // Each file takes 10 times the threshold to look at, as on a slow filesystem.
+    const slow = new Run(dir, undefined, "adaptive");
+    const slowFilter: ContextFilter = {
+      entersDirectory: (relPath) => filter.entersDirectory(relPath),
+      includesFile: (relPath) => {
+        const until = performance.now() + WALK_SLOW_CALL_MS * 10;
+        while (performance.now() < until) {
+          // busy: the time a slow lstat would take
+        }
+        return filter.includesFile(relPath);
+      },
+    };
+    expect(described(await walkContext(slow, slowFilter))).toEqual(described(sequential));
+    expect(slow.walkMode).toBe("parallel");
   });
 
   it.each(["sequential", "parallel"] as const)("names a folder that vanishes before it is read (%s)", async (mode) => {

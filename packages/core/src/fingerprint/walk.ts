@@ -51,9 +51,9 @@ export type WalkMode = "adaptive" | "sequential" | "parallel";
 export const WALK_BATCH_CALLS = 256;
 
 /**
- * Mean time of one synchronous `lstat`/`readdir` above which an adaptive walk switches to calls in
- * flight, in milliseconds: ~10 times a call served from the kernel's cache on a laptop or CI
- * machine; a disk seek or a network round trip takes far longer.
+ * Mean time of one synchronous `lstat`, or of `readdir` per entry it returns, above which an
+ * adaptive walk switches to calls in flight, in milliseconds: ~10 times a call served from the
+ * kernel's cache on a laptop or CI machine; a disk seek or a network round trip takes far longer.
  */
 export const WALK_SLOW_CALL_MS = 0.05;
 
@@ -193,12 +193,13 @@ function yieldToEventLoop(): Promise<void> {
 /**
  * Makes one filesystem call per item, the way `run.walkMode` says ({@link WalkMode}), and hands
  * each item with its result to `handle`, which must not depend on the order of the items. A call
- * that throws fails the run with `failure(item, error)`.
+ * that throws fails the run with `failure(item, error)`. `call.units` says how much work a result
+ * was (the entries a folder listing returned; 1 by default), for the slow-call check.
  */
 async function callEach<T, R>(
   run: Run,
   items: readonly T[],
-  call: { readonly sync: (item: T) => R; readonly async: (item: T) => Promise<R> },
+  call: { readonly sync: (item: T) => R; readonly async: (item: T) => Promise<R>; readonly units?: (result: R) => number },
   handle: (item: T, result: R) => void,
   failure: (item: T, error: unknown) => Error,
 ): Promise<void> {
@@ -206,7 +207,7 @@ async function callEach<T, R>(
   while (index < items.length && run.walkMode !== "parallel") {
     run.throwIfFailed();
     const end = Math.min(items.length, index + WALK_BATCH_CALLS);
-    const calls = end - index;
+    let units = 0;
     const started = performance.now();
     for (; index < end; index++) {
       const item = items[index] as T;
@@ -218,9 +219,10 @@ async function callEach<T, R>(
         run.throwIfFailed();
         return;
       }
+      units += Math.max(1, call.units?.(result) ?? 1);
       handle(item, result);
     }
-    if (run.walkMode === "adaptive" && (performance.now() - started) / calls > WALK_SLOW_CALL_MS) run.walkMode = "parallel";
+    if (run.walkMode === "adaptive" && (performance.now() - started) / units > WALK_SLOW_CALL_MS) run.walkMode = "parallel";
     if (index < items.length) await yieldToEventLoop();
   }
   run.throwIfFailed();
@@ -254,6 +256,7 @@ export async function walkContext(run: Run, filter: ContextFilter): Promise<Cont
       {
         sync: (dirRel) => readdirSync(absoluteDir(dirRel), { withFileTypes: true }),
         async: (dirRel) => readdirAsync(absoluteDir(dirRel)),
+        units: (dirents) => dirents.length,
       },
       (dirRel, dirents) => {
         const dirAbs = absoluteDir(dirRel);
