@@ -249,7 +249,8 @@ export async function walkContext(run: Run, filter: ContextFilter): Promise<Cont
   const absoluteDir = (dirRel: string) => (dirRel === "" ? run.contextDir : path.join(run.contextDir, ...dirRel.split("/")));
   while (level.length > 0) {
     const nextLevel: string[] = [];
-    const toLook: Array<{ relPath: string; absPath: string }> = [];
+    // `checked`: the ignore rules were asked already (the listing said file or symlink).
+    const toLook: Array<{ relPath: string; absPath: string; checked: boolean }> = [];
     await callEach(
       run,
       level,
@@ -269,8 +270,10 @@ export async function walkContext(run: Run, filter: ContextFilter): Promise<Cont
           // Sockets, FIFOs and devices are not part of a build context.
           if (dirent.isBlockDevice() || dirent.isCharacterDevice() || dirent.isFIFO() || dirent.isSocket()) continue;
           // Excluded files need no lstat; entries of unknown type (some filesystems) are looked at first.
-          if ((dirent.isFile() || dirent.isSymbolicLink()) && !filter.includesFile(relPath)) continue;
-          toLook.push({ relPath, absPath: path.join(dirAbs, dirent.name) });
+          const checked = dirent.isFile() || dirent.isSymbolicLink();
+          if (checked && !filter.includesFile(relPath)) continue;
+          // A name from a listing has no separator: no path.join (and its normalising) needed.
+          toLook.push({ relPath, absPath: `${dirAbs}${path.sep}${dirent.name}`, checked });
         }
       },
       (dirRel, error) => unreadable(dirRel === "" ? "." : dirRel, run.contextDir, error),
@@ -279,12 +282,13 @@ export async function walkContext(run: Run, filter: ContextFilter): Promise<Cont
       run,
       toLook,
       { sync: ({ absPath }) => lstatSync(absPath), async: ({ absPath }) => lstatAsync(absPath) },
-      ({ relPath, absPath }, stats) => {
+      ({ relPath, absPath, checked }, stats) => {
         if (stats.isDirectory()) {
           if (filter.entersDirectory(relPath)) nextLevel.push(relPath);
           return;
         }
-        if ((!stats.isFile() && !stats.isSymbolicLink()) || !filter.includesFile(relPath)) return;
+        if (!stats.isFile() && !stats.isSymbolicLink()) return;
+        if (!checked && !filter.includesFile(relPath)) return;
         entries.push({
           relPath,
           absPath,
