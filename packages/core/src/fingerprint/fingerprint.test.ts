@@ -302,7 +302,7 @@ describe("fingerprintBuild", () => {
         expect(result.cacheHits).toBe(0);
       }
       // The last run rewrote the cache, so the next one uses it.
-      expect(await readFile(cacheFile, "utf8")).toMatch(/^kiln-fingerprint-stat-cache 2 \d+ 4\n/);
+      expect(await readFile(cacheFile, "utf8")).toMatch(/^kiln-fingerprint-stat-cache 2 \d+ 4 [0-9a-f]{64}\n/);
       expect((await fingerprintBuild(optionsFor(dir, { cacheFile }))).cacheHits).toBe(4);
     });
 

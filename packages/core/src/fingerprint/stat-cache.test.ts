@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -35,7 +36,11 @@ describe("readStatCache / writeStatCache", () => {
   });
 
   const sha = (char: string) => char.repeat(64);
-  const header = (startedAtMs: number, count: number) => `kiln-fingerprint-stat-cache 2 ${startedAtMs} ${count}\n`;
+  /** A cache file's text with a correct header for `lines` (each without its newline). */
+  const cacheText = (startedAtMs: number, lines: readonly string[]) => {
+    const body = lines.map((line) => `${line}\n`).join("");
+    return `kiln-fingerprint-stat-cache 2 ${startedAtMs} ${lines.length} ${createHash("sha256").update(body).digest("hex")}\n${body}`;
+  };
 
   it("round-trips, creating the folder, leaving no temporary file", async () => {
     const file = path.join(dir, "deep", "er", "cache");
@@ -54,8 +59,8 @@ describe("readStatCache / writeStatCache", () => {
     expect(await readdir(path.dirname(file))).toEqual(["cache"]);
   });
 
-  it("is one line per file after a versioned header", () => {
-    expect(formatStatCache(5, [["src/a b.js", entry]])).toBe(`${header(5, 1)}10 1000000 1000000 42 33188 ${entry.sha256} src/a b.js\n`);
+  it("is one line per file after a versioned header with the lines' checksum", () => {
+    expect(formatStatCache(5, [["src/a b.js", entry]])).toBe(cacheText(5, [`10 1000000 1000000 42 33188 ${entry.sha256} src/a b.js`]));
   });
 
   it("leaves out a path with a newline, which cannot be written on one line", async () => {
@@ -76,9 +81,11 @@ describe("readStatCache / writeStatCache", () => {
       "{",
       // Version 1 was a JSON document.
       JSON.stringify({ format: "kiln-fingerprint-stat-cache", version: 1, startedAtMs: 1, entries: { a: [1, 2, 3, 4, 5, sha("b")] } }),
-      "kiln-fingerprint-stat-cache 3 1 0\n",
-      "kiln-fingerprint-stat-cache 2 soon 0\n",
-      "kiln-fingerprint-stat-cache 2 1 0",
+      cacheText(1, []).replace(" 2 ", " 3 "),
+      cacheText(1, []).replace(" 1 0 ", " soon 0 "),
+      // Version 2 without its checksum.
+      "kiln-fingerprint-stat-cache 2 1 0\n",
+      cacheText(1, []).slice(0, -1),
       "",
     ];
     for (const text of junk) {
@@ -89,35 +96,36 @@ describe("readStatCache / writeStatCache", () => {
     }
   });
 
-  it("refuses a cut-short or spliced file as a whole", async () => {
-    const file = path.join(dir, "cache");
-    await writeStatCache(file, 7, [
+  it("refuses a changed, damaged, cut-short or spliced file as a whole", () => {
+    const text = formatStatCache(7, [
       ["a", entry],
       ["b", entry],
     ]);
-    const whole = parseStatCache(formatStatCache(7, [["a", entry], ["b", entry]]));
-    expect(whole.cache?.size).toBe(2);
-    const text = formatStatCache(7, [["a", entry], ["b", entry]]);
-    // The last line lost its end.
-    expect(parseStatCache(text.slice(0, -1)).problem).toMatch(/cut short/);
-    // A whole line lost: the header's count tells.
-    expect(parseStatCache(text.slice(0, text.lastIndexOf("\n", text.length - 2) + 1)).problem).toMatch(/counts 2 entries but the file holds 1/);
-    // A line without its fields.
-    expect(parseStatCache(`${header(7, 1)}10 20 30\n`).problem).toMatch(/line 2 has fewer than 7 fields/);
+    expect(parseStatCache(text).cache?.size).toBe(2);
+    // One digit of a number changed: every field still parses, the checksum tells.
+    expect(parseStatCache(text.replace(" 42 ", " 43 ")).problem).toMatch(/checksum does not match/);
+    // The last line lost its end, or a whole line lost.
+    expect(parseStatCache(text.slice(0, -1)).problem).toMatch(/checksum does not match/);
+    expect(parseStatCache(text.slice(0, text.lastIndexOf("\n", text.length - 2) + 1)).problem).toMatch(/checksum does not match/);
+    // With a checksum that matches (a writer's mistake, not damage): the structure is checked too.
+    const lines = text.split("\n").slice(1, -1);
+    expect(parseStatCache(cacheText(7, lines).replace(" 7 2 ", " 7 3 ")).problem).toMatch(/counts 3 entries but the file holds 2/);
+    expect(parseStatCache(cacheText(7, ["10 20 30"])).problem).toMatch(/line 2 has fewer than 7 fields/);
+    const unended = `1 2 3 4 5 ${sha("c")} last`;
+    expect(parseStatCache(`kiln-fingerprint-stat-cache 2 7 1 ${createHash("sha256").update(unended).digest("hex")}\n${unended}`).problem).toMatch(/cut short/);
   });
 
   it("drops malformed entries and keeps the rest", () => {
     const lines = [
       `1 2 3 4 5 ${sha("b")} good`,
       `1 2 x 4 5 ${sha("b")} bad-number`,
-      `1 2 3 4 5 ${"B".repeat(64)} upper-case-digest`,
       `1 2 3 4 5 abc short-digest`,
       `1 2  4 5 ${sha("b")} empty-field`,
       `1 2 3 4 Infinity ${sha("b")} infinite`,
     ];
-    const { cache, problem } = parseStatCache(`${header(5, lines.length)}${lines.join("\n")}\n`);
+    const { cache, problem } = parseStatCache(cacheText(5, lines));
     expect(problem).toBeUndefined();
     expect(cache?.get("good")).toEqual({ size: 1, mtimeMs: 2, ctimeMs: 3, ino: 4, mode: 5, sha256: sha("b") });
-    for (const name of ["bad-number", "upper-case-digest", "short-digest", "empty-field", "infinite"]) expect(cache?.get(name), name).toBeUndefined();
+    for (const name of ["bad-number", "short-digest", "empty-field", "infinite"]) expect(cache?.get(name), name).toBeUndefined();
   });
 });
