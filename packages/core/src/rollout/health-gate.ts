@@ -1,7 +1,7 @@
 import { KilnError, isAbortError, isKilnError, throwIfAborted } from "../errors.js";
 import { probeHttp, probeTcp } from "../health.js";
 import type { Logger } from "../logger.js";
-import type { Instance, ProbeResult, Provider, ProviderContext } from "../provider/contract.js";
+import { childContext, type Instance, type ProbeResult, type Provider, type ProviderContext } from "../provider/contract.js";
 import type { ResolvedHealth } from "../spec/resolve.js";
 import { sleep } from "../wait.js";
 import { describe } from "./actions.js";
@@ -28,7 +28,8 @@ export type GateInput = Pick<RolloutInput, "provider" | "target" | "rolloutId" |
 
 /**
  * One round: one `list` call for the whole set (never one call per instance), then one probe per
- * instance in parallel. Updates each state; returns a failure reason for an instance that
+ * instance in parallel, each with its own signal derived from `ctx.signal` ({@link childContext}:
+ * the run's signal carries no listener per probe). Updates each state; returns a failure reason for an instance that
  * stopped, vanished or restarted (a restart resets its successes and stability window).
  */
 async function probeRound(input: GateInput, health: ResolvedHealth, states: Iterable<ProbeState>, ctx: ProviderContext, countFailures: boolean): Promise<void> {
@@ -52,7 +53,7 @@ async function probeRound(input: GateInput, health: ResolvedHealth, states: Iter
       const result: ProbeResult =
         current.state === "pending" && state.successes === 0 && current.restartCount > 0
           ? { ok: false, reason: `it is restarting (${current.restartCount} restart${current.restartCount === 1 ? "" : "s"}): the app exits after starting` }
-          : await probeInstance(input.provider, current, health, ctx);
+          : await probeInstance(input.provider, current, health, childContext(ctx));
       if (result.ok) {
         state.successes += 1;
         state.failures = 0;
