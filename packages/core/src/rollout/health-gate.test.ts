@@ -2,7 +2,7 @@
 // start, the thresholds count as they always did, and failures are not counted any sooner.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { silentLogger } from "../logger.js";
-import type { Instance, InstanceState, Provider, ProviderContext } from "../provider/contract.js";
+import type { Instance, InstanceSelector, InstanceState, Provider, ProviderContext } from "../provider/contract.js";
 import type { ResolvedHealth } from "../spec/resolve.js";
 import type { KilnEventInput } from "../events.js";
 import { START_PROBE_DELAY_MS, waitUntilHealthy } from "./health-gate.js";
@@ -32,6 +32,7 @@ function instance(id: string): Instance {
 function fakeProvider(behavior: Behavior, startedAt: number) {
   const probes: number[] = [];
   const lists: number[] = [];
+  const selectors: InstanceSelector[] = [];
   const instances = new Map<string, Instance>();
   const now = () => Date.now() - startedAt;
   const provider: Provider = {
@@ -44,8 +45,9 @@ function fakeProvider(behavior: Behavior, startedAt: number) {
     },
     instances: {
       launch: () => Promise.reject(new Error("not used")),
-      list: () => {
+      list: (selector) => {
         lists.push(now());
+        selectors.push(selector);
         const { state = "running", restartCount = 0 } = behavior(now());
         return Promise.resolve([...instances.values()].map((i) => ({ ...i, state, restartCount })));
       },
@@ -60,7 +62,7 @@ function fakeProvider(behavior: Behavior, startedAt: number) {
     },
     ping: () => Promise.resolve(),
   };
-  return { provider, probes, lists, add: (i: Instance) => instances.set(i.id, i) };
+  return { provider, probes, lists, selectors, add: (i: Instance) => instances.set(i.id, i) };
 }
 
 function health(overrides: Partial<ResolvedHealth> = {}): ResolvedHealth {
@@ -114,8 +116,9 @@ describe("start probes", () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(gate.outcome).toEqual({ settledAt: 350 });
     expect(gate.probes).toEqual([0, 50, 150, 350]);
-    // One list call per round, as before.
+    // One list call per round, as before, of the release's instances only.
     expect(gate.lists).toEqual(gate.probes);
+    expect(gate.selectors.map((selector) => selector.release)).toEqual([2, 2, 2, 2]);
     expect(gate.events).toEqual([expect.objectContaining({ type: "instance.healthy", durationMs: 350 })]);
   });
 

@@ -57,19 +57,23 @@ interface GateState extends ProbeState {
 export type GateInput = Pick<RolloutInput, "provider" | "target" | "rolloutId" | "signal" | "emit">;
 
 /**
- * One round: one `list` call for the whole set (never one call per instance), then one probe per
- * instance in parallel, each with its own signal derived from `ctx.signal` ({@link childContext}:
- * the run's signal carries no listener per probe). Updates each state: an instance that stopped or vanished gets
- * infinite failures; a restart resets its successes and stability window.
+ * One round: one `list` call for the release's instances (never one call per instance), then one
+ * probe per instance in parallel, each with its own signal derived from `ctx.signal`
+ * ({@link childContext}: the run's signal carries no listener per probe). Updates each state: an
+ * instance that stopped or vanished gets infinite failures; a restart resets its successes and
+ * stability window.
  */
 async function probeRound<S extends ProbeState>(
   input: GateInput,
-  health: ResolvedHealth,
+  release: Pick<LaunchableRelease, "number" | "health">,
   states: Iterable<S>,
   ctx: ProviderContext,
   counting: (state: S) => ProbeCounting,
 ): Promise<void> {
-  const live = new Map((await input.provider.instances.list({ target: input.target, withRestartCounts: true }, ctx)).map((instance) => [instance.id, instance]));
+  const { health } = release;
+  // Only the release's instances: a gate's are all of one release, and on Docker each instance listed costs an inspect.
+  const listed = await input.provider.instances.list({ target: input.target, release: release.number, withRestartCounts: true }, ctx);
+  const live = new Map(listed.map((instance) => [instance.id, instance]));
   await Promise.all(
     [...states].map(async (state) => {
       const { countFailures, settlesRestarts } = counting(state);
@@ -186,7 +190,7 @@ export async function waitUntilHealthy(
       continue;
     }
     const onCadence = new Set(due.filter((state) => state.cadenceAt <= roundAt));
-    await probeRound(input, health, due, ctx, (state) => ({
+    await probeRound(input, release, due, ctx, (state) => ({
       countFailures: afterStartPeriod && onCadence.has(state),
       settlesRestarts: !afterStartPeriod || onCadence.has(state),
     }));
@@ -242,7 +246,7 @@ export async function watchHealth(input: GateInput, release: Pick<LaunchableRele
   while (Date.now() < until) {
     await sleep(Math.min(health.intervalMs, Math.max(0, until - Date.now())), input.signal);
     if (instances.length === 0) continue;
-    await probeRound(input, health, states, ctx, () => ({ countFailures: true, settlesRestarts: true }));
+    await probeRound(input, release, states, ctx, () => ({ countFailures: true, settlesRestarts: true }));
     for (const state of states) {
       if (state.failures === Number.POSITIVE_INFINITY) throw unhealthy(input, release, state.instance, state.lastReason);
       if (state.failures >= health.unhealthyThreshold || state.lastReason.startsWith("it restarted")) {
