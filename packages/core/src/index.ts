@@ -17,7 +17,7 @@ export { DEFAULT_ENVIRONMENT, RESOURCE_NAME_MAX_LENGTH, formatTarget, parseTarge
 export type { ResourceNameOptions, Target } from "./target.js";
 
 // The provider contract and what every provider shares.
-export { defineProvider } from "./provider/contract.js";
+export { childContext, defineProvider } from "./provider/contract.js";
 export type {
   DockerfileRecipe,
   Endpoint,

@@ -5,6 +5,7 @@ import {
   KilnError,
   LABELS,
   assertLaunchCount,
+  childContext,
   decodeInstanceLabels,
   instanceLabels,
   resourceName,
@@ -289,9 +290,10 @@ export function createInstanceOperations(
       const missing = Math.max(0, request.count - existing.length);
       if (existing.length > 0) ctx.logger.debug("launch already started", { idempotencyKey: request.idempotencyKey, existing: existing.length, missing });
 
+      // One signal per container: engine requests on the caller's one signal would add a listener per container to it.
       const results = await Promise.allSettled([
-        ...existing.map((info) => resume(docker, info, ctx)),
-        ...Array.from({ length: missing }, () => launchOne(docker, request, targetNetwork, ctx)),
+        ...existing.map((info) => resume(docker, info, childContext(ctx))),
+        ...Array.from({ length: missing }, () => launchOne(docker, request, targetNetwork, childContext(ctx))),
       ]);
       const failure = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
       if (failure) {
@@ -319,7 +321,8 @@ export function createInstanceOperations(
           live.map(async (info) => {
             if (info.State === "running" && !selector.withRestartCounts) return instanceFromList(info, options.endpointHost);
             try {
-              const inspected = await client.reads.inspectContainer(info.Id, ctx.signal);
+              // A signal of its own per inspect (see childContext): not one listener per container on the caller's.
+              const inspected = await client.reads.inspectContainer(info.Id, childContext(ctx).signal);
               return instanceFromList(info, options.endpointHost, inspected.RestartCount ?? 0);
             } catch (error) {
               if (statusOf(error) === 404) return undefined;

@@ -62,19 +62,16 @@ export class Run {
   readonly controller = new AbortController();
   failure: Error | undefined;
 
+  /**
+   * @param userSignal - the caller's signal, polled wherever the run checks whether it stopped; a
+   *   listener on it would outlive the run (the caller's signal lives on: a deploy's, a server's)
+   */
   constructor(
     readonly contextDir: string,
-    userSignal: AbortSignal | undefined,
+    private readonly userSignal: AbortSignal | undefined,
     /** How the walk calls the filesystem; an adaptive walk becomes `parallel` on slow storage. */
     public walkMode: WalkMode = "adaptive",
-  ) {
-    if (userSignal) {
-      const onAbort = (): void =>
-        this.fail(new KilnError("ABORTED", "The fingerprint was cancelled.", { cause: userSignal.reason }));
-      if (userSignal.aborted) onAbort();
-      else userSignal.addEventListener("abort", onAbort, { once: true });
-    }
-  }
+  ) {}
 
   /** Read buffers of {@link READ_CHUNK_BYTES}, reused: at most one per task in flight. */
   private readonly buffers: Buffer[] = [];
@@ -88,7 +85,15 @@ export class Run {
   }
 
   get stopped(): boolean {
+    this.noticeAbort();
     return this.controller.signal.aborted;
+  }
+
+  /** Fails the run with ABORTED once the caller's signal has aborted. */
+  private noticeAbort(): void {
+    if (this.userSignal?.aborted && !this.controller.signal.aborted) {
+      this.fail(new KilnError("ABORTED", "The fingerprint was cancelled.", { cause: this.userSignal.reason }));
+    }
   }
 
   fail(error: unknown): void {
@@ -118,6 +123,7 @@ export class Run {
   }
 
   throwIfFailed(): void {
+    this.noticeAbort();
     if (this.failure !== undefined) throw this.failure;
   }
 }

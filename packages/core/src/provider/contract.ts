@@ -359,3 +359,20 @@ export interface Provider {
 export function defineProvider<Args extends unknown[], P extends Provider = Provider>(factory: (...args: Args) => P): (...args: Args) => P {
   return factory;
 }
+
+/**
+ * A provider context for one of many calls made at once (one per instance, one per probe): `ctx`
+ * with a signal of its own that aborts when `ctx.signal` does. A request, socket or SDK call that
+ * is given a signal adds an abort listener to it until it ends, so many calls at once on one
+ * shared signal add one listener per call to it (Node warns past 10:
+ * `MaxListenersExceededWarning: 11 abort listeners added`). `AbortSignal.any` follows its source
+ * without adding a listener to it: the shared signal carries none, however many calls run.
+ * @example
+ * ```ts
+ * await Promise.all(containers.map((container) => inspect(container, childContext(ctx))));
+ * ```
+ * @see https://nodejs.org/api/globals.html#static-method-abortsignalanysignals
+ */
+export function childContext(ctx: ProviderContext): ProviderContext {
+  return { ...ctx, signal: AbortSignal.any([ctx.signal]) };
+}

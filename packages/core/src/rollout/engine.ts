@@ -11,6 +11,7 @@ import { describe, providerContext, retireInstances, retireUnusedProxy, shiftTra
 import { waitUntilHealthy, watchHealth } from "./health-gate.js";
 import { undo } from "./undo.js";
 import { isRunning } from "../plan/replacement.js";
+import { peakInstances } from "../plan/format.js";
 
 export { describe } from "./actions.js";
 export { checkAdoptable, waitUntilHealthy, watchHealth } from "./health-gate.js";
@@ -90,6 +91,16 @@ export interface RolloutFailure {
  * instance this rollout launched is removed and the previous release is brought back to its
  * count; its instances that were never retired kept serving.
  *
+ * Retirements overlap what follows them. A retirement (drain, then terminate) is started and the
+ * program goes on while it runs: gates, registrations and holds run beside it. The engine waits
+ * for it to finish only where it must: before a launch that would otherwise run more instances
+ * than the plan's peak (`count + maxSurge` for rolling), counting an instance as running from its
+ * launch until its termination returned, so the peak is never exceeded, not even for a moment;
+ * before the next retirement or traffic switch (one retirement at a time, so the journal's steps
+ * keep their order); and before the rollout ends. A retirement that fails stops the rollout at
+ * once (its error, not a cancellation); a failing or cancelled rollout waits for the
+ * retirements under way to end before it undoes anything, so nothing is terminated twice.
+ *
  * @returns undefined on success, or the failure (after undoing it, unless autoRollback is off)
  */
 export async function applyRollout(input: RolloutInput): Promise<RolloutFailure | undefined> {
@@ -129,30 +140,57 @@ class RolloutRun {
   /** What each launch step started, by its key. */
   private readonly launches = new Map<string, Instance[]>();
   private readonly ctx: ProviderContext;
+  /** The most instances that may run at once: the plan's own peak. */
+  private readonly peak: number;
+  /** Retirements under way, oldest first, with the running instances they hold until they end. */
+  private retiring: { readonly running: number; readonly done: Promise<void> }[] = [];
+  /** The error of the first retirement that failed; it stops the rollout. */
+  private retireFailure: KilnError | undefined;
+  /** Aborts the steps under way when a retirement fails. */
+  private readonly stop = new AbortController();
+  /** The rollout's signal: the caller's, or a failed retirement's. */
+  private readonly signal: AbortSignal;
+  /** What the gates need: the rollout's input with the rollout's signal. */
+  private readonly gate: RolloutInput;
 
   constructor(private readonly input: RolloutInput) {
     this.old = input.plan.retire.filter(isRunning);
     this.healthy = [...input.plan.keep];
     this.seen = new Map([...input.plan.keep, ...input.plan.retire].map((instance) => [instance.id, instance]));
-    this.ctx = providerContext(input, input.signal);
+    // A derived signal, so that a failed retirement can stop the other steps; it adds no listener to the caller's signal.
+    this.signal = AbortSignal.any([input.signal, this.stop.signal]);
+    this.gate = { ...input, signal: this.signal };
+    this.ctx = providerContext(input, this.signal);
+    this.peak = Math.max(peakInstances(input.plan.program, { keep: input.plan.keep.length, oldAlive: this.old.length }), input.plan.keep.length + this.old.length);
   }
 
   async execute(): Promise<void> {
-    for (const phase of this.input.plan.program) {
-      for (const step of phase.steps) {
-        throwIfAborted(this.input.signal);
-        await this.run(step);
+    try {
+      for (const phase of this.input.plan.program) {
+        for (const step of phase.steps) {
+          throwIfAborted(this.signal);
+          await this.run(step);
+        }
       }
+      await this.awaitRetirements();
+    } catch (error) {
+      // A retirement that failed first is the reason (the error caught is then the abort it caused).
+      const reason = this.retireFailure ?? error;
+      // Nothing is undone while a retirement still runs.
+      await Promise.all(this.retiring.map((retirement) => retirement.done));
+      this.retiring = [];
+      throw reason;
     }
   }
 
   private async run(step: RolloutStep): Promise<void> {
     switch (step.action) {
       case "launch":
+        await this.makeRoom(step.count);
         return this.launch(step.key, step.release, step.count);
       case "wait-until-healthy": {
         const started = this.launchedBy(step.launch);
-        await waitUntilHealthy(this.input, this.input.release, started, this.ctx);
+        await waitUntilHealthy(this.gate, this.input.release, started, this.ctx);
         this.healthy.push(...started);
         return;
       }
@@ -162,6 +200,7 @@ class RolloutRun {
         return shiftTraffic(this.input, joining, [], this.ctx);
       }
       case "switch-traffic": {
+        await this.awaitRetirements();
         const joining = this.select(step.register);
         for (const instance of joining) this.registered.add(instance.id);
         return shiftTraffic(this.input, joining, this.select({ ids: step.deregister, launches: [] }), this.ctx, step.drainMs);
@@ -169,8 +208,36 @@ class RolloutRun {
       case "hold":
         return this.hold(step.durationMs, step.reason);
       case "retire":
+        await this.awaitRetirements();
         return this.retire(step);
     }
+  }
+
+  /** Instances running now, as the plan's peak counts them: kept, launched, and old ones until their termination returned. */
+  private running(): number {
+    return this.input.plan.keep.length + this.launched.length + this.old.length + this.retiring.reduce((sum, retirement) => sum + retirement.running, 0);
+  }
+
+  /** Waits for the oldest retirements under way until `count` more instances fit within the plan's peak. */
+  private async makeRoom(count: number): Promise<void> {
+    while (this.retiring.length > 0 && this.running() + count > this.peak) {
+      await this.retiring[0]!.done;
+      this.retiring.shift();
+    }
+    this.throwIfRetireFailed();
+  }
+
+  /** Waits until every retirement under way has ended. @throws the first retirement's error */
+  private async awaitRetirements(): Promise<void> {
+    while (this.retiring.length > 0) {
+      await this.retiring[0]!.done;
+      this.retiring.shift();
+    }
+    this.throwIfRetireFailed();
+  }
+
+  private throwIfRetireFailed(): void {
+    if (this.retireFailure !== undefined) throw this.retireFailure;
   }
 
   private async launch(key: string, release: number, count: number): Promise<void> {
@@ -193,8 +260,11 @@ class RolloutRun {
     for (const instance of started) this.input.emit({ type: "instance.launched", rolloutId: this.input.rolloutId, instance: describe(instance) });
   }
 
-  /** Retires the step's instances after checking that capacity stays within the invariant. */
-  private async retire(step: Extract<RolloutStep, { action: "retire" }>): Promise<void> {
+  /**
+   * Starts retiring the step's instances after checking that capacity stays within the invariant;
+   * the program goes on while they are drained and terminated (see {@link applyRollout}).
+   */
+  private retire(step: Extract<RolloutStep, { action: "retire" }>): void {
     const leaving = this.select({ ids: step.instances, launches: [] });
     const ids = new Set(step.instances);
     const remaining = this.old.filter((instance) => !ids.has(instance.id));
@@ -206,13 +276,17 @@ class RolloutRun {
       );
     }
     this.old = remaining;
-    await retireInstances(this.input, leaving, this.ctx, { drain: step.drain, gracePeriodMs: step.gracePeriodMs });
+    const done = retireInstances(this.input, leaving, this.ctx, { drain: step.drain, gracePeriodMs: step.gracePeriodMs }).catch((error: unknown) => {
+      this.retireFailure ??= toKilnError(error, "ROLLOUT_FAILED", "Retiring instances failed");
+      this.stop.abort(this.retireFailure);
+    });
+    this.retiring.push({ running: leaving.filter(isRunning).length, done });
   }
 
   /** Keeps the checks running on the new instances for `durationMs`; a failure ends the rollout. */
   private hold(durationMs: number, reason: HoldReason): Promise<void> {
     this.input.emit({ type: "rollout.holding", rolloutId: this.input.rolloutId, reason, durationMs, healthy: this.healthy.length, count: this.input.release.count });
-    return watchHealth(this.input, this.input.release, this.healthy, durationMs, this.ctx);
+    return watchHealth(this.gate, this.input.release, this.healthy, durationMs, this.ctx);
   }
 
   /** The instances of a selection: seen ones by id, then each launch's, in order. */

@@ -173,9 +173,9 @@ export const healthSchema = z
     http: httpCheckSchema.optional(),
     tcp: tcpCheckSchema.optional(),
     command: commandCheckSchema.optional(),
-    intervalMs: milliseconds("Time between two probes of one instance", 100).default(1_000),
+    intervalMs: milliseconds("Time between two counted probes of one instance; a new instance that has not answered yet is also probed sooner during its first interval (start probes)", 100).default(1_000),
     timeoutMs: milliseconds("How long one probe may take", 50).default(2_000),
-    healthyThreshold: z.number().int().min(1).max(100).default(2).describe("Consecutive successes that make an instance healthy."),
+    healthyThreshold: z.number().int().min(1).max(100).default(2).describe("Consecutive successes, `intervalMs` apart, that make an instance healthy."),
     unhealthyThreshold: z
       .number()
       .int()
