@@ -87,6 +87,8 @@ export {
   loadBalancerSchema,
   providerSchema,
   MEMORY_PATTERN,
+  MAX_INSTANCE_COUNT,
+  DEFAULT_MAX_INSTANCE_COUNT,
 } from "./spec/schema.js";
 export { NAME_MAX_LENGTH, NAME_PATTERN, nameProblems } from "./spec/names.js";
 export type { Spec, SpecInput, EnvironmentOverrides } from "./spec/schema.js";
