@@ -1,29 +1,28 @@
 /**
- * The embedded state store's files, as bytes on disk: the state file, the lease file and the
- * journal file of a target, how each is read (and checked) and written. Internal to the file
- * store ({@link ./file-store.ts}), which decides when each is read and written.
+ * The embedded state store's files, as bytes on disk: the state file and the lease file of a
+ * target, how each is read (and checked) and written (the journal file's are in
+ * `journal-file.ts`). Internal to the file store, which decides when each is read and written.
  * @module
  */
-import { randomBytes } from "node:crypto";
-import { readFile, type FileHandle } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { KilnError } from "../errors.js";
 import { formatTarget, type Target } from "../target.js";
-import { emptyTargetState, type AppendedJournalEntry, type JournalEntry, type Lease, type TargetState } from "./types.js";
+import { emptyTargetState, type JournalEntry, type Lease, type RolloutRecord, type TargetState } from "./types.js";
 
 /**
- * The state file's format. 2: the lease is in the lease file and journal entries appended since
- * the last update are in the journal file; 1 (read, and rewritten as 2 by the first write):
- * everything, lease and whole journal included, in the state file. Kiln before format 2 refuses a
- * format 2 file (`STATE_CORRUPT`) rather than miss a lease or journal entries it does not know of.
+ * The state file's format. 2: JSON lines. The first holds the state (releases, rollout records,
+ * the current release) with the journal of each running rollout; each further line holds the
+ * journal of one finished rollout, `{"rolloutId", "journal"}`, read only when something asks for
+ * it (so the history's journals cost nothing to an update that does not touch them: they are
+ * written back as they were read). The lease is in the lease file and journal entries appended
+ * since the last update are in the journal file. 1 (read, and rewritten as 2 by the first write):
+ * one JSON document holding everything, lease and journals included. Kiln before format 2 refuses
+ * a format 2 file (`STATE_CORRUPT`) rather than miss a lease or journal entries it does not know of.
  */
 export const STATE_FORMAT = 2;
 const LEGACY_STATE_FORMAT = 1;
 const LEASE_FORMAT = 1;
-const JOURNAL_FORMAT = 1;
-/** How much of the journal file's end one read takes when looking for its last line (bytes). */
-const TAIL_CHUNK_BYTES = 64 * 1024;
-const NEWLINE = 0x0a;
 
 /** The files of one target under the store's folder. */
 export interface TargetFiles {
@@ -70,31 +69,6 @@ export interface LeaseFileContent {
   readonly fencingToken?: number | undefined;
 }
 
-/** A journal file as read: its complete lines (a torn last line is left out). */
-export interface LoadedJournal {
-  /** The file's id (its header's); undefined when not even the header line is complete. */
-  readonly id: string | undefined;
-  /** Its header's {@link JournalHeader.lastSeq}. */
-  readonly lastSeq: Readonly<Record<string, number>> | undefined;
-  /** The bytes of its complete lines. */
-  readonly bytes: number;
-  /** Its entries, each with the byte offset where its line ends. */
-  readonly entries: readonly (AppendedJournalEntry & { readonly endsAt: number })[];
-}
-
-/** The journal file's first line. */
-interface JournalHeader {
-  readonly kilnJournal: number;
-  /** Random: tells this journal file from an earlier one at the same path. */
-  readonly id: string;
-  /**
-   * The last `seq` of each rollout that was running when an update made this file (its entries
-   * folded into the state file): an append numbers on from it without reading the state file.
-   * Absent in a file an append made.
-   */
-  readonly lastSeq?: Readonly<Record<string, number>>;
-}
-
 /** `STATE_CORRUPT` for a file Kiln did not write (or a line of one). */
 export function corrupt(file: string, why: string, cause?: unknown): KilnError {
   return new KilnError("STATE_CORRUPT", `The state file ${file} is not one Kiln wrote (${why}); restore it from a backup or version control.`, cause === undefined ? {} : { cause });
@@ -115,16 +89,79 @@ async function readText(file: string): Promise<string | undefined> {
   }
 }
 
+/** A finished rollout's journal as its line of the state file, parsed when first asked for. */
+interface ArchivedJournal {
+  readonly file: string;
+  /** The line as read; undefined for a rollout with no journal line. */
+  readonly line: string | undefined;
+  /** Whether the journal was asked for (or replaced) since it was read: then it is written anew. */
+  touched: boolean;
+  value: JournalEntry[] | undefined;
+}
+
+/** The finished rollouts whose journal is still (or was) a line of the state file, as read. */
+const archived = new WeakMap<RolloutRecord, ArchivedJournal>();
+
 /**
- * Reads a state file (format 1 or 2).
+ * Gives a finished rollout's record its journal from its line of the state file, parsed on first
+ * access (`rollout.journal` is an accessor: reading, spreading, cloning and serialising the record
+ * all see the array; assigning replaces it).
+ */
+function archiveJournal(rollout: RolloutRecord, file: string, line: string | undefined): void {
+  const journal: ArchivedJournal = { file, line, touched: false, value: undefined };
+  archived.set(rollout, journal);
+  Object.defineProperty(rollout, "journal", {
+    enumerable: true,
+    configurable: true,
+    get() {
+      journal.touched = true;
+      journal.value ??= journal.line === undefined ? [] : parseArchivedJournal(journal.file, journal.line);
+      return journal.value;
+    },
+    set(value: JournalEntry[]) {
+      journal.touched = true;
+      journal.value = value;
+    },
+  });
+}
+
+function parseArchivedJournal(file: string, line: string): JournalEntry[] {
+  try {
+    const parsed = JSON.parse(line) as { journal?: unknown };
+    if (!Array.isArray(parsed.journal)) throw new Error("a journal line holds no journal");
+    return parsed.journal as JournalEntry[];
+  } catch (error) {
+    throw corrupt(file, (error as Error).message, error);
+  }
+}
+
+/** The rollout id a journal line of the state file starts with (`{"rolloutId":"…",`), read without parsing the line. */
+const ARCHIVED_LINE_START = /^\{"rolloutId":("(?:[^"\\]|\\.)*"),"journal":/;
+
+/** The journal lines of a state file (after its first line), by rollout id, unparsed. */
+function archivedLines(file: string, text: string): Map<string, string> {
+  const lines = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const start = ARCHIVED_LINE_START.exec(line);
+    if (!start) throw corrupt(file, "a line after the first is not a rollout's journal");
+    lines.set(JSON.parse(start[1]!) as string, line);
+  }
+  return lines;
+}
+
+/**
+ * Reads a state file (format 1 or 2). The journals of finished rollouts (format 2) are parsed
+ * when first asked for.
  * @throws KilnError STATE_CORRUPT, STATE_UNAVAILABLE
  */
 export async function loadStateFile(file: string, target: Target): Promise<LoadedState> {
   const text = await readText(file);
   if (text === undefined) return { text, version: undefined, state: emptyTargetState(target), journalFolded: undefined, legacyLease: {} };
+  const firstLineEnd = text.indexOf("\n");
   let parsed: { version?: unknown; state?: TargetState; journalFolded?: JournalFolded };
   try {
-    parsed = JSON.parse(text) as typeof parsed;
+    parsed = JSON.parse(firstLineEnd < 0 ? text : text.slice(0, firstLineEnd)) as typeof parsed;
   } catch (error) {
     throw corrupt(file, (error as Error).message, error);
   }
@@ -132,8 +169,12 @@ export async function loadStateFile(file: string, target: Target): Promise<Loade
   if ((parsed.version !== STATE_FORMAT && parsed.version !== LEGACY_STATE_FORMAT) || !state || !Array.isArray(state.releases) || !Array.isArray(state.rollouts)) {
     throw corrupt(file, `unknown format version ${String(parsed.version)}`);
   }
-  // Rollouts recorded before the journal existed have none.
-  for (const rollout of state.rollouts) rollout.journal ??= [];
+  const lines = parsed.version === STATE_FORMAT && firstLineEnd >= 0 ? archivedLines(file, text.slice(firstLineEnd + 1)) : new Map<string, string>();
+  for (const rollout of state.rollouts) {
+    if (parsed.version === STATE_FORMAT && rollout.status !== "running") archiveJournal(rollout, file, lines.get(rollout.id));
+    // Rollouts recorded before the journal existed have none.
+    else rollout.journal ??= [];
+  }
   const { lease, fencingToken } = state;
   delete state.lease;
   delete state.fencingToken;
@@ -149,10 +190,29 @@ export async function loadStateFile(file: string, target: Target): Promise<Loade
 /** Whether a loaded state file is of format 1 (to be rewritten as format 2 once its lease is kept elsewhere). */
 export const isLegacy = (loaded: LoadedState): boolean => loaded.version === LEGACY_STATE_FORMAT;
 
-/** A state file's text: format 2, without lease or fencing token, compact JSON (for Kiln, not people). */
+/**
+ * A state file's text: format 2, without lease or fencing token, compact JSON (for Kiln, not
+ * people). A finished rollout's journal goes on a line of its own, as it was read when nothing
+ * asked for it since.
+ */
 export function stateFileText(state: TargetState, journalFolded: JournalFolded | undefined): string {
-  const { lease: _lease, fencingToken: _fencingToken, ...rest } = state;
-  return `${JSON.stringify({ version: STATE_FORMAT, state: rest, ...(journalFolded ? { journalFolded } : {}) })}\n`;
+  const { lease: _lease, fencingToken: _fencingToken, rollouts, ...rest } = state;
+  const lines: string[] = [];
+  const records = rollouts.map((rollout) => {
+    if (rollout.status === "running") return rollout;
+    const record: Record<string, unknown> = {};
+    // Every key but the journal, whose accessor would parse it.
+    for (const key of Object.keys(rollout)) if (key !== "journal") record[key] = rollout[key as keyof RolloutRecord];
+    const journal = archived.get(rollout);
+    if (journal && !journal.touched) {
+      if (journal.line !== undefined) lines.push(journal.line);
+    } else if (rollout.journal.length > 0) {
+      lines.push(JSON.stringify({ rolloutId: rollout.id, journal: rollout.journal }));
+    }
+    return record;
+  });
+  const first = JSON.stringify({ version: STATE_FORMAT, state: { ...rest, rollouts: records }, ...(journalFolded ? { journalFolded } : {}) });
+  return `${[first, ...lines].join("\n")}\n`;
 }
 
 /**
@@ -175,145 +235,4 @@ export async function loadLeaseFile(file: string): Promise<LeaseFileContent | un
 export function leaseFileText(content: LeaseFileContent): string {
   const { lease, fencingToken } = content;
   return `${JSON.stringify({ version: LEASE_FORMAT, ...(fencingToken !== undefined ? { fencingToken } : {}), ...(lease ? { lease } : {}) })}\n`;
-}
-
-/**
- * Parses a journal file's complete lines (`buffer` up to `complete`): a header, then one entry per line.
- * @throws KilnError STATE_CORRUPT when a complete line is not one Kiln wrote
- */
-export function parseJournal(file: string, buffer: Buffer, complete: number): LoadedJournal {
-  const entries: (AppendedJournalEntry & { endsAt: number })[] = [];
-  let header: JournalHeader | undefined;
-  let start = 0;
-  let line = 0;
-  while (start < complete) {
-    const end = buffer.indexOf(NEWLINE, start);
-    line += 1;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(buffer.toString("utf8", start, end));
-    } catch (error) {
-      throw corrupt(file, `line ${line}: ${(error as Error).message}`, error);
-    }
-    if (line === 1) header = journalHeader(file, parsed);
-    else entries.push({ ...journalLine(file, parsed, `line ${line}`), endsAt: end + 1 });
-    start = end + 1;
-  }
-  return { id: header?.id, lastSeq: header?.lastSeq, bytes: complete, entries };
-}
-
-/** A parsed first line of a journal file, checked. */
-function journalHeader(file: string, parsed: unknown): JournalHeader {
-  const header = parsed as Partial<JournalHeader> | null;
-  if (header?.kilnJournal !== JOURNAL_FORMAT || typeof header.id !== "string" || (header.lastSeq !== undefined && typeof header.lastSeq !== "object")) {
-    throw corrupt(file, `its first line is not a journal header of format ${JOURNAL_FORMAT}`);
-  }
-  return header as JournalHeader;
-}
-
-/** A parsed line of a journal file after its header, checked. `where` names it for the message (`line 3`). */
-function journalLine(file: string, parsed: unknown, where: string): AppendedJournalEntry {
-  const appended = parsed as Partial<AppendedJournalEntry> | null;
-  if (typeof appended?.rolloutId !== "string" || typeof appended.entry?.seq !== "number") throw corrupt(file, `${where} is not a journal entry`);
-  return { rolloutId: appended.rolloutId, entry: appended.entry };
-}
-
-/**
- * Reads a journal file's complete lines; undefined when there is no journal file. Whatever
- * follows the last newline is a torn line (its writer died in the middle of it): not an entry.
- * @throws KilnError STATE_CORRUPT, STATE_UNAVAILABLE
- */
-export async function loadJournalFile(file: string): Promise<LoadedJournal | undefined> {
-  let buffer: Buffer;
-  try {
-    buffer = await readFile(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new KilnError("STATE_UNAVAILABLE", `Cannot read the journal file ${file}: check its permissions.`, { cause: error });
-  }
-  return parseJournal(file, buffer, buffer.lastIndexOf(NEWLINE) + 1);
-}
-
-/** The journal's entries that a state file (folded `folded`) does not already hold. */
-export function unfoldedEntries(journal: LoadedJournal | undefined, folded: JournalFolded | undefined): AppendedJournalEntry[] {
-  if (!journal) return [];
-  const skip = folded && folded.id === journal.id ? folded.bytes : 0;
-  return journal.entries.filter((appended) => appended.endsAt > skip);
-}
-
-/** Reads `buffer.length` bytes from `position`, however many reads that takes. */
-async function readFully(handle: FileHandle, buffer: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buffer.length) {
-    const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
-    if (bytesRead === 0) throw new Error(`the file ended ${buffer.length - done} bytes early`);
-    done += bytesRead;
-  }
-}
-
-/** The end of a journal file open for appending, as {@link readJournalTail} finds it. */
-export interface JournalTail {
-  /** The offset just after the last newline: where the complete lines end (a torn line may follow). */
-  readonly end: number;
-  /** The last complete line, when it is an entry (not the header). */
-  readonly last: AppendedJournalEntry | undefined;
-  /** The header's {@link JournalHeader.lastSeq}, when the header is the only complete line. */
-  readonly lastSeq: Readonly<Record<string, number>> | undefined;
-}
-
-/**
- * Finds the end of a journal file of `size` bytes: reads backwards in chunks, as far as the start
- * of its last complete line, so the cost is that line's length, not the file's.
- * @throws KilnError STATE_CORRUPT when that line is not an entry
- */
-export async function readJournalTail(file: string, handle: FileHandle, size: number): Promise<JournalTail> {
-  let buffer = Buffer.alloc(0);
-  let start = size;
-  let end: number | undefined;
-  while (start > 0) {
-    const from = Math.max(0, start - TAIL_CHUNK_BYTES);
-    const chunk = Buffer.alloc(start - from);
-    await readFully(handle, chunk, from);
-    buffer = buffer.length === 0 ? chunk : Buffer.concat([chunk, buffer]);
-    start = from;
-    if (end === undefined) {
-      const newline = buffer.lastIndexOf(NEWLINE);
-      if (newline >= 0) end = start + newline + 1;
-    }
-    if (end === undefined) continue;
-    const lineEnd = end - start - 1;
-    const previous = lineEnd > 0 ? buffer.lastIndexOf(NEWLINE, lineEnd - 1) : -1;
-    if (previous < 0 && start > 0) continue;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(buffer.toString("utf8", previous + 1, lineEnd));
-    } catch (error) {
-      throw corrupt(file, `its last line: ${(error as Error).message}`, error);
-    }
-    // The first line of the file is the header, not an entry.
-    if (previous < 0) return { end, last: undefined, lastSeq: journalHeader(file, parsed).lastSeq };
-    return { end, last: journalLine(file, parsed, "its last line"), lastSeq: undefined };
-  }
-  return { end: end ?? 0, last: undefined, lastSeq: undefined };
-}
-
-/** A journal file's complete lines, read through a handle open on it (for an append that needs them all). */
-export async function readJournalThrough(file: string, handle: FileHandle, complete: number): Promise<LoadedJournal | undefined> {
-  if (complete === 0) return undefined;
-  const buffer = Buffer.alloc(complete);
-  await readFully(handle, buffer, 0);
-  return parseJournal(file, buffer, complete);
-}
-
-/** A new journal file's header line (a new random id), with the last seq of each running rollout when an update makes it. */
-export function journalHeaderText(lastSeq?: Readonly<Record<string, number>>): string {
-  return `${JSON.stringify({ kilnJournal: JOURNAL_FORMAT, id: randomBytes(8).toString("hex"), ...(lastSeq ? { lastSeq } : {}) } satisfies JournalHeader)}\n`;
-}
-
-/**
- * The bytes that append `entry` to rollout `rolloutId`'s journal: its line, after a header when
- * the file has no complete line yet.
- */
-export function journalLineBytes(rolloutId: string, entry: JournalEntry, withHeader: boolean): Buffer {
-  return Buffer.from(`${withHeader ? journalHeaderText() : ""}${JSON.stringify({ rolloutId, entry } satisfies AppendedJournalEntry)}\n`);
 }

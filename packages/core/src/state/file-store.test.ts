@@ -120,6 +120,24 @@ describe("createFileStateStore's journal", () => {
     expect(bytesPerAppend[1]).toEqual(bytesPerAppend[0]);
   });
 
+  it("keeps each finished rollout's journal on a line of its own, which an update that does not touch it neither parses nor rewrites", async () => {
+    const { store, token } = await withHistory(3);
+    const lines = (await readFile(file(".json"), "utf8")).split("\n");
+    expect(lines.slice(1, 4).map((line) => (JSON.parse(line) as { rolloutId: string }).rolloutId)).toEqual(["r-old-0", "r-old-1", "r-old-2"]);
+    // Spoil the journal of r-old-1 after its line's start: only reading that journal can notice.
+    const spoiled = `${lines[2]!.slice(0, lines[2]!.indexOf('"journal":') + '"journal":'.length)}[{"seq": oops`;
+    await writeFile(file(".json"), [lines[0], lines[1], spoiled, ...lines.slice(3)].join("\n"));
+    for (let n = 1; n <= 3; n++) await store.appendJournal(target, "r-run", entry(n), { token });
+    await store.update(target, (state) => void (state.rollouts.at(-1)!.status = "succeeded"), { token });
+    const after = (await readFile(file(".json"), "utf8")).split("\n");
+    expect(after[2]).toBe(spoiled);
+    expect((JSON.parse(after[4]!) as { rolloutId: string; journal: unknown[] }).journal).toHaveLength(3);
+    const state = await store.read(target);
+    expect(state.rollouts[0]!.journal).toHaveLength(40);
+    expect(() => state.rollouts[1]!.journal).toThrow(expect.objectContaining({ code: "STATE_CORRUPT" }));
+    expect(state.rollouts.at(-1)!.journal.map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
   it("ignores a torn last line (a writer killed in the middle), cuts it off at the next append, and reports any other bad line as STATE_CORRUPT", async () => {
     const { store, token } = await withHistory(0);
     await store.appendJournal(target, "r-run", entry(1), { token });

@@ -4,25 +4,8 @@ import lockfile from "proper-lockfile";
 import writeFileAtomic from "write-file-atomic";
 import { KilnError } from "../errors.js";
 import { formatTarget, parseTarget, type Target } from "../target.js";
-import {
-  isLegacy,
-  journalHeaderText,
-  journalLineBytes,
-  leaseFileText,
-  loadJournalFile,
-  loadLeaseFile,
-  loadStateFile,
-  readJournalTail,
-  readJournalThrough,
-  stateFileText,
-  targetFiles,
-  unavailable,
-  unfoldedEntries,
-  type LeaseFileContent,
-  type LoadedJournal,
-  type LoadedState,
-  type TargetFiles,
-} from "./file-format.js";
+import { isLegacy, leaseFileText, loadLeaseFile, loadStateFile, stateFileText, targetFiles, unavailable, type LeaseFileContent, type LoadedState, type TargetFiles } from "./file-format.js";
+import { journalHeaderText, journalLineBytes, loadJournalFile, readJournalTail, readJournalThrough, unfoldedEntries, type LoadedJournal } from "./journal-file.js";
 import { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, holdLease, releaseLease, renewLease } from "./lease.js";
 import { compactHistory, emptyTargetState, foldJournal, isListedTarget, lastJournalSeq, type JournalEntry, type NewJournalEntry, type StateStore, type TargetLock, type TargetState } from "./types.js";
 
@@ -46,7 +29,10 @@ export interface FileStateStoreOptions {
  * Files, for a target `<service>@<environment>`:
  *
  * - `<target>.json`: the state (releases, rollouts with their journal folded in so far, the
- *   current release), written atomically (temporary file + rename) by `update`, only when it changes.
+ *   current release), written atomically (temporary file + rename) by `update`, only when it
+ *   changes. JSON lines: the state with the journals of running rollouts, then one line per
+ *   finished rollout's journal, parsed only when something asks for it and otherwise written back
+ *   as read, so an update costs the same however many journals the history keeps.
  * - `<target>.lease.json`: the rollout lock's lease and the fencing token counter, written
  *   atomically by `lock`, its renewals and `release`, and read by every fenced write. Kept apart
  *   so that checking a token costs the same whatever the state's size.
@@ -74,7 +60,8 @@ export interface FileStateStoreOptions {
 export function createFileStateStore(options: FileStateStoreOptions): StateStore {
   const directory = path.resolve(options.directory);
   const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-  const on = (target: Target): TargetAt => ({ target, directory, files: targetFiles(directory, target) });
+  const folder: StoreFolder = { path: directory, made: false };
+  const on = (target: Target): TargetAt => ({ target, folder, files: targetFiles(directory, target) });
   return {
     read: (target) => readState(on(target)),
     listTargets: () => listTargets(directory),
@@ -111,10 +98,16 @@ export function createFileStateStore(options: FileStateStoreOptions): StateStore
   };
 }
 
+/** The store's folder, and whether this store object has made sure it exists. */
+interface StoreFolder {
+  readonly path: string;
+  made: boolean;
+}
+
 /** A target, with the store's folder and the target's files in it. */
 interface TargetAt {
   readonly target: Target;
-  readonly directory: string;
+  readonly folder: StoreFolder;
   readonly files: TargetFiles;
 }
 
@@ -150,18 +143,34 @@ async function inProcessOrder<T>(key: string, run: () => Promise<T>): Promise<T>
 /** Runs `run` holding the target's lock file (after the process's other operations on the target). */
 async function withFileLock<T>(at: TargetAt, run: () => Promise<T>): Promise<T> {
   return inProcessOrder(at.files.state, async () => {
-    await mkdir(at.directory, { recursive: true });
-    const release = await lockfile.lock(at.files.state, {
-      realpath: false,
-      stale: 10_000,
-      retries: { retries: 50, minTimeout: 20, maxTimeout: 200, randomize: true },
-    });
+    const release = await lockFile(at);
     try {
       return await run();
     } finally {
       await release();
     }
   });
+}
+
+/**
+ * Takes the target's lock file (proper-lockfile: a folder made with `mkdir`, seen as stale after
+ * 10 s without its holder touching it), making the store's folder first (once per store object,
+ * and again if it went away).
+ */
+async function lockFile(at: TargetAt): Promise<() => Promise<void>> {
+  const take = () => lockfile.lock(at.files.state, { realpath: false, stale: 10_000, retries: { retries: 50, minTimeout: 20, maxTimeout: 200, randomize: true } });
+  if (!at.folder.made) {
+    await mkdir(at.folder.path, { recursive: true });
+    at.folder.made = true;
+  }
+  try {
+    return await take();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    // The folder was removed since this store made it.
+    await mkdir(at.folder.path, { recursive: true });
+    return take();
+  }
 }
 
 async function writeFile(file: string, text: string): Promise<void> {
