@@ -315,9 +315,8 @@ export interface AppendedJournalEntry {
  * Folds appended journal entries into the rollout records of `state` (in place), as a store's
  * `read` and `update` do: each rollout's journal becomes its recorded entries and its appended
  * ones, in `seq` order. An appended entry whose `seq` the record already has is dropped: it was
- * folded in before, and a store that could not clear it in the same atomic step (the file store
- * writes its state file, then removes the journal file) meets it again. Entries of a rollout the
- * state does not hold are ignored. Returns `state`.
+ * folded in before, by a store that could not clear it in the same atomic step and meets it
+ * again. Entries of a rollout the state does not hold are ignored. Returns `state`.
  */
 export function foldJournal(state: TargetState, appended: Iterable<AppendedJournalEntry>): TargetState {
   const byRollout = new Map<string, JournalEntry[]>();
