@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { WaitOutcome } from "@kilnjs/core";
+import { createFileStateStore, type WaitOutcome } from "@kilnjs/core";
 import Docker from "dockerode";
 
 /** The monorepo's root folder. */
@@ -418,18 +418,16 @@ export function completeJsonLines(text: string): Array<Record<string, unknown> &
   return jsonLines(complete);
 }
 
-/** The file store's state of `service@environment` under `dir/.kiln/state`, or undefined when there is none yet. */
+/**
+ * The file store's state of `service@environment` under `dir/.kiln/state` (read through the store:
+ * journal entries appended since its last update and the lease, kept in files of their own, are
+ * in it), or undefined when there is none yet.
+ */
 export async function readTargetState(dir: string, service: string, environment = "default"): Promise<StateDocument | undefined> {
-  const file = path.join(dir, ".kiln", "state", `${service}@${environment}.json`);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
-  }
-  const parsed = JSON.parse(text) as { state?: StateDocument } & StateDocument;
-  return parsed.state ?? parsed;
+  const directory = path.join(dir, ".kiln", "state");
+  const name = `${service}@${environment}`;
+  if (![".json", ".lease.json"].some((suffix) => existsSync(path.join(directory, `${name}${suffix}`)))) return undefined;
+  return (await createFileStateStore({ directory }).read({ service, environment })) as unknown as StateDocument;
 }
 
 /** A whole-block replacement in a kiln.yaml: the top-level `key:` and its indented lines become `block`. */

@@ -87,6 +87,8 @@ export {
   loadBalancerSchema,
   providerSchema,
   MEMORY_PATTERN,
+  MAX_INSTANCE_COUNT,
+  DEFAULT_MAX_INSTANCE_COUNT,
 } from "./spec/schema.js";
 export { NAME_MAX_LENGTH, NAME_PATTERN, nameProblems } from "./spec/names.js";
 export type { Spec, SpecInput, EnvironmentOverrides } from "./spec/schema.js";
@@ -161,8 +163,8 @@ export type { RollingBatch, RollingCounts } from "./plan/index.js";
 // State.
 export { createFileStateStore } from "./state/file-store.js";
 export type { FileStateStoreOptions } from "./state/file-store.js";
-export { emptyTargetState, compactHistory, isListedTarget, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
-export type { Holder, JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState, UpdateOptions } from "./state/types.js";
+export { emptyTargetState, compactHistory, foldJournal, isListedTarget, lastJournalSeq, JOURNALED_ROLLOUTS_KEPT } from "./state/types.js";
+export type { AppendJournalOptions, AppendedJournalEntry, NewJournalEntry, Holder, JournalEntry, JournalOp, Lease, LeaseStatus, LockOptions, RecordedError, ReleaseRecord, ReleaseStatus, RolloutRecord, RolloutStatus, StateStore, TargetLock, TargetState, UpdateOptions } from "./state/types.js";
 export { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, formatHolder, holdLease, leaseStaleReason, processAlive, releaseLease, renewLease } from "./state/lease.js";
 export type { LeaseKeeperOptions } from "./state/lease.js";
 export { keepLease } from "./state/lease.js";

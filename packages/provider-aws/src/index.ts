@@ -19,6 +19,7 @@ export {
   AWS_TAG_RULES,
   AWS_KILN_TAG_COUNT,
   AWS_USER_DATA_MAX_BYTES,
+  AWS_MAX_INSTANCE_COUNT,
   amiNameProblem,
   awsTagProblems,
 } from "./spec.js";

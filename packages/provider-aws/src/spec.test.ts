@@ -1,6 +1,6 @@
 import { LABELS, resolveTarget, validateSpec as validateCore, type SpecIssue, type SpecValidation } from "@kilnjs/core";
 import { describe, expect, it } from "vitest";
-import { AWS_KILN_TAG_COUNT, AWS_TAG_RULES, amiNameProblem, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
+import { AWS_KILN_TAG_COUNT, AWS_MAX_INSTANCE_COUNT, AWS_TAG_RULES, amiNameProblem, awsProviderSpec, awsTagProblems, type AwsInstanceSettings } from "./spec.js";
 
 /** Validates with the aws provider's spec, as the CLI and `createKiln` do once the provider is known. */
 const validateSpec = (input: unknown): SpecValidation => validateCore(input, { providers: { aws: awsProviderSpec } });
@@ -108,5 +108,15 @@ describe("machine images and the aws provider in the spec", () => {
     expect(resolveTarget(ok.value, "default", "/srv").provider).toBe("docker");
     const missing = issuesOf(validateSpec({ service: "web", environments: { prod: { provider: "aws" } } }));
     expect(missing.map((issue) => issue.path.join("."))).toEqual(["environments.prod.image.machine"]);
+  });
+});
+
+describe("how many instances a target runs on EC2", () => {
+  it("allows AWS_MAX_INSTANCE_COUNT and refuses more at instances.count, naming the limit", () => {
+    const spec = (count: number) => ({ service: "web", provider: "aws", image: { machine }, instances: { count } });
+    expect(validateSpec(spec(AWS_MAX_INSTANCE_COUNT)).ok).toBe(true);
+    expect(issuesOf(validateSpec(spec(AWS_MAX_INSTANCE_COUNT + 1)))).toEqual([
+      expect.objectContaining({ path: ["instances", "count"], message: expect.stringContaining(`the aws provider runs for one target (its maxInstanceCount is ${AWS_MAX_INSTANCE_COUNT})`) }),
+    ]);
   });
 });

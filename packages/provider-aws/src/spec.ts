@@ -150,17 +150,32 @@ const sections = { instances: awsInstancesSchema, base: awsBaseImageSchema, buil
 export type AwsSections = SectionValues<typeof sections>;
 
 /**
+ * The most instances one target runs on EC2 (`instances.count`). A rollout launches the whole
+ * count again (start-first), and RunInstances draws on a resource token bucket of 1,000
+ * instances per account and Region that refills at 2 instances per second: a bigger rollout would
+ * launch its first 1,000 at once and then wait on throttling (`RequestLimitExceeded`) for the
+ * rest, over an hour for 10,000. The account's vCPU quota for On-Demand instances (Service Quotas,
+ * per Region) usually refuses such a fleet earlier still. Larger fleets belong to an Auto Scaling
+ * group and its instance refresh.
+ * @see https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html (resource token bucket of RunInstances)
+ * @see https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-quotas.html (On-Demand vCPU quotas)
+ */
+export const AWS_MAX_INSTANCE_COUNT = 1_000;
+
+/**
  * The aws provider's part of the spec: machine images (`image.machine`, required), the sections
  * `instances.aws`, `image.machine.base.aws`, `image.machine.builder.aws` and
  * `traffic.loadBalancer.aws`, AWS's documented limits as pre-flight rules, the target group in
  * plans, and the base AMI as written in the fingerprint. Its secret store's references are
  * `secrets.<name>.from.aws` ({@link awsSecretSourceSchema}), for targets of any provider. It
  * declares no `secretDelivery`: Kiln cannot set an EC2 instance's environment or files, so an
- * instance reads its own secrets at boot (docs/providers/aws.md, "Secrets").
+ * instance reads its own secrets at boot (docs/providers/aws.md, "Secrets"). A target runs at
+ * most {@link AWS_MAX_INSTANCE_COUNT} instances.
  */
 export const awsProviderSpec = defineProviderSpec({
   imageFormat: "machine",
   sections,
+  maxInstanceCount: AWS_MAX_INSTANCE_COUNT,
   secretSource: awsSecretSourceSchema,
   validate: validateAws,
   planLines(target, { loadBalancer }) {

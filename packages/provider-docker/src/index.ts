@@ -8,4 +8,4 @@
  */
 export { createDockerProvider, createDockerProvider as createProvider, PROVIDER_NAME } from "./provider.js";
 export type { DockerProviderOptions } from "./options.js";
-export { dockerProviderSpec, dockerProviderSpec as providerSpec } from "./spec.js";
+export { DOCKER_MAX_INSTANCE_COUNT, dockerProviderSpec, dockerProviderSpec as providerSpec } from "./spec.js";

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { checkSpec, isKilnError, loadSpec, type SpecIssue } from "@kilnjs/core";
-import { dockerProviderSpec } from "./spec.js";
+import { DOCKER_MAX_INSTANCE_COUNT, dockerProviderSpec } from "./spec.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -65,5 +65,14 @@ describe("docker provider: secrets in the spec", () => {
     expect(byPath["secrets.A.to.file"]).toMatch(/hide the image's \/etc.*\/run\/secrets\/a\.key/);
     expect(byPath["secrets.C.to.file"]).toMatch(/as \/run\/c/);
     expect(byPath["secrets.E.to.file"]).toMatch(/\/run\/secrets\/more lies inside \/run\/secrets, the folder of secrets\.D/);
+  });
+});
+
+describe("docker provider: how many containers a target runs", () => {
+  it("allows 1000 and refuses more at instances.count, naming its limit", async () => {
+    expect(await validate("service: web\nprovider: docker\ninstances:\n  count: 1000\n")).toEqual([]);
+    const issues = await validate("service: web\nprovider: docker\ninstances:\n  count: 1001\n");
+    expect(paths(issues)).toEqual(["instances.count"]);
+    expect(issues[0]).toMatchObject({ line: 4, column: 10, message: expect.stringContaining(`maxInstanceCount is ${DOCKER_MAX_INSTANCE_COUNT}`) });
   });
 });

@@ -61,13 +61,26 @@ export function checkFileSecrets(target: ResolvedTarget): SpecIssue[] {
 }
 
 /**
+ * The most containers one target runs (`instances.count`). A target's containers run on one
+ * engine and join one bridge network (the target's, behind a front proxy; the engine's default
+ * `docker0` otherwise): a Linux bridge takes at most 1,024 ports (`BR_PORT_BITS` is 10 in the
+ * kernel), containers past about 1,000 on one bridge are unreachable (moby/moby#44973), and a
+ * rollout briefly runs the count plus its surge. 1,000 leaves that room. Behind the front proxy
+ * the proxy's slots (`limits.maxInstancesBehindProxy`) are the tighter limit.
+ * @see https://github.com/moby/moby/issues/44973
+ */
+export const DOCKER_MAX_INSTANCE_COUNT = 1_000;
+
+/**
  * The docker provider's part of the spec: container images from `image.dockerfile`; it owns no
  * sections of its own (every instance setting it honours is core's: ports, env, labels, command,
  * resources, the stop grace period, `traffic.proxy`). Instances receive secrets as environment
- * variables or as files on a read-only, memory-backed mount ({@link checkFileSecrets}).
+ * variables or as files on a read-only, memory-backed mount ({@link checkFileSecrets}). A target
+ * runs at most {@link DOCKER_MAX_INSTANCE_COUNT} containers.
  */
 export const dockerProviderSpec = defineProviderSpec({
   imageFormat: "dockerfile",
+  maxInstanceCount: DOCKER_MAX_INSTANCE_COUNT,
   secretDelivery: ["env", "file"],
   validate: (target) => checkFileSecrets(target),
 });

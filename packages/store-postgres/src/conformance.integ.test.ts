@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import net from "node:net";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { isKilnError, type Logger, type ReleaseRecord, type Target } from "@kilnjs/core";
+import { isKilnError, type JournalEntry, type Logger, type ReleaseRecord, type Target } from "@kilnjs/core";
 import { postgresUrl, requirePostgres, runStateStoreConformance } from "@kilnjs/testkit";
 import { MIGRATIONS, SCHEMA_VERSION, createPostgresStateStore, type PostgresStateStore } from "./index.js";
 
@@ -76,6 +76,20 @@ describe.skipIf(!postgres)("postgres", () => {
     name: "postgres",
     createStore: () => createPostgresStateStore({ connectionString: url, schema: conformanceSchema }),
     cleanup: () => dropSchema(conformanceSchema),
+    // A process killed in the middle of an append: its row inserted, its transaction never committed.
+    interruptAppend: async (target, rolloutId, { seq, ...entry }) => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query("BEGIN");
+      await client.query(`INSERT INTO "${conformanceSchema}".rollout_journal (service, environment, rollout_id, seq, entry) VALUES ($1, $2, $3, $4, $5::jsonb)`, [
+        target.service,
+        target.environment,
+        rolloutId,
+        seq,
+        JSON.stringify(entry),
+      ]);
+      await client.end();
+    },
   });
 });
 
@@ -117,6 +131,86 @@ describe.skipIf(!postgres)("postgres store", () => {
     await newStore({ connectionString: url, schema, logger: later }).ready();
     expect(later.lines.filter((line) => line.level === "info")).toEqual([]);
     expect(await sql(`SELECT version FROM "${schema}".kiln_migrations`)).toHaveLength(MIGRATIONS.length);
+  });
+
+  it("migration 3 moves a lease from the state document into its columns, and the journal goes on", async () => {
+    const schema = newSchema("lease");
+    // The schema as Kiln before the append-only journal left it: migrations 1 and 2, a lease in the document.
+    await sql(`CREATE SCHEMA "${schema}"`);
+    await sql(`CREATE TABLE "${schema}".kiln_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    for (const migration of MIGRATIONS.filter(({ version }) => version <= 2)) {
+      for (const statement of migration.statements(`"${schema}"`)) await sql(statement);
+      await sql(`INSERT INTO "${schema}".kiln_migrations (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
+    }
+    const lease = { holder: { user: "u", host: "elsewhere.invalid", pid: 1, command: "kiln deploy", since: "2026-01-01T00:00:00.000Z" }, token: 4, expiresAt: "2026-01-01T00:00:00.000Z", ttlMs: 30_000 };
+    const journal: JournalEntry[] = [{ seq: 1, phase: "intent", step: "launch:1", op: "instances.launch", instanceIds: [], time: "2026-01-01T00:00:00.000Z" }];
+    const rollout = { id: "r-1", target, kind: "deploy", toRelease: 1, startedAt: lease.holder.since, holder: lease.holder, token: 4, status: "running", journal };
+    await sql(`INSERT INTO "${schema}".target_state (service, environment, format, document) VALUES ($1, $2, 1, $3::jsonb)`, [
+      target.service,
+      target.environment,
+      JSON.stringify({ target, releases: [], rollouts: [rollout], lease, fencingToken: 4 }),
+    ]);
+
+    const store = newStore({ connectionString: url, schema });
+    expect(await store.lockStatus(target)).toMatchObject({ token: 4, stale: true });
+    const state = await store.read(target);
+    expect(state.lease).toEqual(lease);
+    expect(state.fencingToken).toBe(4);
+    const [row] = await sql<{ document: Record<string, unknown>; fencing_token: string }>(`SELECT document, fencing_token FROM "${schema}".target_state`);
+    expect(row!.document).not.toHaveProperty("lease");
+    expect(row!.document).not.toHaveProperty("fencingToken");
+    expect(row!.fencing_token).toBe("4");
+    const lock = await store.lock(target, { ...lease.holder, host: "here.invalid", pid: process.pid }, { ttlMs: 30_000 });
+    try {
+      expect(lock.token).toBe(5);
+      expect(lock.tookOver).toMatchObject({ token: 4 });
+      const { seq: _seq, ...intent } = journal[0]!;
+      expect((await store.appendJournal(target, "r-1", { ...intent, phase: "outcome", result: "ok" }, { token: lock.token })).seq).toBe(2);
+    } finally {
+      await lock.release();
+    }
+    expect((await store.read(target)).rollouts[0]!.journal.map((entry) => entry.seq)).toEqual([1, 2]);
+  });
+
+  it("appends a journal entry as one row, leaving the target's row (its document, its version) alone; an update folds the rows in", async () => {
+    const schema = newSchema("append");
+    const store = newStore({ connectionString: url, schema });
+    const holder = { user: "u", host: "here.invalid", pid: process.pid, command: "kiln deploy", since: new Date().toISOString() };
+    const lock = await store.lock(target, holder, { ttlMs: 30_000 });
+    try {
+      await store.update(
+        target,
+        (state) => {
+          // Some history, so that the document is large enough to be stored out of line (TOAST).
+          for (let number = 1; number <= 200; number++) state.releases.push(release(number, "x".repeat(100)));
+          state.rollouts.push({ id: "r-1", target, kind: "deploy", fromRelease: undefined, toRelease: 1, startedAt: holder.since, holder, token: lock.token, status: "running", journal: [] });
+        },
+        { token: lock.token },
+      );
+      const rowOf = () => sql<{ version: string; digest: string }>(`SELECT version, md5(document::text) AS digest FROM "${schema}".target_state`);
+      const before = await rowOf();
+      for (let n = 1; n <= 5; n++) {
+        const stored = await store.appendJournal(target, "r-1", { phase: "intent", step: `launch:${n}`, op: "instances.launch", instanceIds: [], time: new Date().toISOString() }, { token: lock.token });
+        expect(stored.seq).toBe(n);
+      }
+      expect(await rowOf()).toEqual(before);
+      expect(await sql(`SELECT rollout_id, seq FROM "${schema}".rollout_journal ORDER BY seq`)).toEqual([1, 2, 3, 4, 5].map((seq) => ({ rollout_id: "r-1", seq })));
+      // An update while the rollout runs folds the rows in and leaves its last seq where appends read it.
+      await store.update(target, (state) => void (state.currentRelease = 1), { token: lock.token });
+      expect(await sql(`SELECT seq FROM "${schema}".rollout_journal`)).toEqual([]);
+      expect(await sql(`SELECT journal_last_seq FROM "${schema}".target_state`)).toEqual([{ journal_last_seq: { "r-1": 5 } }]);
+      const folded = await rowOf();
+      const sixth = await store.appendJournal(target, "r-1", { phase: "outcome", step: "launch:5", op: "instances.launch", instanceIds: ["i-5"], result: "ok", time: new Date().toISOString() }, { token: lock.token });
+      expect(sixth.seq).toBe(6);
+      expect(await rowOf()).toEqual(folded);
+      await store.update(target, (state) => void (state.rollouts[0]!.status = "succeeded"), { token: lock.token });
+      expect(await sql(`SELECT seq FROM "${schema}".rollout_journal`)).toEqual([]);
+      expect(await sql(`SELECT journal_last_seq FROM "${schema}".target_state`)).toEqual([{ journal_last_seq: {} }]);
+      const [row] = await sql<{ journal: { seq: number }[] }>(`SELECT document->'rollouts'->0->'journal' AS journal FROM "${schema}".target_state`);
+      expect(row!.journal.map((entry) => entry.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    } finally {
+      await lock.release();
+    }
   });
 
   it("refuses a schema migrated by a newer Kiln", async () => {

@@ -80,6 +80,31 @@ export const MIGRATIONS: readonly Migration[] = [
       `COMMENT ON TABLE ${schema}.idempotent_responses IS 'Answers kept under an idempotency key (scoped by the caller); the first one kept stays.'`,
     ],
   },
+  {
+    version: 3,
+    name: "append-only journal",
+    // Journal entries are appended as rows (one INSERT each, whatever the size of the state
+    // document), and folded into the document by the next update; the lease moves from the
+    // document into columns of its own, so checking a fencing token reads a few bytes, not the
+    // whole (TOASTed) document.
+    statements: (schema) => [
+      `ALTER TABLE ${schema}.target_state ADD COLUMN lease jsonb, ADD COLUMN fencing_token bigint, ADD COLUMN journal_last_seq jsonb`,
+      `UPDATE ${schema}.target_state SET lease = document->'lease', fencing_token = (document->>'fencingToken')::bigint, document = document - 'lease' - 'fencingToken' WHERE document ? 'lease' OR document ? 'fencingToken'`,
+      `CREATE TABLE ${schema}.rollout_journal (
+        service text NOT NULL,
+        environment text NOT NULL,
+        rollout_id text NOT NULL,
+        seq integer NOT NULL,
+        entry jsonb NOT NULL,
+        PRIMARY KEY (service, environment, rollout_id, seq),
+        FOREIGN KEY (service, environment) REFERENCES ${schema}.target_state (service, environment) ON DELETE CASCADE
+      )`,
+      `COMMENT ON COLUMN ${schema}.target_state.lease IS 'The rollout lock''s lease (holder, fencing token, expiry, ttl), NULL when nobody holds it. Written in a transaction holding the row lock.'`,
+      `COMMENT ON COLUMN ${schema}.target_state.fencing_token IS 'The last fencing token granted for the target (NULL: none yet); it never goes back.'`,
+      `COMMENT ON COLUMN ${schema}.target_state.journal_last_seq IS 'The last journal seq of each rollout running at the last update ({"<rollout id>": seq}): appends number on from it without reading document.'`,
+      `COMMENT ON TABLE ${schema}.rollout_journal IS 'Journal entries appended since the target''s last update (entry: the entry without its seq), each inserted under the target''s row lock after its fencing token was checked; an update folds them into document and deletes them in the same transaction.'`,
+    ],
+  },
 ];
 
 /** The newest schema version this code knows. */

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { link, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import {
   KilnError,
+  MAX_INSTANCE_COUNT,
   assertLaunchCount,
   instanceLabels,
   defineProvider,
@@ -339,7 +340,8 @@ export const createMemoryProvider = defineProvider((options: MemoryProviderOptio
   const provider: MemoryProvider = {
     name: options.name ?? "memory",
     // Instances "receive" secrets as environment variables or files: the launch request carries them.
-    spec: { imageFormat: "dockerfile", secretDelivery: ["env", "file"] },
+    // Instances are entries in a map: a target may have as many as any spec allows (benchmarks run 10,000).
+    spec: { imageFormat: "dockerfile", secretDelivery: ["env", "file"], maxInstanceCount: MAX_INSTANCE_COUNT },
     calls,
     get live() {
       const now = Date.now();

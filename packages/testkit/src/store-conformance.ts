@@ -2,7 +2,18 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ERROR_CODES, type ErrorCode, type Holder, type ReleaseRecord, type RolloutRecord, type StateStore, type Target, type TargetLock } from "@kilnjs/core";
+import {
+  ERROR_CODES,
+  type ErrorCode,
+  type Holder,
+  type JournalEntry,
+  type NewJournalEntry,
+  type ReleaseRecord,
+  type RolloutRecord,
+  type StateStore,
+  type Target,
+  type TargetLock,
+} from "@kilnjs/core";
 
 /** Options of {@link runStateStoreConformance}. */
 export interface StateStoreConformanceOptions {
@@ -21,6 +32,13 @@ export interface StateStoreConformanceOptions {
   cleanup?(): Promise<void>;
   /** Timeout of each check and hook, in milliseconds. @defaultValue 30000 */
   readonly timeoutMs?: number;
+  /**
+   * Leaves on the backend what a process killed in the middle of appending `entry` (numbered
+   * `entry.seq`) to rollout `rolloutId`'s journal would leave: a torn last line in a file, a
+   * transaction that never committed in a database. Given, the suite checks that such a write is
+   * never seen and that appending goes on after it; absent, that check is skipped.
+   */
+  interruptAppend?(target: Target, rolloutId: string, entry: JournalEntry): Promise<void>;
 }
 
 /** Whether `error` looks like a Kiln error with a code from ERROR_CODES (structural: survives duplicate copies of core). */
@@ -127,6 +145,36 @@ function rolloutRecord(target: Target, id: string, toRelease: number): RolloutRe
   } as unknown as RolloutRecord;
 }
 
+/** A running rollout with an empty journal, as a rollout starts. */
+function runningRollout(target: Target, id: string, token: number): RolloutRecord {
+  return {
+    id,
+    target: { service: target.service, environment: target.environment },
+    kind: "deploy",
+    fromRelease: undefined,
+    toRelease: 1,
+    startedAt: new Date().toISOString(),
+    holder: liveHolder("kiln deploy"),
+    provider: "memory",
+    token,
+    status: "running",
+    journal: [],
+  };
+}
+
+/** A journal entry as the journal writes one, `n` making each distinct (a launch's instance ids). */
+function journalEntry(n: number, phase: "intent" | "outcome" = n % 2 === 1 ? "intent" : "outcome"): NewJournalEntry {
+  const batch = Math.ceil(n / 2);
+  return {
+    phase,
+    step: `launch:${batch}`,
+    op: "instances.launch",
+    ...(phase === "intent" ? { idempotencyKey: `r:launch:${batch}`, release: 1, count: 2 } : { result: "ok" as const }),
+    instanceIds: phase === "intent" ? [] : [`i-${n}a`, `i-${n}b «é»`],
+    time: new Date(Date.UTC(2024, 0, 1, 0, 0, n)).toISOString(),
+  };
+}
+
 /** An error a change throws on purpose. */
 class ChangeRefused extends Error {
   override readonly name = "ChangeRefused";
@@ -148,7 +196,13 @@ class ChangeRefused extends Error {
  * - renewal keeps a held lease alive past its ttl; `release` clears it (twice is harmless);
  * - `forceRelease` returns the lease, the former holder's next fenced write fails `LOCK_LOST` and its
  *   `signal` aborts with `LOCK_LOST` at its next renewal;
- * - two store objects on the same backend see each other's writes and locks.
+ * - two store objects on the same backend see each other's writes and locks;
+ * - `appendJournal` numbers a rollout's entries 1, 2, 3, … (concurrent appends through both
+ *   objects too), `read` and `update` show them in the rollout's record, an `update` folds them in
+ *   (compaction: the rollout's end recorded, its journal whole) and later appends go on from the
+ *   last `seq`; an append is fenced (`LOCK_LOST` with a stale token or no lease, writing nothing)
+ *   and refused for a rollout the state does not hold (`INTERNAL`); with `interruptAppend`, an
+ *   append cut short by a killed process is never seen and appending goes on after it.
  *
  * Leases in these checks last 0.45 to 1.5 s, and the checks wait on conditions (a lease reported
  * stale, a signal aborted) rather than fixed sleeps; the whole suite takes a few seconds. A check
@@ -553,6 +607,111 @@ export function runStateStoreConformance(options: StateStoreConformanceOptions):
         await next.release();
         expect(next.token).toBeGreaterThan(lock.token);
         expect((await store.read(target)).releases).toHaveLength(22);
+      },
+      timeoutMs,
+    );
+
+    it(
+      "appendJournal numbers a rollout's entries; read and update show them; an update folds them in and appending goes on",
+      async () => {
+        const target = targetFor("journal");
+        const rolloutId = `r-${suffix}-journal`;
+        await withLock(store, target, liveHolder("conformance journal"), 30_000, async (lock) => {
+          await store.update(target, (state) => void state.rollouts.push(runningRollout(target, rolloutId, lock.token)), { token: lock.token });
+          const written: JournalEntry[] = [];
+          for (let n = 1; n <= 3; n++) written.push(await store.appendJournal(target, rolloutId, journalEntry(n), { token: lock.token }));
+          expect(written.map((entry) => entry.seq)).toEqual([1, 2, 3]);
+          expect(written[1]).toEqual({ ...journalEntry(2), seq: 2 });
+          for (const on of [store, other]) expect((await on.read(target)).rollouts[0]!.journal, "read shows the appended entries").toEqual(written);
+
+          // Concurrent appends through both objects: each gets its own number.
+          const concurrent = await Promise.all(Array.from({ length: 10 }, (_, index) => (index % 2 === 0 ? store : other).appendJournal(target, rolloutId, journalEntry(4 + index), { token: lock.token })));
+          expect(concurrent.map((entry) => entry.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, index) => 4 + index));
+          const all = (await store.read(target)).rollouts[0]!.journal;
+          expect(all.map((entry) => entry.seq)).toEqual(Array.from({ length: 13 }, (_, index) => index + 1));
+
+          // An update sees the whole journal (as recovery does), and what it adds is numbered after it.
+          const seen = await store.update(
+            target,
+            (state) => {
+              const rollout = state.rollouts.find((r) => r.id === rolloutId)!;
+              const seqs = rollout.journal.map((entry) => entry.seq);
+              rollout.journal.push({ seq: rollout.journal.at(-1)!.seq + 1, phase: "outcome", step: "recover:1", op: "rollout.recover", instanceIds: [], result: "ok", time: new Date().toISOString() });
+              rollout.status = "aborted";
+              rollout.finishedAt = new Date().toISOString();
+              return seqs;
+            },
+            { token: lock.token },
+          );
+          expect(seen).toEqual(Array.from({ length: 13 }, (_, index) => index + 1));
+          const folded = (await other.read(target)).rollouts[0]!;
+          expect(folded.status).toBe("aborted");
+          expect(folded.journal.map((entry) => entry.seq)).toEqual(Array.from({ length: 14 }, (_, index) => index + 1));
+          expect(folded.journal.slice(0, 13)).toEqual(all);
+
+          // After compaction (a finished rollout, as `rollout abort` journals its clean-up on it): numbering goes on.
+          const later = await other.appendJournal(target, rolloutId, journalEntry(15), { token: lock.token });
+          expect(later.seq).toBe(15);
+          await store.update(target, () => undefined, { token: lock.token });
+          const final = (await store.read(target)).rollouts[0]!.journal;
+          expect(final.map((entry) => entry.seq)).toEqual(Array.from({ length: 15 }, (_, index) => index + 1));
+          expect(final.at(-1)).toEqual(later);
+        });
+      },
+      timeoutMs,
+    );
+
+    it(
+      "appendJournal is fenced: with a stale token or no lease it fails LOCK_LOST and writes nothing; an unknown rollout is INTERNAL",
+      async () => {
+        const target = targetFor("journal-fenced");
+        const rolloutId = `r-${suffix}-fenced`;
+        const first = await store.lock(target, liveHolder("conformance first"), { ttlMs: 30_000 });
+        await store.update(target, (state) => void state.rollouts.push(runningRollout(target, rolloutId, first.token)), { token: first.token });
+        await store.appendJournal(target, rolloutId, journalEntry(1), { token: first.token });
+        await expectKilnError(store.appendJournal(target, `r-${suffix}-unknown`, journalEntry(1), { token: first.token }), "INTERNAL", "an append to a rollout the state does not hold");
+
+        // Released by force: the former holder appends nothing more.
+        await other.forceRelease(target);
+        await expectKilnError(store.appendJournal(target, rolloutId, journalEntry(2), { token: first.token }), "LOCK_LOST", "an append after the lease was released by force");
+        await first.release();
+        // Taken by another holder: the older token appends nothing; the new holder's does.
+        await withLock(other, target, liveHolder("conformance second"), 30_000, async (second) => {
+          await expectKilnError(store.appendJournal(target, rolloutId, journalEntry(2), { token: first.token }), "LOCK_LOST", "an append with the older holder's token");
+          const appended = await other.appendJournal(target, rolloutId, journalEntry(2), { token: second.token });
+          expect(appended.seq).toBe(2);
+        });
+        // No lease at all.
+        await expectKilnError(store.appendJournal(target, rolloutId, journalEntry(3), { token: first.token }), "LOCK_LOST", "an append with no lease held");
+        await expectKilnError(store.appendJournal(targetFor("journal-never"), rolloutId, journalEntry(1), { token: 1 }), "LOCK_LOST", "an append to a target never written");
+        expect((await store.read(target)).rollouts[0]!.journal.map((entry) => entry.seq)).toEqual([1, 2]);
+        expect(await store.listTargets()).not.toContainEqual(targetFor("journal-never"));
+      },
+      timeoutMs,
+    );
+
+    it.skipIf(!options.interruptAppend)(
+      "an append cut short by a killed process is never seen, and appending goes on after it",
+      async () => {
+        const target = targetFor("journal-torn");
+        const rolloutId = `r-${suffix}-torn`;
+        await withLock(store, target, liveHolder("conformance torn"), 30_000, async (lock) => {
+          await store.update(target, (state) => void state.rollouts.push(runningRollout(target, rolloutId, lock.token)), { token: lock.token });
+          // Cut short before any entry, then after two.
+          await options.interruptAppend!(target, rolloutId, { ...journalEntry(1), seq: 1 });
+          expect((await store.read(target)).rollouts[0]!.journal).toEqual([]);
+          const first = await store.appendJournal(target, rolloutId, journalEntry(1), { token: lock.token });
+          const second = await store.appendJournal(target, rolloutId, journalEntry(2), { token: lock.token });
+          expect([first.seq, second.seq]).toEqual([1, 2]);
+          await options.interruptAppend!(target, rolloutId, { ...journalEntry(3), seq: 3 });
+          for (const on of [store, other]) expect((await on.read(target)).rollouts[0]!.journal, "the cut-short entry is not read").toEqual([first, second]);
+          const third = await other.appendJournal(target, rolloutId, journalEntry(4), { token: lock.token });
+          expect(third.seq).toBe(3);
+          expect((await store.read(target)).rollouts[0]!.journal).toEqual([first, second, third]);
+          // An update folds exactly these in.
+          await store.update(target, (state) => void (state.rollouts[0]!.status = "succeeded"), { token: lock.token });
+          expect((await other.read(target)).rollouts[0]!.journal).toEqual([first, second, third]);
+        });
       },
       timeoutMs,
     );

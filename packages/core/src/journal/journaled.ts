@@ -9,7 +9,8 @@ import type { Target } from "../target.js";
  * The rollout journal: a write-ahead record of every provider call that creates or destroys
  * something. Each call is written to the store as an `intent` before it is made and as an
  * `outcome` after it (ok, with the ids it created or removed; or failed, with the error code), as
- * entries of the rollout's record (`RolloutRecord.journal`). A process killed at any point leaves
+ * entries of the rollout's record (`RolloutRecord.journal`), each appended on its own
+ * (`StateStore.appendJournal`) and folded into the record by the store's next update. A process killed at any point leaves
  * a journal that says which calls may have happened; with the rollout id label on every instance,
  * the next run finds and recovers everything the dead one created.
  *
@@ -125,17 +126,8 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
   const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0, "retire-proxy": 0 };
 
   async function write(entry: Omit<JournalEntry, "seq" | "time">): Promise<void> {
-    await options.store.update(
-      options.target,
-      (state) => {
-        const rollout = state.rollouts.find((r) => r.id === options.rolloutId);
-        if (!rollout) throw new KilnError("INTERNAL", `Rollout ${options.rolloutId} has no record to journal into.`);
-        rollout.journal ??= [];
-        const seq = (rollout.journal.at(-1)?.seq ?? 0) + 1;
-        rollout.journal.push({ ...entry, seq, time: new Date().toISOString() });
-      },
-      { token: options.token },
-    );
+    // Appended: the cost of an entry does not grow with the fleet, the journal or the history.
+    await options.store.appendJournal(options.target, options.rolloutId, { ...entry, time: new Date().toISOString() }, { token: options.token });
     if (crash && crash.phase === entry.phase && crash.step === entry.step) {
       logger.warn("crashAt: dying after the journal entry", { phase: entry.phase, step: entry.step });
       kill();

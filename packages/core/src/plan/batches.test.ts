@@ -47,6 +47,12 @@ describe("planRollingBatches", () => {
     ]);
   });
 
+  it("plans every batch of the largest fleet a spec allows, one at a time (10,001 batches): no old instance is left", () => {
+    const batches = planRollingBatches({ count: 10_000, maxSurge: 1, maxUnavailable: 0, oldAlive: 10_000, keep: 0 });
+    expect(batches).toHaveLength(10_001);
+    expect(simulate({ count: 10_000, maxSurge: 1, maxUnavailable: 0, oldAlive: 10_000, keep: 0 })).toMatchObject({ old: 0, healthy: 10_000, lowest: 10_000, highest: 10_001 });
+  });
+
   it("launches every instance at once on a first deploy (nothing serves yet)", () => {
     expect(planRollingBatches({ count: 2, maxSurge: 1, maxUnavailable: 0, oldAlive: 0, keep: 0 })).toEqual([{ retire: 0, launch: 2 }]);
   });

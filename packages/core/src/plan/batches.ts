@@ -44,7 +44,11 @@ export function planRollingBatches(options: { count: number; maxSurge: number; m
   let oldAlive = options.oldAlive;
   let newHealthy = Math.min(options.keep, options.count);
   let toLaunch = options.count - newHealthy;
-  for (let guard = 0; guard < 10_000; guard++) {
+  // Each batch launches or retires at least one instance, so there are at most as many batches as
+  // instances to launch and retire: a bound that grows with the fleet (a fixed one would cut the
+  // last batches of a large rollout, leaving old instances running).
+  const most = toLaunch + oldAlive + 1;
+  for (let guard = 0; guard < most; guard++) {
     const batch = nextRollingBatch({ ...options, oldAlive, newHealthy, toLaunch });
     if (!batch) break;
     batches.push(batch);

@@ -94,6 +94,15 @@ export interface ProviderSpec<S extends ProviderSections = ProviderSections> {
    */
   readonly secretDelivery?: readonly ("env" | "file")[];
   /**
+   * The most instances one target may run on this provider (`instances.count`, a whole number
+   * from 1 to the spec's own ceiling, 10000): what the platform can hold for one service, such as
+   * the ports of a host's network bridge or a cloud's launch rate and quotas. Validation refuses a
+   * larger count at `instances.count` (with its file, line and column), naming this limit. The
+   * peak of a rollout (the count plus its surge) is checked against `Provider.limits` at plan time.
+   * @defaultValue 1000 (`DEFAULT_MAX_INSTANCE_COUNT`)
+   */
+  readonly maxInstanceCount?: number;
+  /**
    * Environment override schemas, for sections whose override is not simply every key optional.
    * @defaultValue the section's schema with `.partial()` (objects), else the schema itself
    */

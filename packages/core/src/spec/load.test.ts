@@ -169,6 +169,25 @@ describe("parseSpec", () => {
     ]);
   });
 
+  it("refuses more instances than the target's provider allows, at instances.count, naming its maxInstanceCount", () => {
+    const providers = {
+      small: { imageFormat: "dockerfile" as const, maxInstanceCount: 500 },
+      big: { imageFormat: "dockerfile" as const, maxInstanceCount: 10_000 },
+      plain: { imageFormat: "dockerfile" as const },
+    };
+    const text = "service: web\nprovider: small\ninstances:\n  count: 600\nenvironments:\n  prod:\n    provider: big\n    instances:\n      count: 10000\n  dev:\n    provider: plain\n    instances:\n      count: 1001\n";
+    expect(issuesOf(parseSpec(text, { file: "kiln.yaml", providers })).map(formatSpecIssue)).toEqual([
+      "kiln.yaml:4:10: instances.count: 600 instances is more than the small provider runs for one target (its maxInstanceCount is 500); lower instances.count to 500 or fewer, or split the service into targets",
+      // A provider that declares no limit allows 1000.
+      "kiln.yaml:13:14: environments.dev.instances.count: 1001 instances is more than the plain provider runs for one target (its maxInstanceCount is 1000); lower instances.count to 1000 or fewer, or split the service into targets",
+    ]);
+    // Within the provider's limit, up to the spec's own ceiling of 10000.
+    expect(parseSpec("service: web\nprovider: big\ninstances:\n  count: 10000\n", { providers }).ok).toBe(true);
+    expect(issuesOf(parseSpec("service: web\nprovider: big\ninstances:\n  count: 10001\n", { file: "kiln.yaml", providers }))).toEqual([
+      expect.objectContaining({ path: ["instances", "count"], kind: "invalid-value", line: 4, column: 10, message: expect.stringContaining("10000") }),
+    ]);
+  });
+
   it("locates a value that comes from an anchor at the anchor", () => {
     const text = "x-d: &d\n  count: many\nservice: web\ninstances:\n  <<: *d\n";
     const issues = issuesOf(parseSpec(text, { file: "kiln.yaml" }));

@@ -2,15 +2,16 @@ import type { ProviderSpec } from "../provider/spec.js";
 import { checkSecretRules } from "../secrets/rules.js";
 import { minimumHealthDeadline, resolveStepSize, resolveSurge, resolveUnavailable } from "./arithmetic.js";
 import type { SpecIssue } from "./issues.js";
-import type { Spec } from "./schema.js";
+import { DEFAULT_MAX_INSTANCE_COUNT, type Spec } from "./schema.js";
 
 type Path = (string | number)[];
 
 /**
  * Core's own rules beyond types, for one target's merged settings (the top level, or one
  * environment after merging): port names unique and referenced right, one health check, host
- * ports, stop-first, the proxy, surge and unavailability, canary steps, the machine recipe, where
- * a load balancer belongs, the health deadline and secrets (`checkSecretRules`). `provider` is the target's provider's spec,
+ * ports, stop-first, the proxy, surge and unavailability, canary steps, the machine recipe, the
+ * instance count the provider allows, where a load balancer belongs, the health deadline and
+ * secrets (`checkSecretRules`). `provider` is the target's provider's spec,
  * when it is loaded. Every issue's path starts with `prefix`. Pure.
  */
 export function checkSpecRules(spec: Spec, prefix: Path, provider: ProviderSpec | undefined): SpecIssue[] {
@@ -21,6 +22,7 @@ export function checkSpecRules(spec: Spec, prefix: Path, provider: ProviderSpec 
     ...checkProxy(spec, prefix),
     ...checkRollout(spec, prefix),
     ...checkMachine(spec, prefix, provider),
+    ...checkInstanceCount(spec, prefix, provider),
     ...checkLoadBalancer(spec, prefix),
     ...checkSecretRules(spec, prefix, provider),
   ];
@@ -176,6 +178,20 @@ function checkMachine(spec: Spec, prefix: Path, provider: ProviderSpec | undefin
     }
   });
   return issues;
+}
+
+/** `instances.count` within the provider's `maxInstanceCount` (when its spec is known). */
+function checkInstanceCount(spec: Spec, prefix: Path, provider: ProviderSpec | undefined): SpecIssue[] {
+  if (!provider) return [];
+  const limit = provider.maxInstanceCount ?? DEFAULT_MAX_INSTANCE_COUNT;
+  if (spec.instances.count <= limit) return [];
+  return [
+    {
+      path: [...prefix, "instances", "count"],
+      kind: "invalid-value",
+      message: `${spec.instances.count} instances is more than the ${spec.provider} provider runs for one target (its maxInstanceCount is ${limit}); lower instances.count to ${limit} or fewer, or split the service into targets`,
+    },
+  ];
 }
 
 /**

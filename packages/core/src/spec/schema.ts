@@ -124,10 +124,26 @@ export const resourcesSchema = z
   })
   .describe("Resource limits of each instance; no limit where a key is absent.");
 
+/**
+ * The most instances any spec may ask for per target (`instances.count`). Each provider allows at
+ * most its own `ProviderSpec.maxInstanceCount` (default {@link DEFAULT_MAX_INSTANCE_COUNT}),
+ * checked by validation once the provider's spec is known.
+ */
+export const MAX_INSTANCE_COUNT = 10_000;
+
+/** The most instances per target on a provider that declares no `maxInstanceCount`: the spec's ceiling before providers set their own. */
+export const DEFAULT_MAX_INSTANCE_COUNT = 1_000;
+
 /** The instances of a release. */
 export const instancesSchema = z
   .strictObject({
-    count: z.number().int().min(1).max(1000).default(1).describe("How many instances run."),
+    count: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_INSTANCE_COUNT)
+      .default(1)
+      .describe(`How many instances run: at most ${MAX_INSTANCE_COUNT}, and at most what the provider allows per target (its maxInstanceCount; ${DEFAULT_MAX_INSTANCE_COUNT} when it declares none).`),
     ports: z.array(portSchema).default([]).describe("Ports the instances listen on."),
     env: z
       .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name: letters, digits and _"), scalarText)

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { KilnError, isKilnError } from "../errors.js";
-import { sleep } from "../wait.js";
+import { sleep, waitFor } from "../wait.js";
 import { createFileStateStore } from "./file-store.js";
 import { acquireLease, keepLease, leaseStaleReason, processAlive } from "./lease.js";
 import { emptyTargetState, type Holder } from "./types.js";
@@ -102,8 +102,8 @@ describe("leases in the file store", () => {
     expect(isKilnError(error, "LOCK_LOST")).toBe(true);
     expect((await store.read(target)).currentRelease).toBe(1);
     await store.update(target, (state) => void (state.currentRelease = 2), { token: next.token });
-    // The old holder's next renewal finds the new lease and aborts its signal.
-    await sleep(100);
+    // The old holder's next renewal (every 30 ms) finds the new lease and aborts its signal.
+    await waitFor(async () => (old.signal.aborted ? { done: true, value: true } : { done: false, reason: "not aborted yet" }), { timeoutMs: 5_000, minDelayMs: 10, maxDelayMs: 50, description: "the old holder's signal to abort" });
     expect(old.signal.aborted).toBe(true);
     expect(isKilnError(old.signal.reason, "LOCK_LOST")).toBe(true);
     // Releasing the lost lock leaves the new holder's lease alone.

@@ -98,6 +98,12 @@ export interface JournalEntry {
   readonly time: string;
 }
 
+/**
+ * A journal entry as a writer hands it to {@link StateStore.appendJournal}: everything but its
+ * `seq`, which the store gives it.
+ */
+export type NewJournalEntry = Omit<JournalEntry, "seq">;
+
 /** One rollout: moving a target from one release to another. */
 export interface RolloutRecord {
   readonly id: string;
@@ -167,7 +173,7 @@ export interface TargetState {
 /** An exclusive, leased hold on one target; release it when the rollout ends. */
 export interface TargetLock {
   readonly holder: Holder;
-  /** The fencing token: pass it to {@link StateStore.update} for every write made for the rollout. */
+  /** The fencing token: pass it to {@link StateStore.update} and {@link StateStore.appendJournal} for every write made for the rollout. */
   readonly token: number;
   /** When the lease lapses unless renewed (ISO 8601); moves on with each renewal. */
   readonly expiresAt: string;
@@ -202,12 +208,34 @@ export interface UpdateOptions {
   readonly token?: number;
 }
 
+/** Options of {@link StateStore.appendJournal}. */
+export interface AppendJournalOptions {
+  /**
+   * The fencing token of the lease the rollout runs under. The append is refused with
+   * `LOCK_LOST` unless the target's current lease has this token: a process that lost its lease
+   * writes nothing more.
+   */
+  readonly token: number;
+}
+
 /**
  * Where Kiln keeps releases and rollouts. One contract, several implementations (the embedded
  * file store; PostgreSQL for servers). Every method may throw `STATE_UNAVAILABLE` or `STATE_CORRUPT`.
+ *
+ * **The journal is append-only.** A rollout's journal entries are written one at a time with
+ * {@link StateStore.appendJournal}, which costs the same whatever the size of the fleet, the
+ * rollout's journal so far or the target's history: the store keeps appended entries apart from
+ * the target's state document (a JSON-lines file beside the file store's state file, rows of a
+ * table in PostgreSQL). {@link StateStore.read} and {@link StateStore.update} show each rollout
+ * with its whole journal (recorded and appended entries, in `seq` order), and every `update`
+ * folds the appended entries into the rollout records it writes (compaction): the update that
+ * records a rollout's end leaves its journal whole in its record.
  */
 export interface StateStore {
-  /** The target's state; an empty state for a target never deployed. */
+  /**
+   * The target's state, each rollout with its whole journal; an empty state for a target never
+   * deployed.
+   */
   read(target: Target): Promise<TargetState>;
   /**
    * Every target that has been deployed: with a release, a rollout or a current release
@@ -218,11 +246,31 @@ export interface StateStore {
   listTargets(): Promise<Target[]>;
   /**
    * Changes a target's state atomically: `change` gets the current state to modify in place and
-   * its return value is passed through. Concurrent updates of one target are serialised. When
-   * `change` throws, nothing is written and the error propagates.
+   * its return value is passed through. Concurrent updates (and appends) of one target are
+   * serialised. When `change` throws, nothing is written and the error propagates.
+   *
+   * `change` sees every rollout with its whole journal, appended entries included, and what it
+   * leaves is written with them folded into the rollout records (the store then holds no
+   * appended entry apart): this is how a rollout's journal is compacted when its end is recorded.
    * @throws KilnError LOCK_LOST when `options.token` is given and is not the current lease's
    */
   update<T>(target: Target, change: (state: TargetState) => T, options?: UpdateOptions): Promise<T>;
+  /**
+   * Appends one entry to the journal of rollout `rolloutId`, under the rollout's lease: the store
+   * numbers it (`seq`: one more than the rollout's last entry, recorded or appended) and keeps it
+   * durably before it resolves, apart from the state document, so the cost of an append does not
+   * grow with the fleet, the journal or the history. Appends and updates of one target are
+   * serialised. A write cut short by the process dying (a torn last line in the file store) is
+   * never seen: `read` ignores it and the next append replaces it.
+   * @param target - the rollout's target
+   * @param rolloutId - a rollout the target's state holds (written with `update` first)
+   * @param entry - the entry, without its `seq`
+   * @param options - the lease's fencing token
+   * @returns the entry as stored, with its `seq`
+   * @throws KilnError LOCK_LOST when `options.token` is not the current lease's (nothing is written)
+   * @throws KilnError INTERNAL when the target's state holds no rollout `rolloutId`
+   */
+  appendJournal(target: Target, rolloutId: string, entry: NewJournalEntry, options: AppendJournalOptions): Promise<JournalEntry>;
   /**
    * Takes the target's rollout lock: a lease with a new fencing token, renewed every `ttlMs / 3`
    * by an unref'd timer (it never keeps the process alive) until {@link TargetLock.release}. A
@@ -255,6 +303,51 @@ export function emptyTargetState(target: Target): TargetState {
  */
 export function isListedTarget(state: Pick<TargetState, "releases" | "rollouts" | "currentRelease">): boolean {
   return state.releases.length > 0 || state.rollouts.length > 0 || state.currentRelease !== undefined;
+}
+
+/** An entry appended to a rollout's journal, as a store keeps it apart until an update folds it in. */
+export interface AppendedJournalEntry {
+  readonly rolloutId: string;
+  readonly entry: JournalEntry;
+}
+
+/**
+ * Folds appended journal entries into the rollout records of `state` (in place), as a store's
+ * `read` and `update` do: each rollout's journal becomes its recorded entries and its appended
+ * ones, in `seq` order. An appended entry whose `seq` the record already has is dropped: it was
+ * folded in before, by a store that could not clear it in the same atomic step and meets it
+ * again. Entries of a rollout the state does not hold are ignored. Returns `state`.
+ */
+export function foldJournal(state: TargetState, appended: Iterable<AppendedJournalEntry>): TargetState {
+  const byRollout = new Map<string, JournalEntry[]>();
+  for (const { rolloutId, entry } of appended) {
+    const list = byRollout.get(rolloutId);
+    if (list) list.push(entry);
+    else byRollout.set(rolloutId, [entry]);
+  }
+  if (byRollout.size === 0) return state;
+  for (const rollout of state.rollouts) {
+    const entries = byRollout.get(rollout.id);
+    if (!entries) continue;
+    rollout.journal ??= [];
+    const recorded = new Set(rollout.journal.map((entry) => entry.seq));
+    let sorted = true;
+    for (const entry of entries) {
+      if (recorded.has(entry.seq)) continue;
+      recorded.add(entry.seq);
+      if (rollout.journal.length > 0 && rollout.journal.at(-1)!.seq > entry.seq) sorted = false;
+      rollout.journal.push(entry);
+    }
+    if (!sorted) rollout.journal.sort((a, b) => a.seq - b.seq);
+  }
+  return state;
+}
+
+/** The `seq` of a rollout's last journal entry; 0 when it has none. */
+export function lastJournalSeq(rollout: Pick<RolloutRecord, "journal">): number {
+  let last = 0;
+  for (const entry of rollout.journal ?? []) last = Math.max(last, entry.seq);
+  return last;
 }
 
 /** How many finished rollouts keep their journal; older ones keep their record without it. */
