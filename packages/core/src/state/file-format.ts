@@ -46,10 +46,10 @@ export interface JournalFolded {
   readonly bytes: number;
 }
 
-/** A state file as read: its text (to tell whether a write changes it) and what it holds. */
+/** A state file as read: its bytes (to tell whether a write changes it) and what it holds. */
 export interface LoadedState {
   /** Undefined when there is no state file. */
-  readonly text: string | undefined;
+  readonly bytes: Buffer | undefined;
   readonly version: number | undefined;
   /** The state, without lease or fencing token. */
   readonly state: TargetState;
@@ -79,21 +79,23 @@ export function unavailable(doing: string, file: string, cause: unknown): KilnEr
   return new KilnError("STATE_UNAVAILABLE", `Cannot ${doing} ${file}: check free disk space and permissions.`, { cause });
 }
 
-/** A file's text; undefined when it does not exist. */
-async function readText(file: string): Promise<string | undefined> {
+/** A file's bytes; undefined when it does not exist. */
+async function readBytes(file: string): Promise<Buffer | undefined> {
   try {
-    return await readFile(file, "utf8");
+    return await readFile(file);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new KilnError("STATE_UNAVAILABLE", `Cannot read the state file ${file}: check its permissions.`, { cause: error });
   }
 }
 
+const NEWLINE = 0x0a;
+
 /** A finished rollout's journal as its line of the state file, parsed when first asked for. */
 interface ArchivedJournal {
   readonly file: string;
   /** The line as read; undefined for a rollout with no journal line. */
-  readonly line: string | undefined;
+  readonly line: Buffer | undefined;
   /** Whether the journal was asked for (or replaced) since it was read: then it is written anew. */
   touched: boolean;
   value: JournalEntry[] | undefined;
@@ -107,7 +109,7 @@ const archived = new WeakMap<RolloutRecord, ArchivedJournal>();
  * access (`rollout.journal` is an accessor: reading, spreading, cloning and serialising the record
  * all see the array; assigning replaces it).
  */
-function archiveJournal(rollout: RolloutRecord, file: string, line: string | undefined): void {
+function archiveJournal(rollout: RolloutRecord, file: string, line: Buffer | undefined): void {
   const journal: ArchivedJournal = { file, line, touched: false, value: undefined };
   archived.set(rollout, journal);
   Object.defineProperty(rollout, "journal", {
@@ -125,9 +127,9 @@ function archiveJournal(rollout: RolloutRecord, file: string, line: string | und
   });
 }
 
-function parseArchivedJournal(file: string, line: string): JournalEntry[] {
+function parseArchivedJournal(file: string, line: Buffer): JournalEntry[] {
   try {
-    const parsed = JSON.parse(line) as { journal?: unknown };
+    const parsed = JSON.parse(line.toString("utf8")) as { journal?: unknown };
     if (!Array.isArray(parsed.journal)) throw new Error("a journal line holds no journal");
     return parsed.journal as JournalEntry[];
   } catch (error) {
@@ -138,14 +140,21 @@ function parseArchivedJournal(file: string, line: string): JournalEntry[] {
 /** The rollout id a journal line of the state file starts with (`{"rolloutId":"…",`), read without parsing the line. */
 const ARCHIVED_LINE_START = /^\{"rolloutId":("(?:[^"\\]|\\.)*"),"journal":/;
 
-/** The journal lines of a state file (after its first line), by rollout id, unparsed. */
-function archivedLines(file: string, text: string): Map<string, string> {
-  const lines = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
-    const start = ARCHIVED_LINE_START.exec(line);
-    if (!start) throw corrupt(file, "a line after the first is not a rollout's journal");
-    lines.set(JSON.parse(start[1]!) as string, line);
+/** The longest start of a journal line decoded to find its rollout id (bytes): ids are short. */
+const ARCHIVED_LINE_START_BYTES = 512;
+
+/** The journal lines of a state file (from byte `from`), by rollout id, undecoded. */
+function archivedLines(file: string, bytes: Buffer, from: number): Map<string, Buffer> {
+  const lines = new Map<string, Buffer>();
+  for (let start = from; start < bytes.length; ) {
+    let end = bytes.indexOf(NEWLINE, start);
+    if (end < 0) end = bytes.length;
+    if (end > start) {
+      const match = ARCHIVED_LINE_START.exec(bytes.toString("utf8", start, Math.min(end, start + ARCHIVED_LINE_START_BYTES)));
+      if (!match) throw corrupt(file, "a line after the first is not a rollout's journal");
+      lines.set(JSON.parse(match[1]!) as string, bytes.subarray(start, end));
+    }
+    start = end + 1;
   }
   return lines;
 }
@@ -156,12 +165,12 @@ function archivedLines(file: string, text: string): Map<string, string> {
  * @throws KilnError STATE_CORRUPT, STATE_UNAVAILABLE
  */
 export async function loadStateFile(file: string, target: Target): Promise<LoadedState> {
-  const text = await readText(file);
-  if (text === undefined) return { text, version: undefined, state: emptyTargetState(target), journalFolded: undefined, legacyLease: {} };
-  const firstLineEnd = text.indexOf("\n");
+  const bytes = await readBytes(file);
+  if (bytes === undefined) return { bytes, version: undefined, state: emptyTargetState(target), journalFolded: undefined, legacyLease: {} };
+  const firstLineEnd = bytes.indexOf(NEWLINE);
   let parsed: { version?: unknown; state?: TargetState; journalFolded?: JournalFolded };
   try {
-    parsed = JSON.parse(firstLineEnd < 0 ? text : text.slice(0, firstLineEnd)) as typeof parsed;
+    parsed = JSON.parse(bytes.toString("utf8", 0, firstLineEnd < 0 ? bytes.length : firstLineEnd)) as typeof parsed;
   } catch (error) {
     throw corrupt(file, (error as Error).message, error);
   }
@@ -169,7 +178,7 @@ export async function loadStateFile(file: string, target: Target): Promise<Loade
   if ((parsed.version !== STATE_FORMAT && parsed.version !== LEGACY_STATE_FORMAT) || !state || !Array.isArray(state.releases) || !Array.isArray(state.rollouts)) {
     throw corrupt(file, `unknown format version ${String(parsed.version)}`);
   }
-  const lines = parsed.version === STATE_FORMAT && firstLineEnd >= 0 ? archivedLines(file, text.slice(firstLineEnd + 1)) : new Map<string, string>();
+  const lines = parsed.version === STATE_FORMAT && firstLineEnd >= 0 ? archivedLines(file, bytes, firstLineEnd + 1) : new Map<string, Buffer>();
   for (const rollout of state.rollouts) {
     if (parsed.version === STATE_FORMAT && rollout.status !== "running") archiveJournal(rollout, file, lines.get(rollout.id));
     // Rollouts recorded before the journal existed have none.
@@ -179,7 +188,7 @@ export async function loadStateFile(file: string, target: Target): Promise<Loade
   delete state.lease;
   delete state.fencingToken;
   return {
-    text,
+    bytes,
     version: parsed.version,
     state,
     journalFolded: parsed.journalFolded,
@@ -191,13 +200,13 @@ export async function loadStateFile(file: string, target: Target): Promise<Loade
 export const isLegacy = (loaded: LoadedState): boolean => loaded.version === LEGACY_STATE_FORMAT;
 
 /**
- * A state file's text: format 2, without lease or fencing token, compact JSON (for Kiln, not
- * people). A finished rollout's journal goes on a line of its own, as it was read when nothing
- * asked for it since.
+ * A state file's bytes: format 2, without lease or fencing token, compact JSON (for Kiln, not
+ * people). A finished rollout's journal goes on a line of its own, copied as it was read when
+ * nothing asked for it since.
  */
-export function stateFileText(state: TargetState, journalFolded: JournalFolded | undefined): string {
+export function stateFileBytes(state: TargetState, journalFolded: JournalFolded | undefined): Buffer {
   const { lease: _lease, fencingToken: _fencingToken, rollouts, ...rest } = state;
-  const lines: string[] = [];
+  const lines: Buffer[] = [];
   const records = rollouts.map((rollout) => {
     if (rollout.status === "running") return rollout;
     const record: Record<string, unknown> = {};
@@ -207,12 +216,13 @@ export function stateFileText(state: TargetState, journalFolded: JournalFolded |
     if (journal && !journal.touched) {
       if (journal.line !== undefined) lines.push(journal.line);
     } else if (rollout.journal.length > 0) {
-      lines.push(JSON.stringify({ rolloutId: rollout.id, journal: rollout.journal }));
+      lines.push(Buffer.from(JSON.stringify({ rolloutId: rollout.id, journal: rollout.journal })));
     }
     return record;
   });
-  const first = JSON.stringify({ version: STATE_FORMAT, state: { ...rest, rollouts: records }, ...(journalFolded ? { journalFolded } : {}) });
-  return `${[first, ...lines].join("\n")}\n`;
+  const first = Buffer.from(JSON.stringify({ version: STATE_FORMAT, state: { ...rest, rollouts: records }, ...(journalFolded ? { journalFolded } : {}) }));
+  const newline = Buffer.from("\n");
+  return Buffer.concat([first, ...lines].flatMap((line) => [line, newline]));
 }
 
 /**
@@ -220,10 +230,10 @@ export function stateFileText(state: TargetState, journalFolded: JournalFolded |
  * @throws KilnError STATE_CORRUPT, STATE_UNAVAILABLE
  */
 export async function loadLeaseFile(file: string): Promise<LeaseFileContent | undefined> {
-  const text = await readText(file);
-  if (text === undefined) return undefined;
+  const bytes = await readBytes(file);
+  if (bytes === undefined) return undefined;
   try {
-    const parsed = JSON.parse(text) as LeaseFileContent & { version?: unknown };
+    const parsed = JSON.parse(bytes.toString("utf8")) as LeaseFileContent & { version?: unknown };
     if (parsed.version !== LEASE_FORMAT) throw new Error(`unknown format version ${String(parsed.version)}`);
     return { lease: parsed.lease, fencingToken: parsed.fencingToken };
   } catch (error) {

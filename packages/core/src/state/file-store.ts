@@ -4,7 +4,7 @@ import lockfile from "proper-lockfile";
 import writeFileAtomic from "write-file-atomic";
 import { KilnError } from "../errors.js";
 import { formatTarget, parseTarget, type Target } from "../target.js";
-import { isLegacy, leaseFileText, loadLeaseFile, loadStateFile, stateFileText, targetFiles, unavailable, type LeaseFileContent, type LoadedState, type TargetFiles } from "./file-format.js";
+import { isLegacy, leaseFileText, loadLeaseFile, loadStateFile, stateFileBytes, targetFiles, unavailable, type LeaseFileContent, type LoadedState, type TargetFiles } from "./file-format.js";
 import { journalHeaderText, journalLineBytes, loadJournalFile, readJournalTail, readJournalThrough, unfoldedEntries, type LoadedJournal } from "./journal-file.js";
 import { DEFAULT_LEASE_TTL_MS, acquireLease, assertLeaseToken, describeLease, holdLease, releaseLease, renewLease } from "./lease.js";
 import { compactHistory, emptyTargetState, foldJournal, isListedTarget, lastJournalSeq, type JournalEntry, type NewJournalEntry, type StateStore, type TargetLock, type TargetState } from "./types.js";
@@ -173,7 +173,7 @@ async function lockFile(at: TargetAt): Promise<() => Promise<void>> {
   }
 }
 
-async function writeFile(file: string, text: string): Promise<void> {
+async function writeFile(file: string, text: string | Buffer): Promise<void> {
   try {
     await writeFileAtomic(file, text);
   } catch (error) {
@@ -212,7 +212,7 @@ function changeLease<T>(at: TargetAt, change: (state: TargetState) => T): Promis
     const result = change(state);
     if (leaseFileText(state) !== before || loaded.legacy) {
       await writeFile(at.files.lease, leaseFileText(state));
-      if (loaded.legacy) await writeFile(at.files.state, stateFileText(loaded.legacy.state, loaded.legacy.journalFolded));
+      if (loaded.legacy) await writeFile(at.files.state, stateFileBytes(loaded.legacy.state, loaded.legacy.journalFolded));
     }
     return result;
   });
@@ -263,8 +263,8 @@ function updateState<T>(at: TargetAt, change: (state: TargetState) => T, token: 
     // The lease file first: rewriting a format 1 state file drops its lease, which must be kept elsewhere by then.
     const leaseAfter = leaseFileText(state);
     if (leaseAfter !== leaseBefore || (!lease.stored && leaseAfter !== leaseFileText({}))) await writeFile(at.files.lease, leaseAfter);
-    const text = stateFileText(state, journal?.id !== undefined ? { id: journal.id, bytes: journal.bytes } : loaded.journalFolded);
-    if (text !== loaded.text) await writeFile(at.files.state, text);
+    const bytes = stateFileBytes(state, journal?.id !== undefined ? { id: journal.id, bytes: journal.bytes } : loaded.journalFolded);
+    if (!loaded.bytes?.equals(bytes)) await writeFile(at.files.state, bytes);
     await restartJournal(at, journal, state);
     return result;
   });
