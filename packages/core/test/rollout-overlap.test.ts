@@ -25,6 +25,7 @@ afterEach(async () => {
 type Entry =
   | { readonly kind: "launch-start"; readonly key: string; readonly count: number }
   | { readonly kind: "launch-end"; readonly key: string; readonly count: number; readonly ids: readonly string[] }
+  | { readonly kind: "launch-failed"; readonly key: string; readonly count: number }
   | { readonly kind: "terminate-start"; readonly ids: readonly string[] }
   | { readonly kind: "terminate-end"; readonly ids: readonly string[] }
   | { readonly kind: "terminate-failed"; readonly ids: readonly string[] }
@@ -51,7 +52,13 @@ function setup(options: Options = {}) {
       async launch(request, ctx) {
         const key = request.idempotencyKey.slice(request.idempotencyKey.indexOf(":") + 1);
         timeline.push({ kind: "launch-start", key, count: request.count });
-        const started = await memory.instances.launch(request, ctx);
+        let started;
+        try {
+          started = await memory.instances.launch(request, ctx);
+        } catch (error) {
+          timeline.push({ kind: "launch-failed", key, count: request.count });
+          throw error;
+        }
         timeline.push({ kind: "launch-end", key, count: request.count, ids: started.map((instance) => instance.id) });
         return started;
       },
@@ -85,6 +92,7 @@ function checkInvariant(timeline: readonly Entry[], before: readonly string[], b
   const broken: string[] = [];
   timeline.forEach((entry, index) => {
     if (entry.kind === "launch-start") launching += entry.count;
+    if (entry.kind === "launch-failed") launching -= entry.count;
     if (entry.kind === "launch-end") {
       launching -= entry.count;
       for (const id of entry.ids) running.add(id);
@@ -240,10 +248,10 @@ describe("failures while a retirement and a launch are both under way", () => {
     const live = [...env.memory.live.values()];
     expect(live.filter((instance) => instance.release === 2)).toEqual([]);
     expect(live.filter((instance) => instance.release === 1 && instance.state === "running")).toHaveLength(4);
-    // Nothing of the rollout's ran on after it returned.
-    const settled = env.timeline.length;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(env.timeline.length).toBe(settled);
+    // Nothing of the rollout's runs on after it returned: every provider call it started had ended.
+    const started = env.timeline.filter((entry) => entry.kind === "launch-start" || entry.kind === "terminate-start").length;
+    const ended = env.timeline.filter((entry) => ["launch-end", "launch-failed", "terminate-end", "terminate-failed"].includes(entry.kind)).length;
+    expect(ended).toBe(started);
   });
 
   it("a gate that fails meanwhile is the reason: the retirement finishes, then the undo restores the previous release", async () => {
