@@ -1,12 +1,11 @@
 // `kiln --help` and `kiln validate` load only what they use (issue 13, start-up): no provider's
 // operations or SDK, no dockerode, no lifecycle half of core, no live-view terminal library. A check
 // of the modules the built CLI loads, not of time (timings are in scripts/bench/startup.ts).
-import { existsSync } from "node:fs";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { runTracingModules, type TracedRun } from "@kilnjs/testkit";
+import { requireBuildOutput, runTracingModules, type TracedRun } from "@kilnjs/testkit";
 import { describe, expect, it } from "vitest";
 
 const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -29,7 +28,7 @@ async function kiln(args: string[]): Promise<TracedRun> {
   return run;
 }
 
-describe.skipIf(!existsSync(BIN))("start-up of the built kiln", () => {
+describe.skipIf(!requireBuildOutput(BIN))("start-up of the built kiln", () => {
   it("kiln --help loads commander and none of core, the providers or their SDKs", async () => {
     const run = await kiln(["--help"]);
     expect(run.stdout).toContain("Usage: kiln");

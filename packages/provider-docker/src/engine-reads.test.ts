@@ -1,5 +1,4 @@
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
@@ -7,6 +6,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { LABELS, silentLogger, type ProviderContext } from "@kilnjs/core";
+import { requireBuildOutput } from "@kilnjs/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EngineHttpError, EngineReads } from "./engine-reads.js";
 import { createDockerProvider } from "./provider.js";
@@ -146,7 +146,7 @@ describe("module loading", () => {
   const dist = fileURLToPath(new URL("../dist/index.cjs", import.meta.url));
   const HEAVY = /[\\/]node_modules[\\/](dockerode|docker-modem|ssh2|@grpc|protobufjs)[\\/]/;
 
-  it.skipIf(!existsSync(dist))("ping, find and list load neither dockerode nor its transports; a launch or terminate does", async () => {
+  it.skipIf(!requireBuildOutput(dist))("ping, find and list load neither dockerode nor its transports; a launch or terminate does", async () => {
     const engine = await startFakeEngine();
     // A separate process (so nothing is loaded already), asynchronous (so this one's fake engine answers).
     const script = `

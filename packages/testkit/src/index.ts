@@ -47,7 +47,7 @@ export { dockerEngineAvailable, requireDockerEngine } from "./engines.js";
  * Which modules a Node.js process loads (ES modules and CommonJS), to prove that a command or call
  * leaves a heavy dependency unloaded: a check of what is loaded, not of time.
  */
-export { packageOfFile, runTracingModules } from "./module-loads.js";
+export { packageOfFile, requireBuildOutput, runTracingModules } from "./module-loads.js";
 export type { TraceOptions, TracedRun } from "./module-loads.js";
 export { DEFAULT_MOTO_ENDPOINT, motoAvailable, motoEndpoint, requireMoto, resetMoto } from "./moto.js";
 /** Gate integration tests on PostgreSQL (`KILN_PG_URL`, else `scripts/postgres.sh`'s 127.0.0.1:5433) like `requireMoto`. */

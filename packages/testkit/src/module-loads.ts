@@ -5,6 +5,7 @@
  * @module
  */
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -113,4 +114,20 @@ export async function runTracingModules(args: readonly string[], options: TraceO
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Whether `file`, a build output a test runs (a package's `dist/…`), exists. When it does not, a
+ * loud `*** SKIPPED: … ***` notice goes to stderr and the caller skips (`npm run build` makes it;
+ * `npm test` builds first); under `CI=true` it throws instead: a suite must never pass in CI by
+ * being skipped.
+ * @param file - the absolute path of the build output
+ * @throws Error under `CI=true` when `file` is missing
+ */
+export function requireBuildOutput(file: string): boolean {
+  if (existsSync(file)) return true;
+  const notice = `${file} is missing: run npm run build (npm test builds first)`;
+  if (process.env.CI === "true") throw new Error(notice);
+  process.stderr.write(`\n*** SKIPPED: ${notice} ***\n\n`);
+  return false;
 }
