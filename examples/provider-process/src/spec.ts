@@ -1,5 +1,4 @@
-import { defineProviderSpec, type SectionValues, type SpecIssue } from "@kilnjs/core";
-import { z } from "zod";
+import { defineProviderSpec, z, type SectionValues, type SpecIssue } from "@kilnjs/core";
 
 /** How each instance runs: the `instances.process` section (always there: its defaults apply when the spec has none). */
 export const processInstancesSchema = z

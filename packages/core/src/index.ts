@@ -9,6 +9,14 @@
 // Errors, logging, waiting, targets.
 export { ERROR_CODES, KilnError, isKilnError, toKilnError, isAbortError, throwIfAborted } from "./errors.js";
 export type { ErrorCode, KilnErrorOptions } from "./errors.js";
+/**
+ * The zod that core validates specs with (zod 4, bundled into core's build): a provider builds its
+ * spec sections ({@link ProviderSpec}) with this `z`, so that one copy of zod composes core's schema
+ * and every provider's, and a command that only reads a spec loads zod once, as one file. A schema
+ * made with another copy of the same zod major version composes too (zod 4 recognises its types by
+ * traits, not by class), at the cost of loading that copy. See https://zod.dev/api for the API.
+ */
+export { z } from "zod";
 export { silentLogger } from "./logger.js";
 export type { Logger } from "./logger.js";
 export { waitFor, sleep } from "./wait.js";

@@ -17,6 +17,14 @@ export { DEFAULT_ENVIRONMENT, formatTarget, parseTarget } from "./target.js";
 export type { Target } from "./target.js";
 
 // What a provider's spec declaration uses.
+/**
+ * The zod that core validates specs with (zod 4, bundled into core's build): a provider builds its
+ * spec sections ({@link ProviderSpec}) with this `z`, so that one copy of zod composes core's schema
+ * and every provider's, and a command that only reads a spec loads zod once, as one file. A schema
+ * made with another copy of the same zod major version composes too (zod 4 recognises its types by
+ * traits, not by class), at the cost of loading that copy. See https://zod.dev/api for the API.
+ */
+export { z } from "zod";
 export { DEFAULT_PROVIDER_SPEC, PROVIDER_SECTION_KEYS, PROVIDER_SECTION_PATHS, defineProviderSpec, readSection, sectionValues } from "./provider/spec.js";
 export type { FingerprintContribution, ProviderSectionKey, ProviderSections, ProviderSpec, ReadSection, SectionValues } from "./provider/spec.js";
 export { LABELS } from "./provider/labels.js";

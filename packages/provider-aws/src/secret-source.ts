@@ -1,4 +1,4 @@
-import { z } from "zod";
+import { z } from "@kilnjs/core/spec";
 
 /**
  * AWS's rules for the names this provider's secret store reads, checked before any call (pure,

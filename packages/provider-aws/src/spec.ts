@@ -1,5 +1,4 @@
-import { LABELS, defineProviderSpec, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core/spec";
-import { z } from "zod";
+import { LABELS, defineProviderSpec, z, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core/spec";
 import { awsSecretSourceSchema } from "./secret-source.js";
 
 /** The base AMI a machine image is baked from: `image.machine.base.aws`. */
