@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -315,6 +315,94 @@ describe("fingerprintBuild", () => {
       const cold = await fingerprintBuild(optionsFor(dir, { cacheFile }));
       expect(cold.fingerprint).toBe(first.fingerprint);
       expect(cold.cacheHits).toBe(0);
+    });
+  });
+
+  describe("directory cache", () => {
+    /** The folders of BASIC: the root, app and app/lib. */
+    const FOLDERS = [".", "app", "app/lib"];
+    const statCacheOf = () => path.join(root, "project", ".kiln", "cache", "fingerprint-web.stat-cache");
+    const directoryCacheOf = () => path.join(root, "project", ".kiln", "cache", "fingerprint-web.directory-cache");
+
+    /** BASIC under a/, with every file and folder an hour old (out of the racy window). */
+    async function agedTree(extra: TreeSpec = {}): Promise<string> {
+      const spec = { ...BASIC, ...extra };
+      const dir = await makeTree(path.join(root, "a"), spec);
+      await age(dir, [...Object.keys(spec), ...FOLDERS]);
+      return dir;
+    }
+
+    it("lists no folder on the second run, beside the stat cache, and gives the same result", async () => {
+      const dir = await agedTree();
+      const first = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(first.directoryCacheHits).toBe(0);
+      expect(await readFile(directoryCacheOf(), "utf8")).toMatch(/^kiln-fingerprint-directory-cache 1 \d+ [0-9a-f]{64} 3 [0-9a-f]{64}\n/);
+      const second = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(second.directoryCacheHits).toBe(FOLDERS.length);
+      expect(second.fingerprint).toBe(first.fingerprint);
+      expect(second.files).toEqual(first.files);
+    });
+
+    it("lists again a folder an entry was added to, and only that one", async () => {
+      const dir = await agedTree();
+      const first = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      await writeFile(path.join(dir, "app/lib/added.js"), "export const y = 2;\n");
+      const second = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(second.files).toContain("app/lib/added.js");
+      expect(second.fingerprint).not.toBe(first.fingerprint);
+      expect(second.fingerprint).toBe(await fingerprintOf(dir));
+      expect(second.directoryCacheHits).toBe(FOLDERS.length - 1);
+    });
+
+    it("sees a removed file and a renamed folder", async () => {
+      const dir = await agedTree({ "app/old/x.js": "x\n" });
+      await age(dir, ["app/old"]);
+      await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      await rm(path.join(dir, "README.md"));
+      await rename(path.join(dir, "app/old"), path.join(dir, "app/new"));
+      const second = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(second.files).not.toContain("README.md");
+      expect(second.files).toContain("app/new/x.js");
+      expect(second.files).not.toContain("app/old/x.js");
+      expect(second.fingerprint).toBe(await fingerprintOf(dir));
+    });
+
+    it("uses no listing filtered with other ignore rules", async () => {
+      const dir = await agedTree({ ".dockerignore": "README.md\n" });
+      const first = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(first.files).not.toContain("README.md");
+      // Same size and mtime for .dockerignore would not matter: the rules' text is the key.
+      await writeFile(path.join(dir, ".dockerignore"), "app/lib\n");
+      await age(dir, [".dockerignore", "."]);
+      const second = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(second.directoryCacheHits).toBe(0);
+      expect(second.files).toContain("README.md");
+      expect(second.files).not.toContain("app/lib/util.js");
+      expect(second.fingerprint).toBe(await fingerprintOf(dir));
+    });
+
+    it("lists again a folder changed within the racy window", async () => {
+      // Folders as created: their mtime is now, too fresh to trust on the next run.
+      const dir = await makeTree(path.join(root, "a"), BASIC);
+      await age(dir, Object.keys(BASIC));
+      await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      const second = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      expect(second.directoryCacheHits).toBe(0);
+    });
+
+    it("treats a corrupt cache as none and rewrites it", async () => {
+      const dir = await agedTree();
+      const expected = await fingerprintOf(dir);
+      await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+      const good = await readFile(directoryCacheOf(), "utf8");
+      for (const junk of ["", "junk\n", good.slice(0, -5), good.replace(/\tfDockerfile/, "\tfDockerfilf"), good.replace(/ 3 ([0-9a-f]{64})\n/, " 4 $1\n")]) {
+        await writeFile(directoryCacheOf(), junk);
+        const result = await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }));
+        expect(result.directoryCacheHits).toBe(0);
+        expect(result.fingerprint).toBe(expected);
+      }
+      expect((await fingerprintBuild(optionsFor(dir, { cacheFile: statCacheOf() }))).directoryCacheHits).toBe(FOLDERS.length);
     });
   });
 

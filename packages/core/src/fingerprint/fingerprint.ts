@@ -6,6 +6,7 @@ import { performance } from "node:perf_hooks";
 import { KilnError } from "../errors.js";
 import { silentLogger, type Logger } from "../logger.js";
 import { resolveBaseImages } from "./dockerfile.js";
+import { directoryCacheFileOf, directoryCacheKey, readDirectoryCache, writeDirectoryCache, type DirectoryCache, type DirectoryWalk } from "./directory-cache.js";
 import { createContextFilter } from "./ignore.js";
 import { findSecretFiles, secretFilesError } from "./secret-files.js";
 import {
@@ -40,8 +41,12 @@ export interface FingerprintOptions {
    * Where to keep the stat cache (a versioned text file, one line per file: see
    * `formatStatCache`; its folder is created). Files whose stat data (size, mtime, ctime, inode,
    * mode) match the cache are not read again. A missing, corrupt, cut-short or foreign-version
-   * cache (version 1 caches were JSON) is treated as empty and rewritten. @defaultValue no cache:
-   * every file is read
+   * cache (version 1 caches were JSON) is treated as empty and rewritten.
+   *
+   * Beside it, the directory cache ({@link directoryCacheFileOf}: `<name>.directory-cache` for a
+   * `<name>.stat-cache`) keeps each folder's listing after the ignore rules: a folder whose stat
+   * data (mtime, ctime, inode) is unchanged is not listed or matched again (git's untracked cache);
+   * its files are still looked at. @defaultValue no caches: every folder is listed and every file read
    */
   cacheFile?: string;
   /** Cancels the walk and the hashing; the call then throws `ABORTED`. */
@@ -82,6 +87,8 @@ export interface FingerprintResult {
   bytesHashed: number;
   /** How many regular files the stat cache served without reading them. */
   cacheHits: number;
+  /** How many folders the directory cache served without listing them (0 without a cache file). */
+  directoryCacheHits: number;
   /** Wall time of the call, in milliseconds. */
   durationMs: number;
 }
@@ -252,14 +259,23 @@ export async function fingerprintBuild(options: FingerprintOptions): Promise<Fin
   const dockerfile = await readDockerfile(dockerfilePath);
   const dockerfileRel = pathInside(run.contextDir, path.resolve(dockerfilePath));
   const baseImages = resolveBaseImages(dockerfile.toString("utf8"), args);
-  const filter = withExclusions(
-    createContextFilter(await readDockerignore(run.contextDir), [".dockerignore", ...(dockerfileRel ? [dockerfileRel] : [])]),
-    (options.exclude ?? []).flatMap((excluded) => pathInside(run.contextDir, path.resolve(excluded)) ?? []),
-  );
+  const dockerignore = await readDockerignore(run.contextDir);
+  const alwaysIncluded = [".dockerignore", ...(dockerfileRel ? [dockerfileRel] : [])];
+  const excluded = (options.exclude ?? []).flatMap((excludedPath) => pathInside(run.contextDir, path.resolve(excludedPath)) ?? []);
+  const filter = withExclusions(createContextFilter(dockerignore, alwaysIncluded), excluded);
 
-  // Read the cache while walking; both only read.
+  // Read the stat cache while walking; both only read. The walk needs the directory cache first.
   const cacheLoading = cacheFile ? readStatCache(cacheFile) : Promise.resolve(undefined);
-  const entries = await walkContext(run, filter);
+  const rulesKey = directoryCacheKey({ dockerignore, alwaysIncluded, excluded });
+  const directoryCacheFile = cacheFile ? directoryCacheFileOf(cacheFile) : undefined;
+  let directories: DirectoryWalk | undefined;
+  if (directoryCacheFile) {
+    const read = await readDirectoryCache(directoryCacheFile);
+    if (read.problem) logger.debug("fingerprint: ignoring the directory cache", { cacheFile: directoryCacheFile, problem: read.problem });
+    const cached: DirectoryCache | undefined = read.cache?.rulesKey === rulesKey ? read.cache : undefined;
+    directories = { cached, listings: new Map(), listed: 0 };
+  }
+  const entries = await walkContext(run, filter, directories);
   // Refuse secrets before reading any file: nothing of them is hashed, cached or sent.
   const secretFiles = await findSecretFiles(
     entries.filter((entry) => entry.kind === "file"),
@@ -330,6 +346,17 @@ export async function fingerprintBuild(options: FingerprintOptions): Promise<Fin
     }
   }
 
+  if (directoryCacheFile && directories && (directories.listed > 0 || directories.cached?.size !== directories.listings.size)) {
+    try {
+      await writeDirectoryCache(directoryCacheFile, startedAtMs, rulesKey, directories.listings);
+    } catch (error) {
+      logger.warn("fingerprint: could not write the directory cache; the next run lists every folder again", {
+        cacheFile: directoryCacheFile,
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
   return {
     fingerprint: `sha256:${manifest.digest("hex")}`,
     files: entries.map((entry) => entry.relPath),
@@ -338,6 +365,7 @@ export async function fingerprintBuild(options: FingerprintOptions): Promise<Fin
     totalBytes,
     bytesHashed,
     cacheHits,
+    directoryCacheHits: directories ? directories.listings.size - directories.listed : 0,
     durationMs: performance.now() - startedAt,
   };
 }

@@ -155,6 +155,7 @@ export async function fingerprintMachine(options: MachineFingerprintOptions): Pr
     totalBytes,
     bytesHashed: totalBytes,
     cacheHits: 0,
+    directoryCacheHits: 0,
     durationMs: performance.now() - startedAt,
     steps,
   };

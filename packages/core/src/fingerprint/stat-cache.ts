@@ -85,7 +85,7 @@ const SHA256_HEX_LENGTH = 64;
  * pass over the file (a few ms for 3 MB) finds any change or damage, where checking each entry's
  * fields in JavaScript would cost more on every run and still miss a changed number.
  */
-function checksumOf(body: string): string {
+export function checksumOf(body: string): string {
   return createHash("sha256").update(body, "utf8").digest("hex");
 }
 
@@ -120,6 +120,46 @@ function parseEntryLine(text: string, start: number): StatCacheEntry | undefined
   return { size, mtimeMs, ctimeMs, ino, mode, sha256: text.slice(at, shaEnd) };
 }
 
+/** The header of a cache file once checked: where it ends, its fields, and the fields `extra` asked for. */
+export interface CacheHeader {
+  readonly headerEnd: number;
+  readonly startedAtMs: number;
+  readonly declared: number;
+  readonly extra: readonly string[];
+}
+
+/**
+ * Checks the header line of a cache file, `<format> <version> <startedAtMs> <extra fields…> <lines> <sha256 hex of the lines below>`,
+ * and the checksum of what follows it: any difference (another format or version, a field missing
+ * or too many, a changed, damaged or cut-short body) is a problem, and the file is not used.
+ * @param extraFields - how many fields of the cache's own come after `startedAtMs` (each a 64-hex-digit key)
+ */
+export function parseCacheHeader(text: string, format: string, version: number, extraFields: number): CacheHeader | { problem: string } {
+  const headerEnd = text.indexOf("\n");
+  const fields = (headerEnd === -1 ? text : text.slice(0, headerEnd)).split(" ");
+  const [name, versionText, startedAtText] = fields;
+  const extra = fields.slice(3, 3 + extraFields);
+  const [countText, checksum, ...rest] = fields.slice(3 + extraFields);
+  const startedAtMs = Number(startedAtText);
+  const declared = Number(countText);
+  if (
+    headerEnd === -1 ||
+    name !== format ||
+    versionText !== String(version) ||
+    extra.length !== extraFields ||
+    extra.some((field) => field.length !== SHA256_HEX_LENGTH) ||
+    checksum?.length !== SHA256_HEX_LENGTH ||
+    rest.length > 0 ||
+    !Number.isFinite(startedAtMs) ||
+    !Number.isSafeInteger(declared) ||
+    declared < 0
+  ) {
+    return { problem: `not a version ${version} ${format.replace(/^kiln-/, "").replaceAll("-", " ")}` };
+  }
+  if (checksumOf(text.slice(headerEnd + 1)) !== checksum) return { problem: "its checksum does not match its content (the file was changed, damaged or cut short)" };
+  return { headerEnd, startedAtMs, declared, extra };
+}
+
 /**
  * Parses the text of a version 2 stat cache (see {@link formatStatCache} for the layout) by fixed
  * separators, without a regex: the first line is the header; each further line is indexed by its
@@ -131,24 +171,9 @@ function parseEntryLine(text: string, start: number): StatCacheEntry | undefined
  * @returns the cache, or why the text is not one
  */
 export function parseStatCache(text: string): { cache?: StatCache; problem?: string } {
-  const headerEnd = text.indexOf("\n");
-  const header = headerEnd === -1 ? text : text.slice(0, headerEnd);
-  const [format, version, startedAtText, countText, checksum, ...rest] = header.split(" ");
-  const startedAtMs = Number(startedAtText);
-  const declared = Number(countText);
-  if (
-    headerEnd === -1 ||
-    format !== CACHE_FORMAT ||
-    version !== String(CACHE_VERSION) ||
-    checksum?.length !== SHA256_HEX_LENGTH ||
-    rest.length > 0 ||
-    !Number.isFinite(startedAtMs) ||
-    !Number.isSafeInteger(declared) ||
-    declared < 0
-  ) {
-    return { problem: `not a version ${CACHE_VERSION} fingerprint stat cache` };
-  }
-  if (checksumOf(text.slice(headerEnd + 1)) !== checksum) return { problem: "its checksum does not match its content (the file was changed, damaged or cut short)" };
+  const header = parseCacheHeader(text, CACHE_FORMAT, CACHE_VERSION, 0);
+  if ("problem" in header) return header;
+  const { headerEnd, startedAtMs, declared } = header;
   const lineStarts = new Map<string, number>();
   let lines = 0;
   let start = headerEnd + 1;
@@ -184,6 +209,14 @@ export function parseStatCache(text: string): { cache?: StatCache; problem?: str
  * saves work, and the next write replaces it.
  */
 export async function readStatCache(file: string): Promise<{ cache?: StatCache; problem?: string }> {
+  return readCacheFile(file, parseStatCache);
+}
+
+/**
+ * Reads a cache file with `parse`: a missing file gives no cache; an unreadable or unparsable one
+ * gives the reason, naming the file, never an error.
+ */
+export async function readCacheFile<T>(file: string, parse: (text: string) => { cache?: T; problem?: string }): Promise<{ cache?: T; problem?: string }> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -191,7 +224,7 @@ export async function readStatCache(file: string): Promise<{ cache?: StatCache; 
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return {};
     return { problem: `cannot read ${file}: ${(error as Error).message}` };
   }
-  const parsed = parseStatCache(text);
+  const parsed = parse(text);
   return parsed.problem === undefined ? parsed : { problem: `${file}: ${parsed.problem}` };
 }
 
@@ -226,7 +259,15 @@ export async function writeStatCache(
   startedAtMs: number,
   entries: Iterable<[string, StatCacheEntry]>,
 ): Promise<void> {
-  const text = formatStatCache(startedAtMs, entries);
+  await writeCacheFile(file, formatStatCache(startedAtMs, entries));
+}
+
+/**
+ * Writes a cache file atomically: to a temporary file beside it, then renamed over it, so a reader
+ * sees the old file or the new one, never half of one. Creates the folder. No fsync: a cache lost
+ * in a crash only costs the next run its work.
+ */
+export async function writeCacheFile(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   const temporary = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
   try {

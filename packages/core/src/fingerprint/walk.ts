@@ -9,6 +9,7 @@ import { open } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { KilnError, toKilnError } from "../errors.js";
+import { isListingUsable, type DirectoryListing, type DirectoryStat, type DirectoryWalk } from "./directory-cache.js";
 import type { ContextFilter } from "./ignore.js";
 import type { StatTuple } from "./stat-cache.js";
 
@@ -248,8 +249,12 @@ async function callEach<T, R>(
  * Walks the context level by level, keeping what `filter` includes, without entering pruned
  * directories. Reads folders, then looks at (lstat) the kept entries, each the way
  * `run.walkMode` says ({@link WalkMode}). The entries come in no particular order.
+ *
+ * With `directories`, each folder is looked at first and, when its stat data says its listing is
+ * the cached one ({@link isListingUsable}), the cached listing is used without `readdir` or the
+ * ignore rules; the kept files are looked at either way.
  */
-export async function walkContext(run: Run, filter: ContextFilter): Promise<ContextEntry[]> {
+export async function walkContext(run: Run, filter: ContextFilter, directories?: DirectoryWalk): Promise<ContextEntry[]> {
   const entries: ContextEntry[] = [];
   let level: string[] = [""];
   const absoluteDir = (dirRel: string) => (dirRel === "" ? run.contextDir : path.join(run.contextDir, ...dirRel.split("/")));
@@ -257,29 +262,64 @@ export async function walkContext(run: Run, filter: ContextFilter): Promise<Cont
     const nextLevel: string[] = [];
     // `checked`: the ignore rules were asked already (the listing said file or symlink).
     const toLook: Array<{ relPath: string; absPath: string; checked: boolean }> = [];
+    const keep = (dirRel: string, listing: Omit<DirectoryListing, "stat">): void => {
+      const dirAbs = absoluteDir(dirRel);
+      const relPathOf = (name: string) => (dirRel === "" ? name : `${dirRel}/${name}`);
+      for (const name of listing.directories) nextLevel.push(relPathOf(name));
+      // A name from a listing has no separator: no path.join (and its normalising) needed.
+      for (const name of listing.files) toLook.push({ relPath: relPathOf(name), absPath: `${dirAbs}${path.sep}${name}`, checked: true });
+      for (const name of listing.unknown) toLook.push({ relPath: relPathOf(name), absPath: `${dirAbs}${path.sep}${name}`, checked: false });
+    };
+    let toList = level;
+    const statOf = new Map<string, DirectoryStat>();
+    if (directories) {
+      toList = [];
+      await callEach(
+        run,
+        level,
+        { sync: (dirRel) => lstatSync(absoluteDir(dirRel)), async: (dirRel) => lstatAsync(absoluteDir(dirRel)) },
+        (dirRel, stats) => {
+          const stat = { mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs, ino: stats.ino };
+          const cache = directories.cached;
+          const cached = cache?.get(dirRel);
+          if (cache && cached && stats.isDirectory() && isListingUsable(cached, stat, cache.startedAtMs)) {
+            directories.listings.set(dirRel, cached);
+            keep(dirRel, cached);
+          } else {
+            statOf.set(dirRel, stat);
+            toList.push(dirRel);
+          }
+        },
+        (dirRel, error) => unreadable(dirRel === "" ? "." : dirRel, run.contextDir, error),
+      );
+    }
     await callEach(
       run,
-      level,
+      toList,
       {
         sync: (dirRel) => readdirSync(absoluteDir(dirRel), { withFileTypes: true }),
         async: (dirRel) => readdirAsync(absoluteDir(dirRel)),
         units: (dirents) => dirents.length,
       },
       (dirRel, dirents) => {
-        const dirAbs = absoluteDir(dirRel);
+        const listing = { directories: [] as string[], files: [] as string[], unknown: [] as string[] };
         for (const dirent of dirents) {
           const relPath = dirRel === "" ? dirent.name : `${dirRel}/${dirent.name}`;
           if (dirent.isDirectory()) {
-            if (filter.entersDirectory(relPath)) nextLevel.push(relPath);
+            if (filter.entersDirectory(relPath)) listing.directories.push(dirent.name);
             continue;
           }
           // Sockets, FIFOs and devices are not part of a build context.
           if (dirent.isBlockDevice() || dirent.isCharacterDevice() || dirent.isFIFO() || dirent.isSocket()) continue;
           // Excluded files need no lstat; entries of unknown type (some filesystems) are looked at first.
-          const checked = dirent.isFile() || dirent.isSymbolicLink();
-          if (checked && !filter.includesFile(relPath)) continue;
-          // A name from a listing has no separator: no path.join (and its normalising) needed.
-          toLook.push({ relPath, absPath: `${dirAbs}${path.sep}${dirent.name}`, checked });
+          if (!dirent.isFile() && !dirent.isSymbolicLink()) listing.unknown.push(dirent.name);
+          else if (filter.includesFile(relPath)) listing.files.push(dirent.name);
+        }
+        keep(dirRel, listing);
+        const stat = statOf.get(dirRel);
+        if (directories && stat) {
+          directories.listings.set(dirRel, { stat, ...listing });
+          directories.listed++;
         }
       },
       (dirRel, error) => unreadable(dirRel === "" ? "." : dirRel, run.contextDir, error),
