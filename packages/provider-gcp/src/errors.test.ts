@@ -70,6 +70,12 @@ describe("readGceError on google-gax's own decoding (GoogleError, as google-gax 
     else expect(readGceError(error)?.kind).toBe(answer.status === 403 ? "permission-denied" : "invalid");
   });
 
+  it("counts google-gax's UNAVAILABLE and DEADLINE_EXCEEDED (a client time-out) as server errors, retryable", () => {
+    for (const code of [14, 4]) expect(readGceError(Object.assign(new Error("no answer"), { code }))).toMatchObject({ kind: "server-error" });
+    // Not an API answer at all: left to the connection and abort checks.
+    expect(readGceError(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }))).toBeUndefined();
+  });
+
   it("reads the legacy reason from google-gax 6's raw payload when it is there", async () => {
     const error = await sdkError(CASES[0]![1], true);
     const raw = JSON.stringify(CASES[0]![1].body);

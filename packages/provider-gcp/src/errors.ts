@@ -15,12 +15,12 @@ import { KilnError, createErrorMapper, type ErrorCode } from "@kilnjs/core";
 const RAW_PAYLOAD = Symbol.for("google-gax.rawHttpResponsePayload");
 
 /** gRPC status codes google-gax puts on its errors, for the ones the classifier reads. */
-const GRPC = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+const GRPC = { INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
 /**
  * The HTTP status each of those gRPC codes comes from on the REST transport (google-gax's
  * `rpcCodeFromHttpStatusCode`: 409 becomes ABORTED, 10, not ALREADY_EXISTS).
  */
-const HTTP_OF_GRPC: Readonly<Record<number, number>> = { 3: 400, 5: 404, 6: 409, 7: 403, 8: 429, 9: 412, 10: 409, 14: 503, 16: 401 };
+const HTTP_OF_GRPC: Readonly<Record<number, number>> = { 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 412, 10: 409, 14: 503, 16: 401 };
 
 /**
  * What Kiln makes of a failed call, stable across SDK versions:
@@ -31,7 +31,7 @@ const HTTP_OF_GRPC: Readonly<Record<number, number>> = { 3: 400, 5: 404, 6: 409,
  * - `in-use`: 400 `resourceInUseByAnotherResource`
  * - `precondition-failed`: 412 `conditionNotMet` (a stale fingerprint: read again, then write)
  * - `unauthenticated` / `permission-denied`: 401, and 403 with any other reason
- * - `server-error`: 5xx
+ * - `server-error`: 5xx (and google-gax's UNAVAILABLE and DEADLINE_EXCEEDED)
  * - `invalid`: any other 4xx
  */
 export type GceErrorKind =
@@ -100,7 +100,7 @@ function kindOf(httpStatus: number | undefined, grpc: number | undefined, reason
   if (reason === "conditionNotMet" || httpStatus === 412 || grpc === GRPC.FAILED_PRECONDITION) return "precondition-failed";
   if (httpStatus === 401 || grpc === GRPC.UNAUTHENTICATED) return "unauthenticated";
   if (httpStatus === 403 || grpc === GRPC.PERMISSION_DENIED) return "permission-denied";
-  if ((httpStatus !== undefined && httpStatus >= 500) || grpc === GRPC.UNAVAILABLE) return "server-error";
+  if ((httpStatus !== undefined && httpStatus >= 500) || grpc === GRPC.UNAVAILABLE || grpc === GRPC.DEADLINE_EXCEEDED) return "server-error";
   if (httpStatus === 404) return "not-found";
   if (httpStatus === 409) return "already-exists";
   return "invalid";

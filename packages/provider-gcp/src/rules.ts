@@ -32,8 +32,11 @@ export const GCE_LABEL_RULES = {
   maxBytes: 128,
 } as const;
 
-/** A label key: a lowercase letter first, then lowercase letters, other letters without case, digits, `_` and `-`. */
-const LABEL_KEY = /^\p{Ll}[\p{Ll}\p{Lo}\p{N}_-]*$/u;
+/**
+ * A label key: a lowercase letter or an international character (a letter without case, `\p{Lo}`)
+ * first, then lowercase letters, letters without case, digits, `_` and `-`.
+ */
+const LABEL_KEY = /^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]*$/u;
 /** A label value: lowercase letters, other letters without case, digits, `_` and `-` (may be empty). */
 const LABEL_VALUE = /^[\p{Ll}\p{Lo}\p{N}_-]*$/u;
 
@@ -102,7 +105,7 @@ export function gceLabelProblems(labels: Readonly<Record<string, string>>, kilnL
     if (characters(key) < 1 || characters(key) > GCE_LABEL_RULES.maxKeyLength) {
       problems.push({ key, message: `a label key is 1 to ${GCE_LABEL_RULES.maxKeyLength} characters; this one has ${characters(key)} ${rule}` });
     } else if (!LABEL_KEY.test(key)) {
-      problems.push({ key, message: `a label key starts with a lowercase letter and holds only lowercase letters, digits, "_" and "-" (no dots, no uppercase) ${rule}` });
+      problems.push({ key, message: `a label key starts with a lowercase letter (or a letter without case) and holds only lowercase letters, digits, "_" and "-" (no dots, no uppercase) ${rule}` });
     }
     if (bytes(key) > GCE_LABEL_RULES.maxBytes) problems.push({ key, message: `a label key is at most ${GCE_LABEL_RULES.maxBytes} bytes (UTF-8); this one has ${bytes(key)} ${rule}` });
     if (characters(value) > GCE_LABEL_RULES.maxValueLength) {

@@ -115,6 +115,7 @@ describe("the gcp provider's spec sections", () => {
       "    dev.team: x",
       `    long: ${"v".repeat(64)}`,
       "    ok: ''",
+      "    ラベル: 値",
       `    ünicode: ${"ア".repeat(43)}`,
     ]);
     expect(where(bad)).toEqual([
@@ -123,7 +124,7 @@ describe("the gcp provider's spec sections", () => {
       "image.machine.builder.gcp.labels.env @ 10:48",
       "instances.labels.dev.team @ 13:15",
       "instances.labels.long @ 14:11",
-      "instances.labels.ünicode @ 16:14",
+      "instances.labels.ünicode @ 17:14",
     ]);
     for (const issue of bad.filter((entry) => entry.path.at(-1) !== "kiln-owner")) expect(issue.message).toContain(GCE_RULE_URLS.labels);
     // ア is three bytes: 43 characters fit the length rule (63) but not the 128 bytes.
