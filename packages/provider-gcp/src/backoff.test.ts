@@ -1,5 +1,6 @@
 // Kiln's backoff under a fake clock (vitest's fake timers replace setTimeout and Date): when it
 // waits, how long, and that one throttled call slows every other call down.
+import { KilnError } from "@kilnjs/core";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { GceBackoff, type BackoffEvent } from "./backoff.js";
 import { errorBody } from "./test-support.js";
@@ -108,6 +109,18 @@ describe("GceBackoff", () => {
     expect(await settle(Promise.all([failingCall, otherCall]))).toEqual({ value: ["failing", "other"] });
     expect(failing.attempts).toHaveLength(2);
     expect(failing.attempts[1]! - failing.attempts[0]!).toBeGreaterThan(0);
+  });
+
+  it("retries a call Kiln ended for getting no answer (a retryable TIMEOUT) for that call alone", async () => {
+    const backoff = new GceBackoff({ initialDelayMs: 1_000 });
+    const timedOut = () => new KilnError("TIMEOUT", "no answer", { retryable: true });
+    const slow = scripted([timedOut()], "done");
+    expect(await settle(backoff.call(slow.request))).toEqual({ value: "done" });
+    expect(slow.attempts).toHaveLength(2);
+    expect(backoff.notBefore).toBeLessThanOrEqual(START);
+    const final = scripted([new KilnError("TIMEOUT", "gave up", { retryable: false })], "never");
+    expect((await settle(backoff.call(final.request))).error).toMatchObject({ code: "TIMEOUT" });
+    expect(final.attempts).toHaveLength(1);
   });
 
   it("throws at once what retrying cannot fix, and the last error once the attempts are used up", async () => {

@@ -8,7 +8,7 @@
  * @module
  */
 import { ConstantBackoff, decorrelatedJitterGenerator, handleWhen, retry, type GeneratorFn } from "cockatiel";
-import { KilnError, sleep, throwIfAborted } from "@kilnjs/core";
+import { KilnError, isKilnError, sleep, throwIfAborted } from "@kilnjs/core";
 import { readGceError } from "./errors.js";
 
 /** Time, for {@link GceBackoff}: the real clock by default, a fake one in tests. */
@@ -43,15 +43,20 @@ export interface GceBackoffOptions {
   readonly clock?: BackoffClock;
 }
 
-/** What {@link GceBackoff.call} retries: a call throttled (403 `rateLimitExceeded`, 429, `RESOURCE_EXHAUSTED`) or failed by the server (5xx). */
+/**
+ * What {@link GceBackoff.call} retries: a call throttled (403 `rateLimitExceeded`, 429,
+ * `RESOURCE_EXHAUSTED`), failed by the server (5xx), or ended for getting no answer in time (a
+ * retryable `TIMEOUT` from `GceClients`).
+ */
 export function isRetryableGceError(error: unknown): boolean {
+  if (isKilnError(error, "TIMEOUT")) return error.retryable;
   const kind = readGceError(error)?.kind;
   return kind === "rate-limited" || kind === "server-error";
 }
 
 /** What the backoff saw, for logs and tests. */
 export interface BackoffEvent {
-  /** `throttled`: every call waits; `failed`: this call waits (a 5xx). */
+  /** `throttled`: every call waits; `failed`: this call waits (a 5xx, a time-out). */
   readonly type: "throttled" | "failed";
   /** How long the wait is (milliseconds). */
   readonly delayMs: number;
@@ -67,8 +72,8 @@ export interface BackoffEvent {
  *   by the answer's `Retry-After` when that is longer. Every call, the throttled one and all
  *   others in flight or yet to start, waits for that time before its next request: when Compute
  *   Engine says "too fast", the whole provider slows down, not only the call that heard it.
- * - A call that failed on the server (5xx: insert, delete, operation wait) waits its own jittered
- *   delay and is tried again; others are not slowed.
+ * - A call that failed on the server (5xx: insert, delete, operation wait), or got no answer in
+ *   time (`TIMEOUT`), waits its own jittered delay and is tried again; others are not slowed.
  * - A success resets the shared delay to its start.
  * - After `maxAttempts` tries, the last error is thrown as it is (classify it with `gceError`).
  *
@@ -139,10 +144,11 @@ export class GceBackoff {
           const delayMs = Math.max(jittered, info.retryAfterMs ?? 0);
           this.#notBefore = Math.max(this.#notBefore, this.#clock.now() + delayMs);
           this.#emit({ type: "throttled", delayMs, attempt: attempt + 1 });
-        } else if (info?.kind === "server-error") {
+        } else if (isRetryableGceError(error)) {
+          // A 5xx or a time-out: this call alone waits.
           const [jittered, state] = this.#next(ownState);
           ownState = state;
-          const delayMs = Math.max(jittered, info.retryAfterMs ?? 0);
+          const delayMs = Math.max(jittered, info?.retryAfterMs ?? 0);
           ownNotBefore = this.#clock.now() + delayMs;
           this.#emit({ type: "failed", delayMs, attempt: attempt + 1 });
         }

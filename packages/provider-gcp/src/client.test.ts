@@ -8,7 +8,7 @@ import { requireBuildOutput, runTracingModules } from "@kilnjs/testkit";
 import { describe, expect, it } from "vitest";
 import { GceClients, LOCAL_ACCESS_TOKEN } from "./client.js";
 import { requestIdFor } from "./request-id.js";
-import { cannedClients, errorBody } from "./test-support.js";
+import { NO_ANSWER, cannedClients, errorBody } from "./test-support.js";
 
 const SDK_PACKAGES = ["@google-cloud/compute", "google-gax", "google-auth-library", "gaxios", "protobufjs"];
 const dist = (file: string) => fileURLToPath(new URL(`../dist/${file}`, import.meta.url));
@@ -85,6 +85,23 @@ describe("retries", () => {
     await expect(instances.get({ project: "p", zone: "europe-west1-b", instance: "x" })).rejects.toMatchObject({ status: 503 });
     await clients.close();
     expect(seen).toHaveLength(1);
+  });
+
+  it("ends a request that gets no answer with TIMEOUT, and the backoff tries it again with the same requestId", async () => {
+    const { clients, seen } = cannedClients([NO_ANSWER, { status: 200, body: { kind: "compute#operation", name: "operation-1", status: "RUNNING" } }], {
+      callTimeoutMs: 100,
+      backoff: { initialDelayMs: 1, maxDelayMs: 5 },
+    });
+    const { instances } = await clients.clients();
+    const requestId = requestIdFor({ step: "s", call: "instances.delete", resource: "web-prod-r1-0" });
+    const del = () => instances.delete({ project: "p", zone: "europe-west1-b", instance: "web-prod-r1-0", requestId });
+    await expect(del()).rejects.toMatchObject({ code: "TIMEOUT", retryable: true, message: expect.stringContaining("within 100 ms") as unknown });
+    const [answer] = await clients.backoff.call(del);
+    expect(answer.latestResponse).toMatchObject({ name: "operation-1" });
+    await clients.close();
+    // The ended request, then the retried one, both with the same id.
+    expect(seen.map((request) => request.url.searchParams.get("requestId"))).toEqual([requestId, requestId]);
+    expect(() => new GceClients({ callTimeoutMs: 0 }, {})).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
   });
 
   it("retries a throttled insert through the shared backoff with the same requestId, so it cannot run twice", async () => {

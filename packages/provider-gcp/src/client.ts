@@ -21,6 +21,31 @@ function forGax<T>(auth: AuthClient | GoogleAuth): T {
   return auth as unknown as T;
 }
 
+/**
+ * The auth object with a deadline on every request: google-gax sends each REST request through
+ * the auth object's `fetch`, so this is where a request that gets no answer can be ended. The
+ * request's own signal (google-gax's cancel) still works; past `timeoutMs` the request fails with
+ * `TIMEOUT`, retryable. Everything else of the auth object is left as it is.
+ */
+function withCallDeadline<A extends AuthClient | GoogleAuth>(auth: A, timeoutMs: number): A {
+  const fetchWithDeadline = async (input: unknown, init: { signal?: AbortSignal } = {}): Promise<unknown> => {
+    const deadline = AbortSignal.timeout(timeoutMs);
+    try {
+      return await (auth.fetch as (input: unknown, init: object) => Promise<unknown>)(input, { ...init, signal: init.signal ? AbortSignal.any([init.signal, deadline]) : deadline });
+    } catch (error) {
+      if (!deadline.aborted || init.signal?.aborted) throw error;
+      throw new KilnError("TIMEOUT", `A Compute Engine request got no answer within ${timeoutMs} ms and was ended; it is tried again with the same request id.`, { cause: error, retryable: true });
+    }
+  };
+  return new Proxy(auth, {
+    get(target, key) {
+      if (key === "fetch") return fetchWithDeadline;
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
 /** The OAuth scope the clients ask Application Default Credentials for. */
 export const GCE_AUTH_SCOPES: readonly string[] = ["https://www.googleapis.com/auth/cloud-platform"];
 /** The access token sent to an endpoint override (a local Compute Engine checks none). */
@@ -45,7 +70,17 @@ export interface GceClientsOptions {
   readonly authClient?: AuthClient;
   /** The backoff every call shares; see {@link GceBackoff}. */
   readonly backoff?: GceBackoffOptions;
+  /**
+   * How long one HTTP request of the SDK may take before Kiln ends it (milliseconds): the pinned
+   * SDK's own per-call `timeout` does not end a request that gets no answer. A request ended so
+   * fails with `TIMEOUT` (retryable: a mutating call repeats its `requestId`). Above the ~2 minutes
+   * an `operations.wait` call may hold. @defaultValue 150000
+   */
+  readonly callTimeoutMs?: number;
 }
+
+/** {@link GceClientsOptions.callTimeoutMs}'s default (milliseconds). */
+export const DEFAULT_CALL_TIMEOUT_MS = 150_000;
 
 /** The Compute Engine clients the provider uses, by what they manage. */
 export interface GceClientSet {
@@ -75,6 +110,7 @@ export class GceClients {
   /** The endpoint override, when there is one. */
   readonly endpoint: GceEndpoint | undefined;
   readonly #authClient: AuthClient | undefined;
+  readonly #callTimeoutMs: number;
   #loaded: Promise<{ sdk: ComputeModule; clients: GceClientSet; auth: GoogleAuth | undefined }> | undefined;
 
   /**
@@ -85,6 +121,9 @@ export class GceClients {
     this.endpoint = resolveGceEndpoint(options.endpoint, env);
     this.#authClient = options.authClient;
     this.backoff = new GceBackoff(options.backoff);
+    const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    if (!Number.isInteger(callTimeoutMs) || callTimeoutMs < 1) throw new KilnError("INVALID_ARGUMENT", `callTimeoutMs must be a whole number of milliseconds of at least 1, not ${callTimeoutMs}.`);
+    this.#callTimeoutMs = callTimeoutMs;
   }
 
   /** Whether the SDK has been asked for yet (for tests that prove it loads lazily). */
@@ -140,12 +179,12 @@ export class GceClients {
       const local = this.#authClient ?? new authLibrary.OAuth2Client();
       if (!this.#authClient) local.setCredentials({ access_token: LOCAL_ACCESS_TOKEN });
       // What reaches a plain-HTTP server: host and port apart, http, the REST transport.
-      options = { apiEndpoint: this.endpoint.apiEndpoint, port: this.endpoint.port, protocol: this.endpoint.protocol, fallback: true, authClient: forGax(local) };
+      options = { apiEndpoint: this.endpoint.apiEndpoint, port: this.endpoint.port, protocol: this.endpoint.protocol, fallback: true, authClient: forGax(withCallDeadline(local, this.#callTimeoutMs)) };
     } else if (this.#authClient) {
-      options = { fallback: true, authClient: forGax(this.#authClient) };
+      options = { fallback: true, authClient: forGax(withCallDeadline(this.#authClient, this.#callTimeoutMs)) };
     } else {
       auth = new authLibrary.GoogleAuth({ scopes: [...GCE_AUTH_SCOPES] });
-      options = { fallback: true, auth: forGax(auth) };
+      options = { fallback: true, auth: forGax(withCallDeadline(auth, this.#callTimeoutMs)) };
     }
     const clients: GceClientSet = {
       instances: new sdk.InstancesClient(options),

@@ -8,6 +8,7 @@ describe("@kilnjs/provider-gcp's exports", () => {
   it("lists the foundations and no createProvider (the provider's lifecycle is not implemented yet)", () => {
     expect(Object.keys(entry).sort()).toEqual(
       [
+        "DEFAULT_CALL_TIMEOUT_MS",
         "GCE_AUTH_SCOPES",
         "GCE_KILN_BAKE_LABEL_COUNT",
         "GCE_KILN_INSTANCE_LABEL_COUNT",

@@ -57,5 +57,5 @@ export { readGceError, gceError, operationError } from "./errors.js";
 export type { GceErrorInfo, GceErrorKind, GceOperationResult } from "./errors.js";
 export { GCP_ENVIRONMENT_VARIABLES, resolveGcpLocation, resolveGceEndpoint } from "./options.js";
 export type { GcpLocation, GcpLocationSettings, GceEndpoint } from "./options.js";
-export { GceClients, GCE_AUTH_SCOPES, LOCAL_ACCESS_TOKEN } from "./client.js";
+export { GceClients, GCE_AUTH_SCOPES, LOCAL_ACCESS_TOKEN, DEFAULT_CALL_TIMEOUT_MS } from "./client.js";
 export type { ComputeModule, GceClientSet, GceClientsOptions } from "./client.js";

@@ -18,13 +18,16 @@ export interface CannedAnswer {
   readonly headers?: Record<string, string>;
 }
 
+/** No answer at all, until the request is aborted. */
+export const NO_ANSWER = { hang: true } as const;
+
 /** A Compute Engine error body as the API sends it (legacy `errors[]`, no `status`). */
 export function errorBody(code: number, reason: string, message: string, domain = "global"): { error: unknown } {
   return { error: { code, message, errors: [{ domain, reason, message }] } };
 }
 
 /** A `fetch` that answers each request with the next canned answer and records what it was asked. */
-export function cannedFetch(answers: CannedAnswer[]): { fetch: typeof fetch; seen: SeenRequest[] } {
+export function cannedFetch(answers: ReadonlyArray<CannedAnswer | typeof NO_ANSWER>): { fetch: typeof fetch; seen: SeenRequest[] } {
   const seen: SeenRequest[] = [];
   const queue = [...answers];
   const fake = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
@@ -33,6 +36,13 @@ export function cannedFetch(answers: CannedAnswer[]): { fetch: typeof fetch; see
     seen.push({ method: request.method, url: new URL(request.url), authorization: request.headers.get("authorization"), body: text ? (JSON.parse(text) as unknown) : undefined });
     const answer = queue.shift();
     if (!answer) throw new Error(`no canned answer left for ${request.method} ${request.url}`);
+    if ("hang" in answer) {
+      return new Promise((_resolve, reject) => {
+        const signal = init?.signal;
+        if (!signal) return reject(new Error("a request that may hang must carry a signal"));
+        signal.addEventListener("abort", () => reject(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))), { once: true });
+      });
+    }
     return new Response(JSON.stringify(answer.body), { status: answer.status, headers: { "content-type": "application/json", ...answer.headers } });
   };
   return { fetch: fake, seen };
@@ -42,7 +52,7 @@ export function cannedFetch(answers: CannedAnswer[]): { fetch: typeof fetch; see
  * Clients of the pinned SDK with its real auth client (google-auth-library's OAuth2Client and its
  * gaxios transport, as in production), answering from `answers` instead of the network.
  */
-export function cannedClients(answers: CannedAnswer[], options: Omit<GceClientsOptions, "authClient" | "endpoint"> = {}): { clients: GceClients; seen: SeenRequest[] } {
+export function cannedClients(answers: ReadonlyArray<CannedAnswer | typeof NO_ANSWER>, options: Omit<GceClientsOptions, "authClient" | "endpoint"> = {}): { clients: GceClients; seen: SeenRequest[] } {
   const { fetch, seen } = cannedFetch(answers);
   const authClient = new OAuth2Client({ transporterOptions: { fetchImplementation: fetch } });
   authClient.setCredentials({ access_token: "test-token" });
