@@ -1,5 +1,4 @@
-import { defineProviderSpec, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core/spec";
-import { z } from "zod";
+import { defineProviderSpec, z, type ResolvedTarget, type SectionValues, type SpecIssue } from "@kilnjs/core/spec";
 import { GCE_KILN_BAKE_LABEL_COUNT, GCE_KILN_INSTANCE_LABEL_COUNT } from "./labels.js";
 import { GCE_RULE_URLS, gceLabelProblems, gceMetadataProblems, gceNameProblem, reservedLabelProblems, type RuleProblem } from "./rules.js";
 
