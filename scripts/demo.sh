@@ -41,8 +41,12 @@ step "Copying examples/hello-web to $work"
 rm -rf "$work"
 mkdir -p "$work"
 cp -R examples/hello-web/. "$work/"
+# The copy deploys as its own service, kiln-demo, so that it never touches a hello-web someone else
+# deployed on the same engine (Kiln's containers are found by service and environment labels).
+sed -i.orig 's/^service: hello-web$/service: kiln-demo/' "$work/kiln.yaml" && rm -f "$work/kiln.yaml.orig"
+grep -q '^service: kiln-demo$' "$work/kiln.yaml" || { echo "demo: could not rename the service in $work/kiln.yaml" >&2; exit 1; }
 # Containers from an earlier demo run belong to no release of this fresh copy: remove them.
-old=$(docker ps -aq --filter label=dev.kiln.service=hello-web --filter label=dev.kiln.environment=default)
+old=$(docker ps -aq --filter label=dev.kiln.service=kiln-demo --filter label=dev.kiln.environment=default)
 [ -z "$old" ] || docker rm -f $old >/dev/null
 
 step "kiln validate"
@@ -81,12 +85,12 @@ kiln history -C "$work"
 
 cat <<MSG
 
-Done. The 3 hello-web v2 containers keep running. To drive them yourself from this folder:
+Done. The 3 hello-web v2 containers (service kiln-demo) keep running. To drive them yourself from this folder:
 
   export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
   npx kiln status -C $work        # their addresses
   npx kiln rollback -C $work      # back to v1, no rebuild
   npm test                        # unit and integration tests (uses that engine)
 
-Remove them: docker rm -f \$(docker ps -aq --filter label=dev.kiln.service=hello-web)
+Remove them: docker rm -f \$(docker ps -aq --filter label=dev.kiln.service=kiln-demo)
 MSG

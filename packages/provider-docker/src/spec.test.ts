@@ -76,3 +76,18 @@ describe("docker provider: how many containers a target runs", () => {
     expect(issues[0]).toMatchObject({ line: 4, column: 10, message: expect.stringContaining(`maxInstanceCount is ${DOCKER_MAX_INSTANCE_COUNT}`) });
   });
 });
+
+describe("docker provider: files the spec names", () => {
+  it("reports a missing Dockerfile once, where it is declared, not again for each environment that inherits it", async () => {
+    const spec = "service: web\nprovider: docker\nimage:\n  dockerfile: { context: ., file: Missing.Dockerfile }\nenvironments:\n  staging: {}\n  prod:\n    instances: { count: 2 }\n";
+    const issues = await validate(spec);
+    expect(paths(issues)).toEqual(["image.dockerfile.file"]);
+    expect(issues[0]).toMatchObject({ line: 4, message: expect.stringContaining("Missing.Dockerfile does not exist") });
+  });
+
+  it("still reports an environment's own missing Dockerfile at the environment", async () => {
+    const spec = "service: web\nprovider: docker\nimage:\n  dockerfile: { context: ., file: Dockerfile }\nenvironments:\n  prod:\n    image:\n      dockerfile: { file: Prod.Dockerfile }\n";
+    const issues = await validate(spec);
+    expect(paths(issues)).toEqual(["environments.prod.image.dockerfile.file"]);
+  });
+});

@@ -58,7 +58,11 @@ export async function checkSpec(loaded: LoadedSpec, options: CheckSpecOptions): 
       if (options.root !== undefined) issues.push(...confinementIssues(target.resolved, target.prefix, options.root));
     }
   }
-  const unique = [...new Map(issues.map((issue) => [`${issue.path.join(".")}\u0000${issue.message}`, issue])).values()].map((issue) =>
+  // A missing file that an environment inherits is one problem, reported where it is first declared
+  // (the top level comes first): its message names the file, so the same message is the same problem.
+  const keyOf = (issue: SpecIssue) => (issue.kind === "reference" ? `reference\u0000${issue.message}` : `${issue.path.join(".")}\u0000${issue.message}`);
+  const seen = new Set<string>();
+  const unique = issues.filter((issue) => !seen.has(keyOf(issue)) && seen.add(keyOf(issue))).map((issue) =>
     issue.file === undefined && loaded.file !== OBJECT_SPEC_FILE ? loaded.locate(issue) : issue,
   );
   if (unique.length > 0) throw specInvalidError(unique, loaded.file === OBJECT_SPEC_FILE ? "The spec" : loaded.file);
