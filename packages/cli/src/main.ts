@@ -3,7 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
-import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, ProviderSpec, RecoveryResult, SpecIssue } from "@kilnjs/core";
+import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, ProviderSpec, RecoveryResult, SpecIssue, TargetStatus } from "@kilnjs/core";
 import { parseDuration } from "./duration.js";
 import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
@@ -273,7 +273,7 @@ export async function run(
             status.instances.map((i) => [i.name, String(i.release ?? "?"), i.state, Object.entries(i.endpoints).map(([name, e]) => `${name}=http://${e.host}:${e.port}`).join(" ") || "-"]),
           ),
         );
-        lines.push(status.drift.length === 0 ? c.green("no drift: what runs is what the release says") : c.yellow(`drift:\n${status.drift.map((d) => `  - ${d}`).join("\n")}\nrun kiln deploy to converge`));
+        lines.push(...describeDriftLines(status, c));
         output.stdout.write(`${lines.join("\n")}\n`);
         return EXIT_CODES.success;
       } finally {
@@ -465,6 +465,26 @@ export async function run(
     });
     return { kiln, spec, renderer };
   }
+}
+
+/**
+ * `kiln status`'s last lines: a running rollout's progress, then the drift and what to do about it,
+ * never advising a command the target's lock would refuse.
+ */
+function describeDriftLines(status: TargetStatus, c: ReturnType<typeof createColors>): string[] {
+  const lines = status.progress.map((line) => c.cyan(line));
+  const locked = status.lock && !status.lock.stale ? status.lock : undefined;
+  if (status.drift.length === 0) {
+    if (status.progress.length > 0) lines.push(c.green("no drift besides the rollout's progress"));
+    else if (!status.release && status.instances.length === 0) lines.push("nothing deployed yet: kiln deploy makes release 1");
+    else lines.push(c.green("no drift: what runs is what the release says"));
+    return lines;
+  }
+  const advice = locked
+    ? `kiln deploy converges once the lock is free (held by ${locked.holder.user}@${locked.holder.host}, pid ${locked.holder.pid}; kiln lock status)`
+    : "run kiln deploy to converge";
+  lines.push(c.yellow(`drift:\n${status.drift.map((d) => `  - ${d}`).join("\n")}\n${advice}`));
+  return lines;
 }
 
 /** Prints the spec's warnings (`warning: kiln.yaml:6:5: instances.env.DB_PASSWORD: ...`) on stderr. */

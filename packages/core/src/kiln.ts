@@ -135,8 +135,18 @@ export interface TargetStatus {
    * provider runs none or cannot list them), including one the release no longer declares.
    */
   readonly proxies: readonly ProxyStatus[];
-  /** Differences between what runs and the release (missing, extra or foreign instances, a proxy it does not declare); empty when none. */
+  /**
+   * Differences between what runs and the release (missing, extra or foreign instances, a proxy it
+   * does not declare); empty when none. While a rollout runs (its holder alive), only instances
+   * that belong to neither of its releases count as drift: the rest is {@link TargetStatus.progress}.
+   */
   readonly drift: readonly string[];
+  /**
+   * While a rollout runs (its holder alive): one line per release it moves between, with how many
+   * of their instances run; empty otherwise. An interrupted rollout has no progress: what it left
+   * is drift, and `activeRollout` is set with no live lock.
+   */
+  readonly progress: readonly string[];
   /** A rollout that has not finished, if any (when {@link TargetStatus.lock} is absent or stale, its process died). */
   readonly activeRollout: RolloutRecord | undefined;
   /** The rollout lock's lease, if anyone holds it. */

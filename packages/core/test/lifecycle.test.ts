@@ -267,3 +267,59 @@ describe("spec errors", () => {
     expect(Object.values(provider.calls).every((count) => count === 0)).toBe(true);
   });
 });
+
+describe("status while a rollout runs", () => {
+  /**
+   * A memory provider whose first probe of a release-2 instance waits for `during()` (the rollout
+   * holds its lock and has launched one new instance at that moment), so the test looks at the
+   * target in the middle of the rollout without racing it.
+   */
+  function pausedAtFirstNewProbe(during: () => Promise<void>) {
+    const provider = createMemoryProvider();
+    let paused = false;
+    const probe: typeof provider.health.probe = async (instance, check, timeoutMs, ctx) => {
+      if (instance.release === 2 && !paused) {
+        paused = true;
+        await during();
+      }
+      return provider.health.probe(instance, check, timeoutMs, ctx);
+    };
+    return { ...provider, health: { ...provider.health, probe } };
+  }
+
+  it("shows the rollout's new and old instances as its progress, not as drift", async () => {
+    let seen: Awaited<ReturnType<ReturnType<typeof createKiln>["status"]>> | undefined;
+    const kiln: ReturnType<typeof createKiln> = createKiln({
+      providers: {
+        memory: pausedAtFirstNewProbe(async () => {
+          seen = await kiln.status({ target: "web@default" });
+        }),
+      },
+      dataDir: path.join(dir, ".kiln"),
+    });
+    await kiln.deploy({ spec: spec(), baseDir: dir });
+    await writeFile(path.join(dir, "app.txt"), "version 2\n");
+    await kiln.deploy({ spec: spec(), baseDir: dir });
+    await kiln.close();
+
+    expect(seen?.lock?.stale).toBe(false);
+    expect(seen?.activeRollout?.toRelease).toBe(2);
+    expect(seen?.drift).toEqual([]);
+    expect(seen?.progress).toEqual([
+      expect.stringMatching(/^rollout \S+ \(\w+\) to release 2: 1 of 3 new instance\(s\) running$/),
+      "release 1: 3 instance(s) still running, retired as the rollout goes",
+    ]);
+  });
+
+  it("has no progress once the rollout ended, and says nothing is wrong", async () => {
+    const { kiln } = setup();
+    await kiln.deploy({ spec: spec(), baseDir: dir });
+    await writeFile(path.join(dir, "app.txt"), "version 2\n");
+    await kiln.deploy({ spec: spec(), baseDir: dir });
+    const status = await kiln.status({ target: "web@default" });
+    expect(status.activeRollout).toBeUndefined();
+    expect(status.progress).toEqual([]);
+    expect(status.drift).toEqual([]);
+    expect(status.release?.number).toBe(2);
+  });
+});

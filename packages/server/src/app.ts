@@ -347,6 +347,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
         instances: status.instances.map((instance) => ({ id: instance.id, name: instance.name, release: instance.release ?? null, state: instance.state, restartCount: instance.restartCount, endpoints: instance.endpoints, createdAt: instance.createdAt })),
         proxies: status.proxies.map((proxy) => ({ id: proxy.id, name: proxy.name, state: proxy.state, address: proxy.address ?? null })),
         drift: status.drift,
+        progress: status.progress,
         activeRollout: status.activeRollout ? { id: status.activeRollout.id, status: status.activeRollout.status, startedAt: status.activeRollout.startedAt } : null,
         lock: status.lock ?? null,
       });

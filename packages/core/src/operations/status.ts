@@ -6,7 +6,7 @@
  */
 import { currentRelease } from "../plan/index.js";
 import type { Instance, ProxyStatus } from "../provider/contract.js";
-import type { LeaseStatus, ReleaseRecord, TargetState } from "../state/types.js";
+import type { LeaseStatus, ReleaseRecord, RolloutRecord, TargetState } from "../state/types.js";
 import { formatTarget } from "../target.js";
 import type { TargetOptions, TargetStatus } from "../kiln.js";
 import type { OperationContext } from "./context.js";
@@ -17,13 +17,40 @@ export async function status(context: OperationContext, options: TargetOptions):
   const [state, lock] = await Promise.all([context.store.read(target), context.store.lockStatus(target)]);
   const release = currentRelease(state);
   const activeRollout = state.rollouts.findLast((r) => r.status === "running");
-  if (!providerName) return { target, release, instances: [], proxies: [], drift: [], activeRollout, lock };
+  if (!providerName) return { target, release, instances: [], proxies: [], drift: [], progress: [], activeRollout, lock };
   const ctx = context.providerContext(options.signal, context.emitterFor(target, options.onEvent));
   const provider = await context.provider(providerName);
   await provider.ping(ctx);
   const [instances, proxies] = await Promise.all([provider.instances.list({ target }, ctx), provider.traffic?.listProxies?.(target, ctx) ?? Promise.resolve([])]);
+  // A rollout whose holder lives is moving the target between two releases: its new and old
+  // instances are its progress, not drift. An interrupted one (no lock, or a stale one) moves
+  // nothing: what it left is drift until a deploy finishes or undoes it.
+  const moving = activeRollout && lock && !lock.stale ? activeRollout : undefined;
+  if (moving) {
+    const { progress, drift } = describeRolloutProgress(moving, state.releases.find((r) => r.number === moving.toRelease), instances);
+    return { target, release, instances, proxies, drift, progress, activeRollout, lock };
+  }
   const drift = [...describeDrift(release, instances), ...(provider.traffic?.listProxies ? describeProxyDrift(release, proxies) : [])];
-  return { target, release, instances, proxies, drift, activeRollout, lock };
+  return { target, release, instances, proxies, drift, progress: [], activeRollout, lock };
+}
+
+/**
+ * A running rollout's progress, one line per release it moves between (how many instances of the
+ * new release run, of how many; how many of the old one still run), and as drift only the instances
+ * that belong to neither.
+ */
+function describeRolloutProgress(
+  rollout: RolloutRecord,
+  toRelease: ReleaseRecord | undefined,
+  instances: readonly Instance[],
+): { progress: string[]; drift: string[] } {
+  const running = (release: number | undefined) => instances.filter((i) => i.release === release && i.state === "running").length;
+  const progress = [
+    `rollout ${rollout.id} (${rollout.kind}) to release ${rollout.toRelease}: ${running(rollout.toRelease)}${toRelease ? ` of ${toRelease.count}` : ""} new instance(s) running`,
+  ];
+  if (rollout.fromRelease !== undefined) progress.push(`release ${rollout.fromRelease}: ${running(rollout.fromRelease)} instance(s) still running, retired as the rollout goes`);
+  const foreign = instances.filter((i) => i.release !== rollout.toRelease && i.release !== rollout.fromRelease);
+  return { progress, drift: foreign.length > 0 ? [`${foreign.length} instance(s) belong to neither release of the rollout: ${foreign.map((i) => i.name).join(", ")}`] : [] };
 }
 
 /** `Kiln.history`: every release and rollout of the target, newest first; never the secret digest key. */
