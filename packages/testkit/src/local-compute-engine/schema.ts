@@ -68,7 +68,7 @@ function compilePath(template: string): { pattern: RegExp; parameters: string[] 
     .map((segment) => {
       const variable = /^\{([A-Za-z_]+)\}$/.exec(segment);
       if (variable) {
-        parameters.push(variable[1]!);
+        parameters.push(snakeToCamel(variable[1]!));
         return "([^/]+)";
       }
       return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
