@@ -1,5 +1,5 @@
 import { alreadyExists, invalidField, notFound, requiredField, resourceInUse } from "./errors.js";
-import { pageOf } from "./listing.js";
+import { listAnswer, pageOf } from "./listing.js";
 import { type OperationWork, operationForCall } from "./operations.js";
 import {
   type ApiCall,
@@ -164,8 +164,7 @@ const list: ApiHandler = (call) => {
   const type = call.engine.schema.type("Image");
   const all = [...call.engine.state.images.values()].filter((image) => image.project === project).sort((a, b) => a.sequence - b.sequence).map((image) => image.json);
   const page = pageOf(all, call.query, (name) => name in type.fields);
-  const selfLink = link(`projects/${project}/global/images`);
-  return { kind: "compute#imageList", id: `projects/${project}/global/images`, items: snapshot(page.items), selfLink, ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
+  return listAnswer("compute#imageList", `projects/${project}/global/images`, page);
 };
 
 const remove: ApiHandler = (call) => {

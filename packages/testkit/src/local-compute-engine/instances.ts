@@ -1,5 +1,5 @@
 import { alreadyExists, invalidField, notFound, requiredField, resourceInUse } from "./errors.js";
-import { pageOf } from "./listing.js";
+import { listAnswer, pageOf } from "./listing.js";
 import { type OperationWork, operationForCall } from "./operations.js";
 import {
   type ApiCall,
@@ -304,7 +304,7 @@ const list: ApiHandler = (call) => {
   const prefix = `projects/${project}/zones/${zone}/instances/`;
   const all = [...call.engine.state.instances.values()].filter((one) => one.path.startsWith(prefix)).map((one) => one.json);
   const page = pageOf(all, call.query, knownFieldOf(call.engine, "Instance"));
-  return { kind: "compute#instanceList", id: `${prefix.slice(0, -1)}`, items: snapshot(page.items), selfLink: link(prefix.slice(0, -1)), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
+  return listAnswer("compute#instanceList", prefix.slice(0, -1), page);
 };
 
 /**
@@ -433,7 +433,7 @@ const listDisks: ApiHandler = (call) => {
   checkZone(call.engine, project, zone);
   const prefix = `projects/${project}/zones/${zone}/disks/`;
   const page = pageOf([...call.engine.state.disks.values()].filter((one) => one.path.startsWith(prefix)).map((one) => one.json), call.query, knownFieldOf(call.engine, "Disk"));
-  return { kind: "compute#diskList", id: prefix.slice(0, -1), items: snapshot(page.items), selfLink: link(prefix.slice(0, -1)), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
+  return listAnswer("compute#diskList", prefix.slice(0, -1), page);
 };
 
 /** The instance and disk methods, by `Service.Method`. */

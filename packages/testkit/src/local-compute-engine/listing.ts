@@ -1,4 +1,5 @@
 import { invalidField } from "./errors.js";
+import { COMPUTE_LINK_PREFIX } from "./state.js";
 import { matchesFilter, parseFilter } from "./filter.js";
 
 /** The list parameters every Compute v1 list call takes. */
@@ -62,4 +63,19 @@ function decodePageToken(token: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The answer of a list call: `kind`, `id`, `selfLink`, `items` only when there are some (the real
+ * API leaves `items` out of an empty list), `nextPageToken` while more remain.
+ * @param path - the listed collection's path (`projects/p/zones/z/instances`)
+ */
+export function listAnswer(kind: string, path: string, page: { items: readonly Record<string, unknown>[]; nextPageToken?: string }, selfLink = `${COMPUTE_LINK_PREFIX}${path}`): Record<string, unknown> {
+  return {
+    kind,
+    id: path,
+    ...(page.items.length > 0 ? { items: structuredClone(page.items) } : {}),
+    selfLink,
+    ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}),
+  };
 }

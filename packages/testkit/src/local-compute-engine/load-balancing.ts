@@ -1,5 +1,5 @@
 import { ComputeApiError, alreadyExists, conditionNotMet, invalidField } from "./errors.js";
-import { pageOf } from "./listing.js";
+import { listAnswer, pageOf } from "./listing.js";
 import { operationForCall, waitForOperation } from "./operations.js";
 import {
   type ApiCall,
@@ -129,7 +129,7 @@ const listInstances: ApiHandler = (call) => {
     .map((instance) => ({ instance: link(instance!.path), status: instance!.json.status, ...(group.json.namedPorts ? { namedPorts: group.json.namedPorts } : {}) }));
   const type = call.engine.schema.type("InstanceWithNamedPorts");
   const page = pageOf(items, { ...call.query, orderBy: call.query.orderBy ?? "name" }, (name) => name in type.fields);
-  return { kind: "compute#instanceGroupsListInstances", id: group.path, items: page.items, selfLink: `${link(group.path)}/listInstances`, ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
+  return listAnswer("compute#instanceGroupsListInstances", group.path, page, `${link(group.path)}/listInstances`);
 };
 
 function serviceOf(call: ApiCall): BackendServiceRecord {
