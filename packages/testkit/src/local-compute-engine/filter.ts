@@ -20,6 +20,7 @@ export type FilterExpression =
   | { readonly kind: "not"; readonly term: FilterExpression }
   | { readonly kind: "compare"; readonly field: string; readonly operator: FilterOperator; readonly value: string };
 
+/** The comparison operators of a filter term (`eq`/`ne` compare with a regular expression). */
 export type FilterOperator = "=" | "!=" | ">" | "<" | ">=" | "<=" | ":" | "eq" | "ne";
 
 function invalid(filter: string, why: string): ComputeApiError {

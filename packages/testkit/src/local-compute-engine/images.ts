@@ -142,7 +142,10 @@ const insert: ApiHandler = (call) => {
     sequence: engine.state.imageSequence++,
   };
   return globalOperation(call, "insert", path, String(record.json.id), {
-    begin: () => void engine.state.images.set(path, record),
+    begin: () => {
+      if (engine.state.images.has(path)) throw alreadyExists(path);
+      engine.state.images.set(path, record);
+    },
     rollback: () => void engine.state.images.delete(path),
     finish: async () => {
       const artifact = await engine.runner.captureImage?.({ zone: disk.zone, name: diskPath.split("/").pop()!, ...(disk.lastAttachedInstance ? { lastAttachedInstance: disk.lastAttachedInstance } : {}) }, { name: body.name as string }, new AbortController().signal);

@@ -94,6 +94,21 @@ describe("instances through the official client", () => {
     expect(listed.map((instance) => instance.name)).toEqual(["web-1"]);
   });
 
+  test("two inserts of one name accepted before either ran: the second ends DONE with RESOURCE_ALREADY_EXISTS", async () => {
+    // Both requests must arrive while the first is PENDING: 1.5 s leaves room on a loaded machine.
+    clients = await startWithClients({ timing: { operationPendingMs: 1_500, operationRunningMs: 0, instanceStepMs: 0 } });
+    const resource = { name: "twin", machineType: "e2-small", disks: [{ boot: true, initializeParams: { sourceImage: "projects/debian-cloud/global/images/family/debian-12" } }] };
+    const [first] = await clients.instances.insert({ project: PROJECT, zone: ZONE, instanceResource: resource });
+    const [second] = await clients.instances.insert({ project: PROJECT, zone: ZONE, instanceResource: resource });
+    const firstDone = await waitZoneOperation(clients, ZONE, first.latestResponse.name);
+    const secondDone = await waitZoneOperation(clients, ZONE, second.latestResponse.name);
+    expect(firstDone.error).toBeFalsy();
+    expect(secondDone.error?.errors?.[0]?.code).toBe("RESOURCE_ALREADY_EXISTS");
+    expect(secondDone.httpErrorStatusCode).toBe(409);
+    const [listed] = await clients.instances.list({ project: PROJECT, zone: ZONE });
+    expect(listed.map((instance) => instance.id)).toEqual([firstDone.targetId]);
+  });
+
   test("bulkInsert makes count instances from a name pattern in one operation", async () => {
     clients = await startWithClients({ instantaneous: true });
     const [bulk] = await clients.instances.bulkInsert({

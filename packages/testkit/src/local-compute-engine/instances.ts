@@ -214,6 +214,13 @@ function planInstance(engine: EngineContext, project: string, zone: string, body
   return { record, disk };
 }
 
+/** @throws ComputeApiError 409 when another request made an instance or disk of the same name since the plan */
+function checkStillFree(engine: EngineContext, planned: { record: InstanceRecord; disk: DiskRecord }): void {
+  if (engine.state.instances.has(planned.record.path)) throw alreadyExists(planned.record.path);
+  if (engine.state.disks.has(planned.disk.path)) throw alreadyExists(planned.disk.path);
+}
+
+/** Makes the planned instance and its disk visible (after {@link checkStillFree}). */
 function createInstance(engine: EngineContext, planned: { record: InstanceRecord; disk: DiskRecord }): void {
   engine.state.instances.set(planned.record.path, planned.record);
   engine.state.disks.set(planned.disk.path, planned.disk);
@@ -227,10 +234,16 @@ function dropInstance(engine: EngineContext, planned: { record: InstanceRecord; 
 const insert: ApiHandler = (call) => {
   const { project, zone } = call.parameters as { project: string; zone: string };
   checkZone(call.engine, project, zone);
+  for (const unsupported of ["sourceInstanceTemplate", "sourceMachineImage"] as const) {
+    if (call.query[unsupported]) throw invalidField(unsupported, call.query[unsupported], "The local Compute Engine makes instances from instanceResource only");
+  }
   const planned = planInstance(call.engine, project, zone, call.body);
   const { engine } = call;
   return operationForCall(call, { project, zone }, "insert", { path: planned.record.path, id: planned.record.json.id }, {
-      begin: () => createInstance(engine, planned),
+      begin: () => {
+        checkStillFree(engine, planned);
+        createInstance(engine, planned);
+      },
       rollback: () => dropInstance(engine, planned),
       finish: () => {
       engine.after(engine.options.timing.instanceStepMs, () => {
@@ -276,7 +289,10 @@ const bulkInsert: ApiHandler = (call) => {
   );
   let created = 0;
   return operationForCall(call, { project, zone }, "bulkInsert", { path: `projects/${project}/zones/${zone}/instances/bulkInsert`, id: randomId() }, {
-      begin: () => planned.forEach((one) => createInstance(engine, one)),
+      begin: () => {
+        planned.forEach((one) => checkStillFree(engine, one));
+        planned.forEach((one) => createInstance(engine, one));
+      },
       rollback: () => planned.forEach((one) => dropInstance(engine, one)),
       finish: () => {
         created = planned.length;

@@ -8,7 +8,11 @@ export type OperationJson = Record<string, unknown> & { name: string; status: "P
 
 /** What an operation does, at the moments the real API would do it. */
 export interface OperationWork {
-  /** At RUNNING: make the change visible (a resource in PROVISIONING, a disk being attached). */
+  /**
+   * At RUNNING: make the change visible (a resource in PROVISIONING, a disk being attached). A
+   * thrown ComputeApiError (a resource made by another request in the meantime) ends the
+   * operation DONE with that error, and `finish` never runs.
+   */
   begin?(): void;
   /** At DONE: finish the change; may wait for the VM runner. A thrown ComputeApiError ends the operation with its reason as the error code. */
   finish?(): void | Promise<void>;
@@ -70,13 +74,14 @@ export function startOperation(
   if (call.requestId) engine.state.requestIds.set(`${scope}|${call.requestId}`, record);
   const injected = engine.faults.operationError(call.method);
   const runningMs = engine.options.timing.operationRunningMs + (work.extraRunningMs ?? 0) + engine.faults.operationDelayMs(call.method);
-  const done = (error?: { code: string; message: string }) => {
+  const done = (error?: OperationFailure) => {
     json.status = "DONE";
     json.progress = 100;
     json.endTime = new Date().toISOString();
     if (work.doneFields) Object.assign(json, work.doneFields());
     if (error) {
-      Object.assign(json, operationErrorStatus(error.code), { error: { errors: [{ code: error.code, message: error.message }] } });
+      const status = error.httpStatus ? { httpErrorStatusCode: error.httpStatus, httpErrorMessage: HTTP_STATUS_TEXT[error.httpStatus] ?? "ERROR" } : operationErrorStatus(error.code);
+      Object.assign(json, status, { error: { errors: [{ code: error.code, message: error.message }] } });
     }
     for (const wake of record.waiters) wake();
     record.waiters.clear();
@@ -84,7 +89,14 @@ export function startOperation(
   engine.after(engine.options.timing.operationPendingMs, () => {
     json.status = "RUNNING";
     json.startTime = new Date().toISOString();
-    if (!injected) work.begin?.();
+    if (!injected) {
+      try {
+        work.begin?.();
+      } catch (error) {
+        done(failure(error));
+        return;
+      }
+    }
     engine.after(runningMs, () => {
       if (injected) {
         work.rollback?.();
@@ -105,9 +117,27 @@ export function startOperation(
   return record;
 }
 
-function failure(error: unknown): { code: string; message: string } {
-  if (error instanceof ComputeApiError) return { code: error.reason.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(), message: error.message };
-  return { code: "INTERNAL_ERROR", message: error instanceof Error ? error.message : String(error) };
+/** The error an operation ends with: an UPPER_SNAKE code, a message, and the HTTP status it stands for. */
+interface OperationFailure {
+  readonly code: string;
+  readonly message: string;
+  readonly httpStatus?: number;
+}
+
+/** Operation error codes for the reasons of synchronous errors (Compute writes RESOURCE_ALREADY_EXISTS, not ALREADY_EXISTS). */
+const OPERATION_CODES: Record<string, string> = {
+  alreadyExists: "RESOURCE_ALREADY_EXISTS",
+  notFound: "RESOURCE_NOT_FOUND",
+  resourceInUseByAnotherResource: "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE",
+};
+
+const HTTP_STATUS_TEXT: Record<number, string> = { 400: "BAD REQUEST", 403: "FORBIDDEN", 404: "NOT FOUND", 409: "CONFLICT", 412: "PRECONDITION FAILED", 500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE" };
+
+function failure(error: unknown): OperationFailure {
+  if (error instanceof ComputeApiError) {
+    return { code: OPERATION_CODES[error.reason] ?? error.reason.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(), message: error.message, httpStatus: error.httpStatus };
+  }
+  return { code: "INTERNAL_ERROR", message: error instanceof Error ? error.message : String(error), httpStatus: 500 };
 }
 
 /**

@@ -27,10 +27,14 @@ export interface EngineWithClients {
   close(): Promise<void>;
 }
 
+/** The project the tests use. */
 export const PROJECT = "kiln-test";
+/** The zone most tests use, and a second one for cross-zone tests. */
 export const ZONE = "us-central1-a";
+/** The second zone the test engine serves. */
 export const OTHER_ZONE = "us-central1-b";
 
+/** Starts an engine (project {@link PROJECT}, zones {@link ZONE} and {@link OTHER_ZONE}) and the official clients pointed at it. */
 export async function startWithClients(options: LocalComputeEngineOptions = {}): Promise<EngineWithClients> {
   const engine = await startLocalComputeEngine({ project: PROJECT, zones: [ZONE, OTHER_ZONE], ...options });
   const authClient = new OAuth2Client();
@@ -99,6 +103,7 @@ export async function waitZoneOperation(clients: EngineWithClients, zone: string
   }
 }
 
+/** Calls `wait` on a global operation until it is DONE. */
 export async function waitGlobalOperation(clients: EngineWithClients, operation: string | null | undefined, deadlineMs = 10_000) {
   const deadline = Date.now() + deadlineMs;
   for (;;) {

@@ -58,6 +58,7 @@ export interface SerialPort {
 /** The documented size of the serial port buffer (1 MB). */
 export const SERIAL_PORT_CAPACITY = 1024 * 1024;
 
+/** An instance: its API JSON and what the API does not show (guest attributes, serial port, runner queue). */
 export interface InstanceRecord {
   readonly path: string;
   readonly project: string;
@@ -75,6 +76,7 @@ export interface InstanceRecord {
   readonly bootDiskPath: string;
 }
 
+/** A disk: its API JSON (`users` lists the instances it is attached to) and the image content it holds. */
 export interface DiskRecord {
   readonly path: string;
   readonly zone: string;
@@ -84,6 +86,7 @@ export interface DiskRecord {
   lastAttachedInstance?: string;
 }
 
+/** An image: its API JSON and what a VM runner captured for it. */
 export interface ImageRecord {
   readonly path: string;
   readonly project: string;
@@ -93,6 +96,7 @@ export interface ImageRecord {
   readonly sequence: number;
 }
 
+/** An unmanaged instance group and its members. */
 export interface InstanceGroupRecord {
   readonly path: string;
   readonly zone: string;
@@ -101,6 +105,7 @@ export interface InstanceGroupRecord {
   readonly members: Map<string, { draining: boolean }>;
 }
 
+/** A global backend service; `json.fingerprint` changes with every accepted change. */
 export interface BackendServiceRecord {
   readonly path: string;
   json: Record<string, unknown> & { fingerprint: string };
