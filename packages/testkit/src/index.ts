@@ -67,7 +67,8 @@ export type { ClosedLoopOptions, LoadFailureSample, LoadOptions, LoadPercentiles
  * real paths (instances, images, disks, operations, instance groups, backend services), checks
  * request bodies against the Compute v1 messages shipped in `@google-cloud/compute`, serves a
  * metadata server for guest attributes, and injects faults from a seeded generator. VMs only change
- * state unless a {@link VmRunner} runs them. docs/local-compute-engine.md says how to use it.
+ * state, or run as containers on a Docker engine with {@link createDockerVmRunner}.
+ * docs/local-compute-engine.md says how to use it.
  */
 export { DEFAULT_SEED_IMAGES, startLocalComputeEngine } from "./local-compute-engine/server.js";
 export type { LocalComputeEngine, LocalComputeEngineOptions } from "./local-compute-engine/server.js";
@@ -76,4 +77,6 @@ export type { ComputeMethodSelector, LocalComputeEngineFaults, OperationErrorFau
 export type { SeedImage } from "./local-compute-engine/images.js";
 export { METADATA_INSTANCE_HEADER } from "./local-compute-engine/metadata-server.js";
 export { createStateOnlyVmRunner } from "./local-compute-engine/vm-runner.js";
+export { createDockerVmRunner } from "./local-compute-engine/docker-vm-runner.js";
+export type { DockerVmRunnerOptions } from "./local-compute-engine/docker-vm-runner.js";
 export type { VmDescription, VmRunner, VmStarted } from "./local-compute-engine/vm-runner.js";

@@ -17,6 +17,10 @@ describe("kiln-local-compute-engine", () => {
       faults: { throttle: { rate: 0.2 } },
     });
     expect(parseLocalComputeEngineArguments(["--help"])).toBeUndefined();
+    const withDocker = parseLocalComputeEngineArguments(["--docker", "--images", '[{"name":"base","family":"base","artifact":"kiln-local/busybox:latest"}]']);
+    expect(withDocker?.images).toEqual([{ name: "base", family: "base", artifact: "kiln-local/busybox:latest" }]);
+    expect(typeof withDocker?.vmRunner?.start).toBe("function");
+    expect(() => parseLocalComputeEngineArguments(["--images", '{"name":"base"}'])).toThrow(/JSON list/);
     expect(() => parseLocalComputeEngineArguments(["--port", "http"])).toThrow(/--port must be a port number/);
     expect(() => parseLocalComputeEngineArguments(["--faults", "{"])).toThrow(/--faults must be JSON/);
     expect(() => parseLocalComputeEngineArguments(["--colour"])).toThrow(/kiln-local-compute-engine --help/);

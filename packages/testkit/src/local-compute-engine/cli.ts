@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 import { KilnError } from "@kilnjs/core";
+import { createDockerVmRunner } from "./docker-vm-runner.js";
 import type { LocalComputeEngineFaults } from "./faults.js";
+import type { SeedImage } from "./images.js";
 import { type LocalComputeEngine, type LocalComputeEngineOptions, startLocalComputeEngine } from "./server.js";
 
 /** What `kiln-local-compute-engine --help` prints. */
@@ -17,6 +19,10 @@ Options:
   --zones A,B         zones served (default us-central1-a,us-central1-b)
   --instantaneous     operations DONE at once, no boot time
   --faults JSON       faults from the start, e.g. '{"seed":1,"throttle":{"rate":0.2}}'
+  --images JSON       images present from the start, e.g.
+                      '[{"project":"debian-cloud","name":"debian-12","family":"debian-12","artifact":"kiln-local/busybox:latest"}]'
+  --docker            VMs run as containers on the Docker engine DOCKER_HOST names (their boot
+                      images need an artifact: a local Docker image)
   --help              this text
 `;
 
@@ -45,6 +51,8 @@ export function parseLocalComputeEngineArguments(args: readonly string[]): Local
         zones: { type: "string" },
         instantaneous: { type: "boolean" },
         faults: { type: "string" },
+        images: { type: "string" },
+        docker: { type: "boolean" },
         help: { type: "boolean" },
       },
       strict: true,
@@ -56,14 +64,17 @@ export function parseLocalComputeEngineArguments(args: readonly string[]): Local
   if (parsed.help) return undefined;
   const port = parsed.port === undefined ? 0 : Number(parsed.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new KilnError("INVALID_ARGUMENT", `--port must be a port number from 0 to 65535, not ${parsed.port}.`);
-  let faults: LocalComputeEngineFaults | undefined;
-  if (parsed.faults !== undefined) {
+  const json = <T>(option: string, text: string | undefined): T | undefined => {
+    if (text === undefined) return undefined;
     try {
-      faults = JSON.parse(parsed.faults) as LocalComputeEngineFaults;
+      return JSON.parse(text) as T;
     } catch (error) {
-      throw new KilnError("INVALID_ARGUMENT", `--faults must be JSON (docs/local-compute-engine.md lists the fields): ${error instanceof Error ? error.message : String(error)}.`, { cause: error });
+      throw new KilnError("INVALID_ARGUMENT", `${option} must be JSON (docs/local-compute-engine.md lists the fields): ${error instanceof Error ? error.message : String(error)}.`, { cause: error });
     }
-  }
+  };
+  const faults = json<LocalComputeEngineFaults>("--faults", parsed.faults);
+  const images = json<SeedImage[]>("--images", parsed.images);
+  if (images !== undefined && !Array.isArray(images)) throw new KilnError("INVALID_ARGUMENT", "--images must be a JSON list of images ({project, name, family, artifact}).");
   const zones = parsed.zones?.split(",").map((zone) => zone.trim()).filter((zone) => zone !== "");
   return {
     port,
@@ -71,6 +82,8 @@ export function parseLocalComputeEngineArguments(args: readonly string[]): Local
     ...(zones?.length ? { zones } : {}),
     ...(parsed.instantaneous ? { instantaneous: true } : {}),
     ...(faults ? { faults } : {}),
+    ...(images ? { images } : {}),
+    ...(parsed.docker ? { vmRunner: createDockerVmRunner() } : {}),
   };
 }
 

@@ -27,11 +27,18 @@ function findInstance(engine: EngineContext, named: string): InstanceRecord | un
  * instance/guest-attributes/NAMESPACE/KEY` (writes need the instance metadata
  * `enable-guest-attributes: TRUE`, as on GCE).
  */
-export function serveMetadata(engine: EngineContext, method: string, path: string, headers: Record<string, string | string[] | undefined>, body: string, response: ServerResponse): void {
+export function serveMetadata(
+  engine: EngineContext,
+  request: { method: string; path: string; headers: Record<string, string | string[] | undefined>; remoteAddress?: string | undefined },
+  body: string,
+  response: ServerResponse,
+): void {
+  const { method, path, headers } = request;
   if (headers["metadata-flavor"] !== "Google") return text(response, 403, "Missing required header \"Metadata-Flavor\": \"Google\"\n");
   const named = headers[METADATA_INSTANCE_HEADER];
-  const instance = typeof named === "string" ? findInstance(engine, named) : undefined;
-  if (!instance) return text(response, 404, `The local Compute Engine's metadata server needs the ${METADATA_INSTANCE_HEADER} header naming a live instance (its id or zones/ZONE/instances/NAME).\n`);
+  // Known by the header, else by the caller's address (a VM's networkIP), as GCE's server knows it.
+  const instance = typeof named === "string" ? findInstance(engine, named) : [...engine.state.instances.values()].find((candidate) => request.remoteAddress !== undefined && networkIPOf(candidate) === request.remoteAddress.replace(/^::ffff:/, ""));
+  if (!instance) return text(response, 404, `The local Compute Engine's metadata server needs the ${METADATA_INSTANCE_HEADER} header naming a live instance (its id or zones/ZONE/instances/NAME), or a request from a VM's address.\n`);
   const item = path.replace(/^\/computeMetadata\/v1\//, "");
   const attribute = /^instance\/guest-attributes\/([A-Za-z0-9_-]+)\/([A-Za-z0-9_-]+)$/.exec(item);
   if (attribute) {

@@ -108,13 +108,14 @@ export async function startLocalComputeEngine(options: LocalComputeEngineOptions
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
   let address = "";
+  let metadataAddress = "";
   const engine: EngineContext = {
     state: new EngineState(),
     options: { timing, zones, user: options.user ?? `kiln-local@${project}.iam.gserviceaccount.com`, health: options.health ?? ((instance) => (instance.status === "RUNNING" ? "HEALTHY" : "UNHEALTHY")) },
     faults: new FaultPlan(options.faults),
     schema: loadComputeSchema(SERVICES),
     runner: options.vmRunner ?? createStateOnlyVmRunner(),
-    metadataUrl: () => address,
+    metadataUrl: () => metadataAddress || address,
     after(ms, fn) {
       if (closed) return;
       if (ms <= 0) return fn();
@@ -204,7 +205,7 @@ export async function startLocalComputeEngine(options: LocalComputeEngineOptions
   const server = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://127.0.0.1");
     const work = url.pathname.startsWith("/computeMetadata/")
-      ? readBody(request).then((body) => serveMetadata(engine, request.method ?? "GET", url.pathname, request.headers, body, response))
+      ? readBody(request).then((body) => serveMetadata(engine, { method: request.method ?? "GET", path: url.pathname, headers: request.headers, remoteAddress: request.socket.remoteAddress }, body, response))
       : url.pathname.startsWith("/kiln/v1/")
         ? controlApi(request, url, response)
         : handleApi(request, url, response);
@@ -221,6 +222,24 @@ export async function startLocalComputeEngine(options: LocalComputeEngineOptions
   });
   const port = (server.address() as AddressInfo).port;
   address = `http://127.0.0.1:${port}`;
+  // A runner whose VMs cannot reach 127.0.0.1 (containers) names a host address they can reach:
+  // the metadata server (only it) is served there too.
+  let metadataServer: ReturnType<typeof createServer> | undefined;
+  if (engine.runner.metadataHost) {
+    const host = await engine.runner.metadataHost();
+    metadataServer = createServer((request, response) => {
+      const url = new URL(request.url ?? "/", "http://127.0.0.1");
+      if (!url.pathname.startsWith("/computeMetadata/")) return writeJson(response, 404, { error: { code: 404, message: "Only the metadata server answers on this address." } });
+      readBody(request)
+        .then((body) => serveMetadata(engine, { method: request.method ?? "GET", path: url.pathname, headers: request.headers, remoteAddress: request.socket.remoteAddress }, body, response))
+        .catch(() => response.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      metadataServer!.once("error", reject);
+      metadataServer!.listen(0, host, () => resolve());
+    });
+    metadataAddress = `http://${host}:${(metadataServer.address() as AddressInfo).port}`;
+  }
 
   const instanceNamed = (zone: string, name: string, projectName = project): InstanceRecord => {
     const found = engine.state.instances.get(`projects/${projectName}/zones/${zone}/instances/${name}`);
@@ -251,8 +270,11 @@ export async function startLocalComputeEngine(options: LocalComputeEngineOptions
       timers.clear();
       for (const operation of engine.state.operations.values()) for (const wake of [...operation.waiters]) wake();
       for (const instance of engine.state.instances.values()) instance.lifetime.abort();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const listening of [server, metadataServer]) {
+        if (!listening) continue;
+        listening.closeAllConnections();
+        await new Promise<void>((resolve) => listening.close(() => resolve()));
+      }
       await engine.runner.close?.();
     },
   };

@@ -59,6 +59,13 @@ export interface VmRunner {
    * Optional: without it an image holds no content.
    */
   captureImage?(disk: { readonly zone: string; readonly name: string; readonly lastAttachedInstance?: string }, image: { readonly name: string }, signal: AbortSignal): Promise<string | undefined>;
+  /**
+   * An address of this host that the runner's VMs can reach (a Docker network's gateway). When
+   * given, the engine also serves its metadata server there, on an ephemeral port, and hands that
+   * URL to VMs; the server then knows a VM by its address, as GCE's does. Absent: VMs get the
+   * engine's 127.0.0.1 endpoint and name themselves with the `X-Kiln-Instance` header.
+   */
+  metadataHost?(): Promise<string>;
   /** Releases what the runner holds (called when the engine closes). */
   close?(): Promise<void>;
 }
