@@ -72,7 +72,8 @@ export type { ClosedLoopOptions, LoadFailureSample, LoadOptions, LoadPercentiles
  */
 export { DEFAULT_SEED_IMAGES, startLocalComputeEngine } from "./local-compute-engine/server.js";
 export type { LocalComputeEngine, LocalComputeEngineOptions } from "./local-compute-engine/server.js";
-export type { HealthState, InstanceHealthInput, LocalComputeEngineTiming } from "./local-compute-engine/state.js";
+export { httpHealthCheck } from "./local-compute-engine/state.js";
+export type { HealthCheck, HealthState, InstanceHealthInput, LocalComputeEngineTiming } from "./local-compute-engine/state.js";
 export type { ComputeMethodSelector, LocalComputeEngineFaults, OperationErrorFault } from "./local-compute-engine/faults.js";
 export type { SeedImage } from "./local-compute-engine/images.js";
 export { METADATA_INSTANCE_HEADER } from "./local-compute-engine/metadata-server.js";

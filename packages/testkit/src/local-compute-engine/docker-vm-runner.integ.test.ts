@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { requireDockerEngine } from "../engines.js";
 import { createDockerVmRunner } from "./docker-vm-runner.js";
+import { httpHealthCheck } from "./state.js";
 import { type EngineWithClients, PROJECT, ZONE, startWithClients, waitGlobalOperation, waitZoneOperation } from "./sdk-clients.js";
 
 const BASE_IMAGE = "kiln-local/busybox:latest";
@@ -22,6 +23,7 @@ describe.runIf(hasEngine)("the Docker VM runner", () => {
     clients = await startWithClients({
       instantaneous: true,
       vmRunner: createDockerVmRunner(),
+      health: httpHealthCheck({ path: "/index.html" }),
       images: [{ project: "kiln-images", name: "busybox-base", family: "busybox", artifact: BASE_IMAGE }],
     });
   });
@@ -72,6 +74,17 @@ describe.runIf(hasEngine)("the Docker VM runner", () => {
     await expect
       .poll(async () => (await fetch(`http://${address}:8080/`).then((response) => response.text()).catch(() => "")).trim(), { timeout: 15_000, interval: 200 })
       .toBe("hello from the baked image");
+
+    // Health through a backend service reaches the container: HEALTHY while httpd answers.
+    const link = (path: string) => `https://www.googleapis.com/compute/v1/projects/${PROJECT}/${path}`;
+    const [group] = await clients.instanceGroups.insert({ project: PROJECT, zone: ZONE, instanceGroupResource: { name: "web", namedPorts: [{ name: "http", port: 8080 }] } });
+    await waitZoneOperation(clients, ZONE, group.latestResponse.name);
+    const [service] = await clients.backendServices.insert({ project: PROJECT, backendServiceResource: { name: "web", portName: "http", backends: [{ group: `zones/${ZONE}/instanceGroups/web` }] } });
+    await waitGlobalOperation(clients, service.latestResponse.name);
+    const [add] = await clients.instanceGroups.addInstances({ project: PROJECT, zone: ZONE, instanceGroup: "web", instanceGroupsAddInstancesRequestResource: { instances: [{ instance: link(`zones/${ZONE}/instances/web-1`) }] } });
+    await waitZoneOperation(clients, ZONE, add.latestResponse.name);
+    const [health] = await clients.backendServices.getHealth({ project: PROJECT, backendService: "web", resourceGroupReferenceResource: { group: link(`zones/${ZONE}/instanceGroups/web`) } });
+    expect(health.healthStatus?.map((entry) => [entry.ipAddress, entry.port, entry.healthState])).toEqual([[address, 8080, "HEALTHY"]]);
   }, 120_000);
 
   test("a startup script that fails shows its exit status on the serial port, and a restart runs it again", async () => {

@@ -49,6 +49,19 @@ export function createDockerVmRunner(options: DockerVmRunnerOptions = {}): VmRun
   const images = new Set<string>();
   let docker: Docker | undefined;
   let network: Promise<{ id: string; gateway: string }> | undefined;
+  let closed = false;
+  /** Runner calls in flight: close() waits for them, so nothing is made after it cleaned up. */
+  const inFlight = new Set<Promise<unknown>>();
+  const tracked = <T>(work: () => Promise<T>): Promise<T> => {
+    if (closed) return Promise.reject(new KilnError("INVALID_ARGUMENT", "The Docker VM runner is closed: its local Compute Engine was closed."));
+    const running = work();
+    inFlight.add(running);
+    void running.then(
+      () => inFlight.delete(running),
+      () => inFlight.delete(running),
+    );
+    return running;
+  };
 
   const client = async (): Promise<Docker> => {
     if (!docker) {
@@ -79,7 +92,7 @@ export function createDockerVmRunner(options: DockerVmRunnerOptions = {}): VmRun
     async metadataHost() {
       return (await ensureNetwork()).gateway;
     },
-    async start(vm) {
+    start: (vm) => tracked(async () => {
       const engine = await client();
       const { gateway } = await ensureNetwork();
       let container = containers.get(vm.id);
@@ -106,7 +119,7 @@ export function createDockerVmRunner(options: DockerVmRunnerOptions = {}): VmRun
       const inspected = await container.inspect();
       const networkIP = inspected.NetworkSettings.Networks[networkName]?.IPAddress;
       return networkIP ? { networkIP } : {};
-    },
+    }),
     async stop(vm) {
       await containers.get(vm.id)?.stop({ t: stopTimeout }).catch((error: { statusCode?: number }) => {
         // 304: already stopped.
@@ -118,7 +131,7 @@ export function createDockerVmRunner(options: DockerVmRunnerOptions = {}): VmRun
       containers.delete(vm.id);
       await container?.remove({ force: true });
     },
-    async captureImage(disk, image) {
+    captureImage: (disk, image) => tracked(async () => {
       const engine = await client();
       const attached = disk.lastAttachedInstance;
       const found = attached
@@ -129,8 +142,10 @@ export function createDockerVmRunner(options: DockerVmRunnerOptions = {}): VmRun
       await engine.getContainer(found.Id).commit({ repo: repository, tag: "latest" });
       images.add(`${repository}:latest`);
       return `${repository}:latest`;
-    },
+    }),
     async close() {
+      closed = true;
+      await Promise.allSettled([...inFlight]);
       if (!docker) return;
       const engine = docker;
       const leftovers = await engine.listContainers({ all: true, filters: { label: [`dev.kiln.local-compute-engine=${runId}`] } });

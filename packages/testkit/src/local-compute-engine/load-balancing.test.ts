@@ -1,4 +1,7 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, test } from "vitest";
+import { httpHealthCheck } from "./state.js";
 import { type EngineWithClients, PROJECT, ZONE, insertInstance, rejectionOf, startWithClients, waitGlobalOperation, waitZoneOperation } from "./sdk-clients.js";
 
 let clients: EngineWithClients | undefined;
@@ -88,5 +91,38 @@ describe("instance groups and backend services through the official client", () 
     const { body } = await rejectionOf(clients.backendServices.patch({ project: PROJECT, backendService: "web-backend", backendServiceResource: { fingerprint: before.fingerprint!, connectionDraining: { drainingTimeoutSec: 0 } } }));
     expect(body).toMatchObject({ code: 412, errors: [{ reason: "conditionNotMet" }] });
     expect((await clients.backendServices.get({ project: PROJECT, backendService: "web-backend" }))[0].connectionDraining?.drainingTimeoutSec).toBe(30);
+  });
+
+  test("httpHealthCheck probes each member at its address and the service's named port", async () => {
+    let status = 200;
+    const app = createServer((request, response) => {
+      response.writeHead(request.url === "/healthz" ? status : 404).end();
+    });
+    await new Promise<void>((resolve) => app.listen(0, "127.0.0.1", resolve));
+    const appPort = (app.address() as AddressInfo).port;
+    try {
+      // A runner whose VMs answer on 127.0.0.1 (the test's own server stands for them).
+      clients = await startWithClients({
+        instantaneous: true,
+        health: httpHealthCheck({ path: "/healthz", timeoutMs: 2_000 }),
+        vmRunner: { start: async () => ({ networkIP: "127.0.0.1" }), stop: async () => {}, delete: async () => {} },
+      });
+      await insertInstance(clients, "web-1");
+      const [group] = await clients.instanceGroups.insert({ project: PROJECT, zone: ZONE, instanceGroupResource: { name: "web-group", namedPorts: [{ name: "http", port: appPort }] } });
+      await waitZoneOperation(clients, ZONE, group.latestResponse.name);
+      const [service] = await clients.backendServices.insert({ project: PROJECT, backendServiceResource: { name: "web-backend", portName: "http", backends: [{ group: `zones/${ZONE}/instanceGroups/web-group` }] } });
+      await waitGlobalOperation(clients, service.latestResponse.name);
+      const [add] = await clients.instanceGroups.addInstances({ project: PROJECT, zone: ZONE, instanceGroup: "web-group", instanceGroupsAddInstancesRequestResource: { instances: [{ instance: link(`zones/${ZONE}/instances/web-1`) }] } });
+      await waitZoneOperation(clients, ZONE, add.latestResponse.name);
+      const health = async () => {
+        const [answer] = await clients!.backendServices.getHealth({ project: PROJECT, backendService: "web-backend", resourceGroupReferenceResource: { group: link(`zones/${ZONE}/instanceGroups/web-group`) } });
+        return answer.healthStatus?.map((entry) => `${entry.healthState} ${entry.ipAddress}:${entry.port}`);
+      };
+      await expect.poll(health, { timeout: 5_000 }).toEqual([`HEALTHY 127.0.0.1:${appPort}`]);
+      status = 503;
+      expect(await health()).toEqual([`UNHEALTHY 127.0.0.1:${appPort}`]);
+    } finally {
+      await new Promise((resolve) => app.close(resolve));
+    }
   });
 });

@@ -199,16 +199,16 @@ const deleteService: ApiHandler = (call) => {
   return operation(call, { project: call.parameters.project! }, "delete", { path: service.path, id: String(service.json.id) }, { finish: () => void call.engine.state.backendServices.delete(service.path) });
 };
 
-/** The health of one instance: an override set through the control API, else the engine's health callback. */
-export function healthOf(engine: EngineContext, path: string): HealthState {
+/** The health of one instance: an override set through the control API, else the engine's health check. */
+export async function healthOf(engine: EngineContext, path: string, port: number): Promise<HealthState> {
   const instance = engine.state.instances.get(path);
   if (!instance) return "UNHEALTHY";
   if (instance.healthOverride) return instance.healthOverride;
-  return engine.options.health({ project: instance.project, zone: instance.zone, name: instance.name, status: instance.json.status, networkIP: networkIPOf(instance), labels: instance.json.labels });
+  return engine.options.health({ project: instance.project, zone: instance.zone, name: instance.name, status: instance.json.status, networkIP: networkIPOf(instance), labels: instance.json.labels, port });
 }
 
 /** `backendServices.getHealth` `{group}` → `{healthStatus: [{instance, ipAddress, port, healthState}]}`. */
-const getHealth: ApiHandler = (call) => {
+const getHealth: ApiHandler = async (call) => {
   const service = serviceOf(call);
   const groupReference = call.body.group;
   if (typeof groupReference !== "string") throw invalidField("resourceGroupReference.group", "", "A group URL is required");
@@ -220,11 +220,10 @@ const getHealth: ApiHandler = (call) => {
   const group = getOr404(call.engine.state.instanceGroups, groupPath);
   const namedPorts = (group.json.namedPorts as { name?: string; port?: number }[] | undefined) ?? [];
   const port = namedPorts.find((named) => named.name === service.json.portName)?.port ?? Number(service.json.port ?? 80);
-  const healthStatus = [...group.members.keys()].flatMap((path) => {
-    const instance = call.engine.state.instances.get(path);
-    if (!instance) return [];
-    return [{ instance: link(path), ipAddress: networkIPOf(instance), port, healthState: healthOf(call.engine, path) }];
-  });
+  const members = [...group.members.keys()].filter((path) => call.engine.state.instances.has(path));
+  const healthStatus = await Promise.all(
+    members.map(async (path) => ({ instance: link(path), ipAddress: networkIPOf(call.engine.state.instances.get(path)!), port, healthState: await healthOf(call.engine, path, port) })),
+  );
   return { kind: "compute#backendServiceGroupHealth", ...(healthStatus.length > 0 ? { healthStatus } : {}) };
 };
 

@@ -8,7 +8,7 @@ import { INSTANCE_HANDLERS, appendSerialPort } from "./instances.js";
 import { LOAD_BALANCING_HANDLERS, OPERATION_HANDLERS } from "./load-balancing.js";
 import { serveMetadata } from "./metadata-server.js";
 import { loadComputeSchema, schemaProblemsError, snakeToCamel } from "./schema.js";
-import { type ApiHandler, type EngineContext, EngineState, type HealthState, type InstanceHealthInput, type InstanceRecord, type LocalComputeEngineTiming, replayedOperation } from "./state.js";
+import { type ApiHandler, type EngineContext, EngineState, type HealthCheck, type HealthState, type InstanceRecord, type LocalComputeEngineTiming, replayedOperation } from "./state.js";
 import { createStateOnlyVmRunner, type VmRunner } from "./vm-runner.js";
 
 /** The Compute v1 services the fake serves (names in protos.json). */
@@ -40,8 +40,11 @@ export interface LocalComputeEngineOptions {
   readonly faults?: LocalComputeEngineFaults;
   /** What runs the VMs. @defaultValue {@link createStateOnlyVmRunner} */
   readonly vmRunner?: VmRunner;
-  /** The health `getHealth` reports for an instance. @defaultValue HEALTHY when RUNNING, else UNHEALTHY */
-  readonly health?: (instance: InstanceHealthInput) => HealthState;
+  /**
+   * The health `getHealth` reports for an instance (may probe it: see {@link httpHealthCheck}).
+   * @defaultValue HEALTHY when RUNNING, else UNHEALTHY
+   */
+  readonly health?: HealthCheck;
   /** The `user` of operations. @defaultValue "kiln-local@PROJECT.iam.gserviceaccount.com" */
   readonly user?: string;
 }

@@ -38,6 +38,30 @@ export interface InstanceHealthInput {
   readonly status: string;
   readonly networkIP: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** The port `getHealth` reports: the group's named port for the backend service's `portName`, else its `port`. */
+  readonly port: number;
+}
+
+/** Decides an instance's health for `backendServices.getHealth`. */
+export type HealthCheck = (instance: InstanceHealthInput) => HealthState | Promise<HealthState>;
+
+/**
+ * A health check that probes `http://networkIP:port{path}` like a load balancer's HTTP health
+ * check: HEALTHY when the instance is RUNNING and answers 200–399 within `timeoutMs`. For VMs that
+ * really run (the Docker VM runner).
+ * @param options - `path` @defaultValue "/"; `timeoutMs` @defaultValue 1000
+ */
+export function httpHealthCheck(options: { readonly path?: string; readonly timeoutMs?: number } = {}): HealthCheck {
+  return async (instance) => {
+    if (instance.status !== "RUNNING" || !instance.networkIP) return "UNHEALTHY";
+    try {
+      const response = await fetch(`http://${instance.networkIP}:${instance.port}${options.path ?? "/"}`, { signal: AbortSignal.timeout(options.timeoutMs ?? 1000) });
+      await response.body?.cancel();
+      return response.status >= 200 && response.status < 400 ? "HEALTHY" : "UNHEALTHY";
+    } catch {
+      return "UNHEALTHY";
+    }
+  };
 }
 
 /** The settled options an engine runs with. */
@@ -45,7 +69,7 @@ export interface EngineOptions {
   readonly timing: LocalComputeEngineTiming;
   readonly zones: readonly string[];
   readonly user: string;
-  readonly health: (instance: InstanceHealthInput) => HealthState;
+  readonly health: HealthCheck;
 }
 
 /** Serial port 1 of an instance: a ring of at most {@link SERIAL_PORT_CAPACITY} characters. */
