@@ -5,7 +5,8 @@
  * runs, helpers that gate integration tests on a real engine, on moto (the EC2 emulator) or on
  * PostgreSQL (skip loudly on a laptop, fail under CI), a fault-injecting HTTP proxy for AWS
  * query-protocol APIs, a bounded HTTP load generator that reports what clients saw while a
- * service was replaced, and a tracer of the modules a process loads.
+ * service was replaced, a tracer of the modules a process loads, and the local Compute Engine (a
+ * fake of Compute Engine v1 REST, held to the message definitions of `@google-cloud/compute`).
  *
  * The conformance suites register vitest tests, so this package imports `vitest` (a peer dependency).
  * @module
@@ -61,3 +62,18 @@ export type { FaultProxy, FaultProxyCall, FaultProxyCounts, FaultProxyOptions, F
  */
 export { LOAD_HISTOGRAM_BOUNDS_MS, LOAD_MAX_DURATION_MS, LOAD_MAX_REQUESTS, formatLoadStats, runClosedLoop, startLoad } from "./load-generator.js";
 export type { ClosedLoopOptions, LoadFailureSample, LoadOptions, LoadPercentiles, LoadReport, LoadRun, LoadStats } from "./load-generator.js";
+/**
+ * The local Compute Engine: an HTTP server on 127.0.0.1 that speaks Compute Engine v1 REST on the
+ * real paths (instances, images, disks, operations, instance groups, backend services), checks
+ * request bodies against the Compute v1 messages shipped in `@google-cloud/compute`, serves a
+ * metadata server for guest attributes, and injects faults from a seeded generator. VMs only change
+ * state unless a {@link VmRunner} runs them. docs/local-compute-engine.md says how to use it.
+ */
+export { DEFAULT_SEED_IMAGES, startLocalComputeEngine } from "./local-compute-engine/server.js";
+export type { LocalComputeEngine, LocalComputeEngineOptions } from "./local-compute-engine/server.js";
+export type { HealthState, InstanceHealthInput, LocalComputeEngineTiming } from "./local-compute-engine/state.js";
+export type { ComputeMethodSelector, LocalComputeEngineFaults, OperationErrorFault } from "./local-compute-engine/faults.js";
+export type { SeedImage } from "./local-compute-engine/images.js";
+export { METADATA_INSTANCE_HEADER } from "./local-compute-engine/metadata-server.js";
+export { createStateOnlyVmRunner } from "./local-compute-engine/vm-runner.js";
+export type { VmDescription, VmRunner, VmStarted } from "./local-compute-engine/vm-runner.js";
