@@ -128,6 +128,44 @@ describe("gcp provider lifecycle (local Compute Engine)", () => {
     }
   });
 
+  it("an operation that outlives a wait is awaited by looping on zoneOperations.wait, never by polling the instance", async () => {
+    await engine.close();
+    engine = await startLocalComputeEngine({ project: PROJECT, zones: [ZONE], instantaneous: true, timing: { waitTimeoutMs: 40 } });
+    request = { ...request, image: { ...request.image, id: await makeImageInFake({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE }, { target: request.target, fingerprint: request.image.fingerprint }) } };
+    engine.setFaults({ slowOperations: { extraMs: 300, methods: ["Instances.Insert"] } });
+    const provider = createGcpProvider({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE, backoff: FAST_BACKOFF });
+    try {
+      const before = engine.callCounts();
+      const launched = await provider.instances.launch({ ...request, count: 2 }, context());
+      expect(launched).toHaveLength(2);
+      const after = engine.callCounts();
+      const waits = (after["ZoneOperations.Wait"] ?? 0) - (before["ZoneOperations.Wait"] ?? 0);
+      expect(after["Instances.Insert"]! - (before["Instances.Insert"] ?? 0)).toBe(2);
+      expect(waits, "each operation outlived several waits").toBeGreaterThan(2);
+      expect((after["ZoneOperations.Get"] ?? 0) + (after["Instances.Get"] ?? 0), "no polling with get").toBe(0);
+    } finally {
+      await provider.close?.();
+    }
+  });
+
+  it("an abort while an operation is awaited ends the launch with ABORTED", async () => {
+    engine.setFaults({ slowOperations: { extraMs: 60_000, methods: ["Instances.Insert"] } });
+    const provider = createGcpProvider({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE, backoff: FAST_BACKOFF });
+    const controller = new AbortController();
+    try {
+      const launching = provider.instances.launch(request, { ...context(), signal: controller.signal }).catch((error: unknown) => error);
+      // Abort once the insert has been accepted (its operation is then being awaited).
+      const deadline = Date.now() + 10_000;
+      while ((engine.callCounts()["ZoneOperations.Wait"] ?? 0) === 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
+      expect(engine.callCounts()["ZoneOperations.Wait"] ?? 0, "the operation is being awaited").toBeGreaterThan(0);
+      controller.abort(new Error("stopped by the test"));
+      const failure = await launching;
+      expect((failure as KilnError).code).toBe("ABORTED");
+    } finally {
+      await provider.close?.();
+    }
+  });
+
   it("images: find by fingerprint, list by service, and remove refuses an image in use with IMAGE_IN_USE", async () => {
     const provider = createGcpProvider({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE, backoff: FAST_BACKOFF });
     try {
