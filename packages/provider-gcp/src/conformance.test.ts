@@ -1,5 +1,6 @@
 // The provider conformance suite from @kilnjs/testkit, against the local Compute Engine (state-only
-// VMs, instantaneous operations) through the official client. Baking is not implemented yet, so
+// VMs) through the official client: once with instantaneous operations, once with operations and
+// boots that take time (PENDING → RUNNING → DONE, PROVISIONING → STAGING → RUNNING). Baking is not implemented yet, so
 // the suite's images.build is played by the test: it makes the image a bake would leave (a kept
 // boot disk → images.insert with Kiln's labels) and returns what the provider's images.find sees.
 import { afterAll, beforeAll, describe } from "vitest";
@@ -11,11 +12,14 @@ import { makeImageInFake } from "./images-in-fake.js";
 const PROJECT = "kiln-conformance";
 const ZONE = "us-central1-a";
 
-describe("gcp provider conformance (local Compute Engine)", () => {
+describe.each([
+  { mode: "instantaneous operations", instantaneous: true },
+  { mode: "operations that take time", instantaneous: false },
+])("gcp provider conformance (local Compute Engine, $mode)", ({ mode, instantaneous }) => {
   let engine: LocalComputeEngine;
 
   beforeAll(async () => {
-    engine = await startLocalComputeEngine({ project: PROJECT, zones: [ZONE, "us-central1-b"], instantaneous: true });
+    engine = await startLocalComputeEngine({ project: PROJECT, zones: [ZONE, "us-central1-b"], instantaneous });
   });
 
   afterAll(async () => {
@@ -23,7 +27,7 @@ describe("gcp provider conformance (local Compute Engine)", () => {
   });
 
   runProviderConformance({
-    name: "gcp",
+    name: `gcp, ${mode}`,
     createProvider(): Provider {
       const provider = createGcpProvider({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE, backoff: { initialDelayMs: 10, maxDelayMs: 100 } });
       return {
