@@ -198,7 +198,8 @@ function byName(a: Instance, b: Instance): number {
  *   that ends DONE with errors fails the launch with `LAUNCH_FAILED` and the operation's codes in
  *   `details.operationErrors` (`QUOTA_EXCEEDED`; `ZONE_RESOURCE_POOL_EXHAUSTED` retryable);
  *   instances made before a failure keep their labels, so a retry with the same key adopts them and
- *   a rolled-back rollout finds and terminates them. Returns the instances as one more aggregated
+ *   a rolled-back rollout finds and terminates them. Instances of the launch found stopped
+ *   (TERMINATED) are started again (`instances.start`, with a `requestId`). Returns the instances as one more aggregated
  *   list sees them (PROVISIONING/STAGING are `pending`): health is core's concern. `env`, `command`,
  *   `memoryBytes`, `cpus` and `hostPort` have no Compute Engine counterpart and are ignored (the
  *   image decides what runs, the machine type the size). Throws `INVALID_ARGUMENT` (count below 1,
@@ -233,6 +234,18 @@ export function createInstanceOperations(runtime: GcpRuntime): InstanceOperation
       throw error;
     }
     await runtime.waitForOperation(operation, { zone: where.zone }, "LAUNCH_FAILED", `${what}: inserting instance ${name}`, ctx.signal);
+  }
+
+  /**
+   * Starts an instance of the launch found stopped, with a `requestId` from the launch step, the
+   * instance and when it was stopped (a later stop of the same instance gets a new id).
+   */
+  async function startOne(request: LaunchRequest, project: string, zone: string, instance: GceInstance, what: string, ctx: ProviderContext): Promise<void> {
+    const { instances } = await runtime.clients.clients();
+    const name = instance.name ?? "";
+    const requestId = requestIdFor({ step: request.idempotencyKey, call: "instances.start", resource: `${name} stopped ${instance.lastStopTimestamp ?? ""}` });
+    const [started] = await runtime.clients.backoff.call(() => instances.start({ project, zone, instance: name, requestId }), ctx.signal);
+    await runtime.waitForOperation(started.latestResponse as GceOperation, { zone }, "LAUNCH_FAILED", `${what}: starting instance ${name}, found stopped`, ctx.signal);
   }
 
   /** The launch's instances, by the launch-key label, in one aggregated list. */
@@ -278,10 +291,19 @@ export function createInstanceOperations(runtime: GcpRuntime): InstanceOperation
         }
         const where = { project, zone, region: settings.region ?? zone.replace(/-[a-z]$/, "") };
         const names = Array.from({ length: request.count }, (_, index) => instanceName({ target: request.target, release: request.release, launchKey: request.idempotencyKey, index }));
-        const existing = new Set((await launched(request, ctx.signal)).map(({ instance }) => instance.name));
+        const found = await launched(request, ctx.signal);
+        const existing = new Set(found.map(({ instance }) => instance.name));
         const missing = names.filter((name) => !existing.has(name));
         if (existing.size > 0) ctx.logger.debug("launch already started", { idempotencyKey: request.idempotencyKey, found: names.length - missing.length, missing: missing.length });
-        await forEachLimited(missing, runtime.concurrency, (name) => insertOne(request, settings, where, name, what, ctx), ctx.signal);
+        // Instances of this launch found stopped (TERMINATED) are started again, as the launch's own.
+        const stopped = found.filter(({ instance }) => instance.status === "TERMINATED" && names.includes(instance.name ?? ""));
+        if (stopped.length > 0) ctx.logger.info("starting instances of the launch found stopped", { instances: stopped.map(({ instance }) => instance.name) });
+        await forEachLimited(
+          [...missing.map((name) => () => insertOne(request, settings, where, name, what, ctx)), ...stopped.map(({ zone: at, instance }) => () => startOne(request, project, at, instance, what, ctx))],
+          runtime.concurrency,
+          (call) => call(),
+          ctx.signal,
+        );
         const wanted = new Set(names);
         const seen = (await launched(request, ctx.signal)).filter(({ instance }) => wanted.has(instance.name ?? ""));
         const result = seen.map(({ zone: at, instance }) => instanceFromGce(project, at, instance)).sort(byName);

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { KilnError, LABELS, silentLogger, type InstanceConfig, type LaunchRequest, type ProviderContext } from "@kilnjs/core";
 import { startLocalComputeEngine, type LocalComputeEngine } from "@kilnjs/testkit";
-import { createGcpProvider } from "./index.js";
+import { GceClients, createGcpProvider } from "./index.js";
 import { makeImageInFake } from "./images-in-fake.js";
 import { operationNameOf, recordingAuthClient } from "./test-support.js";
 
@@ -124,6 +124,27 @@ describe("gcp provider lifecycle (local Compute Engine)", () => {
       expect(listed).toHaveLength(count);
       expect(new Set(listed.map((instance) => instance.name)).size).toBe(count);
     } finally {
+      await provider.close?.();
+    }
+  });
+
+  it("a launch repeated with the same key starts its instances found stopped instead of making new ones", async () => {
+    const provider = createGcpProvider({ endpoint: engine.endpoint, project: PROJECT, zone: ZONE, backoff: FAST_BACKOFF });
+    const clients = new GceClients({ endpoint: engine.endpoint }, {});
+    try {
+      const [first] = await provider.instances.launch(request, context());
+      const { instances, zoneOperations } = await clients.clients();
+      const [stopping] = await instances.stop({ project: PROJECT, zone: ZONE, instance: first!.name });
+      await zoneOperations.wait({ project: PROJECT, zone: ZONE, operation: stopping.latestResponse.name });
+      expect((await provider.instances.list({ target: request.target }, context()))[0]?.state).toBe("stopped");
+
+      const again = await provider.instances.launch(request, context());
+      expect(again.map((instance) => instance.id)).toEqual([first!.id]);
+      expect(again[0]?.state).not.toBe("stopped");
+      expect(engine.callCounts()["Instances.Start"]).toBe(1);
+      expect(engine.callCounts()["Instances.Insert"], "the image's source VM and the first launch only").toBe(2);
+    } finally {
+      await clients.close();
       await provider.close?.();
     }
   });
