@@ -1,14 +1,25 @@
-// The package's public surface, listed: a change to it is a decision, not an accident. And while
-// the lifecycle is missing, nothing here may look like a usable provider to core's importProvider.
+// The package's public surface, listed: a change to it is a decision, not an accident. Since the
+// lifecycle's phase 2 the package exports createProvider, which core's importProvider looks for.
 import { describe, expect, it } from "vitest";
 import * as entry from "./index.js";
 import * as specEntry from "./spec-entry.js";
 
 describe("@kilnjs/provider-gcp's exports", () => {
-  it("lists the foundations and no createProvider (the provider's lifecycle is not implemented yet)", () => {
+  it("lists the provider, its lifecycle helpers and the foundations", () => {
     expect(Object.keys(entry).sort()).toEqual(
       [
+        "COMMAND_CHECK_UNSUPPORTED",
         "DEFAULT_CALL_TIMEOUT_MS",
+        "DEFAULT_CONCURRENCY",
+        "DEFAULT_OPERATION_TIMEOUT_MS",
+        "GCE_INSTANCE_METADATA_KEYS",
+        "PROVIDER_NAME",
+        "createGcpProvider",
+        "createProvider",
+        "imageFromGce",
+        "instanceId",
+        "instanceState",
+        "parseInstanceId",
         "GCE_AUTH_SCOPES",
         "GCE_KILN_BAKE_LABEL_COUNT",
         "GCE_KILN_INSTANCE_LABEL_COUNT",
@@ -64,7 +75,15 @@ describe("@kilnjs/provider-gcp's exports", () => {
         "toGceLabels",
       ].sort(),
     );
-    expect("createProvider" in entry).toBe(false);
+    expect(entry.createProvider).toBe(entry.createGcpProvider);
+  });
+
+  it("creates a provider named gcp with the package's spec, without loading the SDK or doing I/O", () => {
+    const provider = entry.createProvider({ endpoint: "http://127.0.0.1:9", project: "kiln-test", zone: "us-central1-a" });
+    expect(provider.name).toBe(entry.PROVIDER_NAME);
+    expect(provider.name).toBe("gcp");
+    expect(provider.spec).toBe(entry.gcpProviderSpec);
+    expect(provider.limits?.maxInstancesPerTarget).toBe(entry.GCP_MAX_INSTANCE_COUNT);
   });
 
   it("gives the /spec entry the same spec object", () => {

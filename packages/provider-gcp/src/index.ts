@@ -1,12 +1,22 @@
 /**
- * Kiln provider for Google Compute Engine: **preview**. This release holds the foundations only:
- * the provider's part of the spec with Compute Engine's published rules as pre-flight checks,
- * the names and labels Kiln derives, request ids from journal steps, the shared backoff, the error
- * classifier and the lazily loaded client. The provider's lifecycle (bake, launch, traffic) is not
- * implemented yet, so the package exports no `createProvider`. `@google-cloud/compute` is loaded
- * on the first call that needs Compute Engine, so importing this package is cheap.
+ * Kiln provider for Google Compute Engine: **preview**. `createProvider` (also exported as
+ * `createGcpProvider`) launches, lists and deletes Compute Engine instances from a release's image
+ * (one `requestId` per instance from the journal step, one aggregated label-filtered list across
+ * zones, one wait loop per operation), finds, lists and removes images by Kiln's labels, and checks
+ * instances by their status plus core's probe. Baking images (`images.build`) and traffic through a
+ * backend service are not implemented yet. Also exported: the provider's part of the spec with
+ * Compute Engine's published rules as pre-flight checks, the names and labels Kiln derives, request
+ * ids, the shared backoff, the error classifier and the lazily loaded client.
+ * `@google-cloud/compute` is loaded on the first call that needs Compute Engine, so importing this
+ * package is cheap.
  * @module
  */
+export { createGcpProvider, createGcpProvider as createProvider, PROVIDER_NAME } from "./provider.js";
+export type { GcpProviderOptions } from "./runtime.js";
+export { DEFAULT_OPERATION_TIMEOUT_MS, DEFAULT_CONCURRENCY } from "./runtime.js";
+export { GCE_INSTANCE_METADATA_KEYS, instanceState, instanceId, parseInstanceId } from "./instances.js";
+export { imageFromGce } from "./images.js";
+export { COMMAND_CHECK_UNSUPPORTED } from "./health.js";
 export {
   gcpProviderSpec,
   gcpProviderSpec as providerSpec,

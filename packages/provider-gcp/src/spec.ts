@@ -136,7 +136,7 @@ export const GCP_MAX_INSTANCE_COUNT = 1_000;
  * fingerprint. It declares no secret store and no `secretDelivery` yet. A target runs at most
  * {@link GCP_MAX_INSTANCE_COUNT} instances.
  *
- * Preview: the provider's lifecycle (bake, launch, traffic) is not implemented yet.
+ * Preview: baking and traffic are not implemented yet (launch, list, terminate and images are).
  */
 export const gcpProviderSpec = defineProviderSpec({
   imageFormat: "machine",

@@ -72,3 +72,52 @@ export function plainFetchClients(answers: CannedAnswer[]): { clients: GceClient
   };
   return { clients: new GceClients({ endpoint: "http://127.0.0.1:8085", authClient: authClient as never }, {}), seen };
 }
+
+/** What a recording fetch saw of one Compute Engine call. */
+export interface RecordedCall {
+  readonly method: string;
+  readonly path: string;
+  readonly status: number | undefined;
+  /** The answer's JSON body, when it had one. */
+  readonly body: unknown;
+}
+
+/**
+ * An auth client for a local Compute Engine whose transport is the platform's `fetch`, recording
+ * every call and its answer. `dropAnswer(call)` may ask for one call's answer to be lost: the
+ * request reaches the server and acts, then the client hears nothing until its deadline ends the
+ * request (what a client time-out looks like).
+ */
+export function recordingAuthClient(dropAnswer: (method: string, path: string) => boolean = () => false): { authClient: OAuth2Client; calls: RecordedCall[] } {
+  const calls: RecordedCall[] = [];
+  const recording = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init);
+    const path = new URL(request.url).pathname;
+    const answer = await fetch(request);
+    const text = await answer.text();
+    let body: unknown;
+    try {
+      body = text ? (JSON.parse(text) as unknown) : undefined;
+    } catch {
+      body = text;
+    }
+    calls.push({ method: request.method, path, status: answer.status, body });
+    if (dropAnswer(request.method, path)) {
+      return new Promise((_resolve, reject) => {
+        const signal = init?.signal;
+        if (!signal) return reject(new Error("a request whose answer is dropped must carry a signal"));
+        signal.addEventListener("abort", () => reject(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))), { once: true });
+      });
+    }
+    return new Response(text, { status: answer.status, headers: answer.headers });
+  };
+  const authClient = new OAuth2Client({ transporterOptions: { fetchImplementation: recording } });
+  authClient.setCredentials({ access_token: "test-token" });
+  return { authClient, calls };
+}
+
+/** The name of the operation an answer holds (an insert's or a wait's), if any. */
+export function operationNameOf(call: RecordedCall): string | undefined {
+  const body = call.body as { kind?: unknown; name?: unknown } | undefined;
+  return body?.kind === "compute#operation" && typeof body.name === "string" ? body.name : undefined;
+}
