@@ -358,7 +358,8 @@ export async function run(
         `
 Keeps, for the environment (-e), its current release and the N-1 successful releases before it
 (--keep N, the rollback window; "keep the last N releases"), and every pending one. Never removes an
-image that an instance of any environment runs, or that a release of another environment references:
+image that an instance of any environment runs, or that a release of another environment references
+within that environment's window (its retention.keep in the spec; without one, all its releases):
 collecting one environment never takes what another may roll back to. --older-than spares images
 younger than DURATION (30s, 5m, 720h). Removal is complete (an AMI with its snapshots).
 

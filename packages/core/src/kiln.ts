@@ -267,8 +267,9 @@ export interface Kiln {
   /**
    * Removes the images of the target's service that no retained release uses (see
    * `planCollection` for exactly what is kept): never an image an instance of any environment
-   * runs, or that a release in the target's window or any release of another environment
-   * references. A dry run unless `apply` is set. Applied, it takes the lock of every environment
+   * runs, or that a release in the target's window or in another environment's references (that
+   * environment's window is its spec's `retention.keep`; without one, or given a bare target,
+   * all its releases). A dry run unless `apply` is set. Applied, it takes the lock of every environment
    * of the service (so no deploy interleaves), finishes removals an interrupted collection left,
    * and journals each removal (intent before, outcome after) on a `gc` record in the target's
    * history. A removal that fails is reported in `failed` and the others go on.

@@ -99,6 +99,19 @@ describe("Kiln.collectGarbage", () => {
     expect(imageIds()).toEqual([shared, staging3, prod4].sort());
   });
 
+  it("another environment's declared retention bounds what it keeps: a shared image outside both windows goes", async () => {
+    const withProdWindow = { ...spec, environments: { staging: {}, prod: { retention: { keep: 1 } } } };
+    const shared = await deploy(1, "staging", withProdWindow);
+    const staging2 = await deploy(2, "staging", withProdWindow);
+    expect(await deploy(1, "prod", withProdWindow)).toBe(shared);
+    const prod3 = await deploy(3, "prod", withProdWindow);
+    // prod's own clean-ups kept `shared`: staging (no retention declared) references it.
+    expect(imageIds()).toEqual([shared, staging2, prod3].sort());
+    const result = await kiln.collectGarbage({ spec: withProdWindow, baseDir: dir, environment: "staging", keep: 1, apply: true });
+    expect(result.removed.map((image) => image.id)).toEqual([shared]);
+    expect(imageIds()).toEqual([staging2, prod3].sort());
+  });
+
   it("never removes an image an instance runs, even outside every window", async () => {
     const old = await deploy(1, "staging");
     await deploy(2, "staging");

@@ -57,6 +57,7 @@ export async function collectGarbage(context: OperationContext, options: Collect
       images,
       states: view.states,
       instances,
+      otherWindows: await otherWindows(context, options, target),
     });
   };
 
@@ -130,6 +131,22 @@ export async function retainAfterDeploy(context: OperationContext, options: Spec
     if (target) context.emitterFor(target, options.onEvent)({ type: "retention.failed", code: failure.code, message: `${failure.message} The deploy stands; the next deploy or kiln gc tries again.` });
     return undefined;
   }
+}
+
+/**
+ * The `retention.keep` of each other environment whose spec declares one, when the operation names
+ * a spec (a bare target has none: every other environment then keeps all its releases).
+ */
+async function otherWindows(context: OperationContext, options: TargetOptions, target: Target): Promise<Record<string, number>> {
+  if ("target" in options) return {};
+  const { validated, baseDir } = await context.loaded(options);
+  const windows: Record<string, number> = {};
+  for (const environment of [DEFAULT_ENVIRONMENT, ...Object.keys(validated.environments)]) {
+    if (environment === target.environment) continue;
+    const keep = resolveTarget(validated, environment, baseDir).retention?.keep;
+    if (keep !== undefined) windows[environment] = keep;
+  }
+  return windows;
 }
 
 /** Every target of the service (the named one too, listed or not) with its state, and the provider each uses. */

@@ -81,6 +81,17 @@ describe("planCollection", () => {
     expect(ids(ofProd.remove)).toEqual([]);
   });
 
+  it("two environments: another environment's declared window (its spec's retention.keep) lets a shared old image go", () => {
+    const prodState = state(prod, [release(prod, 1, 2), release(prod, 2, 5)], 2);
+    const images = [1, 2, 3, 4, 5].map((n) => image(n));
+    const plan = planCollection({ target: staging, provider: "memory", keep: 1, now, images, states: [history(staging, 4), prodState], instances: [], otherWindows: { prod: 1 } });
+    expect(ids(plan.remove)).toEqual(["img-1", "img-2", "img-3"]);
+    expect(plan.kept.find((kept) => kept.image.id === "img-5")?.reasons.join()).toMatch(/window of 1/);
+    // With a window of 2, prod's release 1 is kept, and its image with it.
+    const wider = planCollection({ target: staging, provider: "memory", keep: 1, now, images, states: [history(staging, 4), prodState], instances: [], otherWindows: { prod: 2 } });
+    expect(ids(wider.remove)).toEqual(["img-1", "img-3"]);
+  });
+
   it("removes images no release references (a build never deployed)", () => {
     const plan = planCollection({ target: staging, provider: "memory", keep: 5, now, images: [image(1), image(9)], states: [history(staging, 1)], instances: [] });
     expect(ids(plan.remove)).toEqual(["img-9"]);

@@ -60,6 +60,11 @@ export interface CollectionInput {
   readonly states: readonly TargetState[];
   /** Every instance of every target of the service that runs on `provider` (one `instances.list` per target). */
   readonly instances: readonly Instance[];
+  /**
+   * The windows of the service's other environments, by environment name: the `retention.keep`
+   * their spec declares. An environment absent here keeps every release it has. @defaultValue none
+   */
+  readonly otherWindows?: Readonly<Record<string, number>>;
 }
 
 /** An image a collection keeps, and why. */
@@ -146,8 +151,9 @@ export function imageUsage(provider: string, images: readonly ImageRef[], states
  *
  * - an instance of any environment runs it;
  * - a release in the target's retention window ({@link retainedReleases}) references it;
- * - a release of any other environment of the service references it (a collection of one
- *   environment never takes what another may roll back to: collect that environment to trim it);
+ * - a release of another environment of the service references it, within that environment's
+ *   own window when `otherWindows` gives one (its spec's `retention.keep`), else any release of
+ *   it: a collection of one environment never takes what another may roll back to;
  * - `olderThanMs` is given and the image is younger, or its creation time is unknown.
  *
  * So what goes is an image referenced only by releases of this target outside its window, or by
@@ -160,6 +166,12 @@ export function planCollection(input: CollectionInput): CollectionPlan {
   const own = input.states.find((state) => sameTarget(state.target, input.target));
   const window = own ? retainedReleases(own, input.keep) : [];
   const windowNumbers = new Set(window.map((release) => release.number));
+  const otherRetained = new Map<string, ReadonlySet<number>>();
+  for (const state of input.states) {
+    const keep = input.otherWindows?.[state.target.environment];
+    if (state.target.environment === input.target.environment || keep === undefined) continue;
+    otherRetained.set(state.target.environment, new Set(retainedReleases(state, keep).map((release) => release.number)));
+  }
   const remove: ImageUsage[] = [];
   const kept: KeptImage[] = [];
   for (const usage of imageUsage(input.provider, input.images, input.states, input.instances)) {
@@ -169,7 +181,9 @@ export function planCollection(input: CollectionInput): CollectionPlan {
       if (ref.environment === input.target.environment) {
         if (windowNumbers.has(ref.release)) reasons.push(`release ${ref.release} of ${formatTarget(input.target)} is in its window of ${input.keep}`);
       } else {
-        reasons.push(`release ${ref.release} of ${input.target.service}@${ref.environment} references it (another environment)`);
+        const retained = otherRetained.get(ref.environment);
+        if (!retained) reasons.push(`release ${ref.release} of ${input.target.service}@${ref.environment} references it (another environment, whose spec sets no retention: all its releases are kept)`);
+        else if (retained.has(ref.release)) reasons.push(`release ${ref.release} of ${input.target.service}@${ref.environment} is in that environment's window of ${input.otherWindows![ref.environment]}`);
       }
     }
     if (input.olderThanMs !== undefined) {

@@ -286,7 +286,7 @@ export const retentionSchema = z
       .int()
       .min(1)
       .max(1000)
-      .describe("Releases kept per target, the rollback window: the current release and the `keep - 1` successful releases before it. After each successful deploy, the service's images that no instance runs, no kept release of this target and no release of another environment references are removed, as `kiln gc --keep N --yes` does."),
+      .describe("Releases kept per target, the rollback window: the current release and the `keep - 1` successful releases before it. After each successful deploy, the service's images that no instance runs and no kept release references are removed (another environment keeps its own window, or every release when it declares no retention), as `kiln gc --keep N --yes` does."),
   })
   .describe("Remove old images after each successful deploy (see docs/retention.md). A failed clean-up is a warning; the deploy stands.");
 
