@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { JournalHooks } from "@kilnjs/core";
 import { createMemoryProvider, type MemoryProvider } from "@kilnjs/testkit";
 import { run } from "./main.js";
 
@@ -24,13 +25,17 @@ afterEach(async () => {
 });
 
 async function kiln(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return kilnWith({}, ...args);
+}
+
+async function kilnWith(journalHooks: JournalHooks, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = "";
   let err = "";
   stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
   stderr.setEncoding("utf8").on("data", (chunk: string) => (err += chunk));
-  const code = await run([...args, "-C", dir], { stdout, stderr, env: { NO_COLOR: "1" } }, { kilnOptions: { providers: { memory: provider } } });
+  const code = await run([...args, "-C", dir], { stdout, stderr, env: { NO_COLOR: "1" } }, { kilnOptions: { providers: { memory: provider }, journalHooks } });
   return { code, stdout: out, stderr: err };
 }
 
@@ -74,5 +79,17 @@ describe("kiln images and kiln gc", () => {
     expect(await kiln("gc", "--keep", "0")).toMatchObject({ code: 2, stderr: expect.stringContaining("--keep takes a whole number") as unknown });
     expect(await kiln("gc", "--older-than", "30d")).toMatchObject({ code: 2, stderr: expect.stringContaining("is not a duration") as unknown });
     expect(provider.calls.listImages).toBe(0);
+  });
+
+  it("status names an interrupted gc and what finishes it; the next gc --yes does", async () => {
+    await deployVersions(2);
+    const killed = await kilnWith({ crashAt: "intent:remove:1", kill: () => { throw new Error("killed at the crash point"); } }, "gc", "--keep", "1", "--yes");
+    expect(killed.code).not.toBe(0);
+    expect(provider.images.all.size).toBe(2);
+    expect((await kiln("status")).stdout).toMatch(/gc \S+ was interrupted .*the next kiln gc --yes finishes its removals/);
+    const finished = await kiln("gc", "--keep", "1", "--yes");
+    expect(finished.code).toBe(0);
+    expect(finished.stdout).toContain("finished the removal of");
+    expect(provider.images.all.size).toBe(1);
   });
 });

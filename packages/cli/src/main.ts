@@ -261,7 +261,13 @@ export async function run(
         if (status.activeRollout) {
           const active = status.activeRollout;
           const by = `${active.holder.user}@${active.holder.host}, pid ${active.holder.pid}`;
-          lines.push(
+          if (active.kind === "gc") {
+            lines.push(
+              !status.lock || status.lock.stale
+                ? c.yellow(`gc ${active.id} was interrupted (started ${active.startedAt} by ${by}, whose process is gone): the next kiln gc --yes finishes its removals`)
+                : c.yellow(`gc ${active.id} is removing images (started ${active.startedAt} by ${by})`),
+            );
+          } else lines.push(
             !status.lock || status.lock.stale
               ? c.yellow(`rollout ${active.id} was interrupted (started ${active.startedAt} by ${by}, whose process is gone): kiln deploy or kiln rollout resume finishes it, kiln rollout abort rolls it back`)
               : c.yellow(`rollout ${active.id} is running (started ${active.startedAt} by ${by})`),
