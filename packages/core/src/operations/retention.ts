@@ -12,7 +12,7 @@ import { formatTarget, type Target } from "../target.js";
 import { resolveTarget } from "../spec/resolve.js";
 import { DEFAULT_ENVIRONMENT } from "../target.js";
 import type { CollectGarbageOptions, CollectionResult, SpecOptions, TargetOptions } from "../kiln.js";
-import type { OperationContext } from "./context.js";
+import { givenSpec, type OperationContext } from "./context.js";
 import { inSession } from "./session.js";
 
 /** Errors after which a collection stops at once: the lock is gone, the caller cancelled, or state cannot be written. */
@@ -116,6 +116,16 @@ export async function collectGarbage(context: OperationContext, options: Collect
  */
 export async function retainAfterDeploy(context: OperationContext, options: SpecOptions): Promise<CollectionResult | undefined> {
   const environment = options.environment ?? DEFAULT_ENVIRONMENT;
+  // Most specs have no retention: tell from the spec as given, without loading it again.
+  const declared = (() => {
+    try {
+      const given = givenSpec(options.spec, options.baseDir).validated;
+      return environment === DEFAULT_ENVIRONMENT ? given.spec.retention : (given.environments[environment]?.retention ?? given.spec.retention);
+    } catch {
+      return undefined; // The deploy read this spec; one it cannot read again has nothing to clean up.
+    }
+  })();
+  if (declared === undefined) return undefined;
   let keep: number | undefined;
   try {
     const { validated, baseDir } = await context.loaded(options);
