@@ -187,6 +187,35 @@ describe("Kiln.collectGarbage", () => {
     expect((await kiln.collectGarbage({ spec, baseDir: dir, environment: "staging", keep: 1, apply: true })).resumed).toEqual([]);
   });
 
+  it("a cancelled collection is recorded aborted, and the next one finishes its removals", async () => {
+    const built: string[] = [];
+    for (const version of [1, 2, 3]) built.push(await deploy(version, "staging"));
+    const controller = new AbortController();
+    const cancels: Provider = {
+      ...provider,
+      images: {
+        ...provider.images,
+        list: provider.images.list.bind(provider.images),
+        find: provider.images.find.bind(provider.images),
+        async remove(image, ctx) {
+          controller.abort(new Error("Ctrl-C"));
+          await provider.images.remove(image, ctx);
+        },
+      },
+    };
+    await kiln.close();
+    kiln = open(cancels);
+    await expect(kiln.collectGarbage({ spec, baseDir: dir, environment: "staging", keep: 1, apply: true, signal: controller.signal })).rejects.toMatchObject({ code: "ABORTED" });
+    const record = (await store.read({ service: "web", environment: "staging" })).rollouts.find((rollout) => rollout.kind === "gc")!;
+    expect(record).toMatchObject({ status: "aborted", error: { code: "ABORTED" } });
+    expect(await store.lockStatus({ service: "web", environment: "staging" })).toBeUndefined();
+    await kiln.close();
+    kiln = open(provider);
+    const next = await kiln.collectGarbage({ spec, baseDir: dir, environment: "staging", keep: 1, apply: true });
+    expect(next.resumed.map((image) => image.id)).toEqual([built[0]]);
+    expect(imageIds()).toEqual([built[2]]);
+  });
+
   it("takes the locks of every environment: a held lock of another environment refuses the collection", async () => {
     await deploy(1, "staging");
     await deploy(2, "prod");

@@ -94,6 +94,7 @@ export async function collectGarbage(context: OperationContext, options: Collect
         } catch (error) {
           // Anything but the provider refusing or failing this one image stops the collection:
           // the journal then holds the intent, and the next collection finishes it.
+          if (isKilnError(error, "ABORTED")) await finishRecord(context.store, target, session.lock, record, failed, error).catch(() => undefined);
           if (!isKilnError(error) || STOPPING_CODES.has(error.code)) throw error;
           const failure = removalFailure(image, error);
           failed.push({ image, error: failure });
@@ -234,15 +235,20 @@ function removalFailure(image: ImageRef, error: KilnError): KilnError {
   return new KilnError(error.code, `Could not remove image ${name} (${image.id}): ${error.message} ${next}`, { cause: error, details: { ...error.details, imageId: image.id } });
 }
 
-async function finishRecord(store: StateStore, target: Target, lock: TargetLock, record: RolloutRecord, failed: readonly { image: ImageRef; error: KilnError }[]): Promise<void> {
+/**
+ * Records the end of a collection: succeeded, failed (some removals failed) or, when `cancelled`
+ * is given, aborted (the caller cancelled; the next collection finishes the announced removals).
+ */
+async function finishRecord(store: StateStore, target: Target, lock: TargetLock, record: RolloutRecord, failed: readonly { image: ImageRef; error: KilnError }[], cancelled?: KilnError): Promise<void> {
   await store.update(
     target,
     (state) => {
       const stored = state.rollouts.find((rollout) => rollout.id === record.id);
       if (!stored) return;
-      stored.status = failed.length === 0 ? "succeeded" : "failed";
+      stored.status = cancelled ? "aborted" : failed.length === 0 ? "succeeded" : "failed";
       stored.finishedAt = new Date().toISOString();
-      if (failed.length > 0) {
+      if (cancelled) stored.error = { code: cancelled.code, message: cancelled.message };
+      else if (failed.length > 0) {
         const first = failed[0]!.error;
         stored.error = { code: first.code, message: `${failed.length} image(s) were not removed; the first: ${first.message}` };
       }
