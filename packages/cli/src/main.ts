@@ -3,7 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { createColors } from "picocolors";
-import type { DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, ProviderSpec, RecoveryResult, SpecIssue, TargetStatus } from "@kilnjs/core";
+import type { CollectionResult, DeployResult, Kiln, KilnError, KilnOptions, LeaseStatus, LoadedSpec, ProviderSpec, RecoveryResult, SpecIssue, TargetStatus } from "@kilnjs/core";
 import { parseDuration } from "./duration.js";
 import type { ServeOptions } from "./serve.js";
 import { EXIT_CODES, exitCodeFor } from "./exit-codes.js";
@@ -261,7 +261,13 @@ export async function run(
         if (status.activeRollout) {
           const active = status.activeRollout;
           const by = `${active.holder.user}@${active.holder.host}, pid ${active.holder.pid}`;
-          lines.push(
+          if (active.kind === "gc") {
+            lines.push(
+              !status.lock || status.lock.stale
+                ? c.yellow(`gc ${active.id} was interrupted (started ${active.startedAt} by ${by}, whose process is gone): the next kiln gc --yes finishes its removals`)
+                : c.yellow(`gc ${active.id} is removing images (started ${active.startedAt} by ${by})`),
+            );
+          } else lines.push(
             !status.lock || status.lock.stale
               ? c.yellow(`rollout ${active.id} was interrupted (started ${active.startedAt} by ${by}, whose process is gone): kiln deploy or kiln rollout resume finishes it, kiln rollout abort rolls it back`)
               : c.yellow(`rollout ${active.id} is running (started ${active.startedAt} by ${by})`),
@@ -311,6 +317,85 @@ export async function run(
         );
         return EXIT_CODES.success;
       } finally {
+        await kiln.close();
+      }
+    }));
+
+  common(
+    program
+      .command("images")
+      .description("the service's images across its environments: fingerprint, size, created, the releases that use them, whether an instance runs them")
+      .addHelpText("after", "\nReads the state of every environment of the service and asks each provider once for its images\nand once per environment for its instances. Changes nothing. kiln gc removes the old ones."),
+  ).action(action(async (options, output) => {
+    const { kiln, spec } = await open(options, output, "images", { document: true });
+    try {
+      const images = await kiln.listImages({ spec, ...env(options) });
+      if (output.json) {
+        output.stdout.write(`${JSON.stringify({ type: "images", service: spec.validated.spec.service, images })}\n`);
+        return EXIT_CODES.success;
+      }
+      const { formatBytes } = await import("./render.js");
+      const c = createColors(output.color);
+      output.stdout.write(
+        `${table(
+          ["IMAGE", "FINGERPRINT", "SIZE", "CREATED", "RELEASES", "RUNNING"],
+          images.map((usage) => [
+            usage.image.names[0] ?? shortId(usage.image.id),
+            usage.image.fingerprint.replace(/^sha256:/, "").slice(0, 12),
+            usage.image.sizeBytes === undefined ? "-" : formatBytes(usage.image.sizeBytes),
+            usage.image.createdAt?.replace("T", " ").slice(0, 19) ?? "-",
+            usage.releases.map((ref) => `${ref.environment}#${ref.release}${ref.current ? "*" : ""}`).join(" ") || c.dim("none"),
+            usage.inUse ? c.green(`yes (${usage.instances.length})`) : "no",
+          ]),
+        )}\n${images.length === 0 ? "no images\n" : c.dim("* the environment's current release\n")}`,
+      );
+      return EXIT_CODES.success;
+    } finally {
+      await kiln.close();
+    }
+  }));
+
+  common(
+    program
+      .command("gc")
+      .description("remove images no retained release uses (a dry run unless --yes, as plan before deploy)")
+      .addHelpText(
+        "after",
+        `
+Keeps, for the environment (-e), its current release and the N-1 successful releases before it
+(--keep N, the rollback window; "keep the last N releases"), and every pending one. Never removes an
+image that an instance of any environment runs, or that a release of another environment references
+within that environment's window (its retention.keep in the spec; without one, all its releases):
+collecting one environment never takes what another may roll back to. --older-than spares images
+younger than DURATION (30s, 5m, 720h). Removal is complete (an AMI with its snapshots).
+
+With --yes it takes the lock of every environment of the service (no deploy interleaves) and journals
+each removal like a rollout: a gc that was killed is finished by the next one. The spec's
+retention: { keep: N } runs the same after each successful deploy. See docs/retention.md.`,
+      ),
+  )
+    .option("--keep <count>", "releases kept per environment: the current one and COUNT-1 before it", "5")
+    .option("--older-than <duration>", "only remove images created at least DURATION ago (e.g. 720h, 90m)")
+    .option("--yes", "really remove them; without it, only print what would go", false)
+    .option("--wait-for-lock <duration>", WAIT_FOR_LOCK_HELP)
+    .action(action(async (options, output) => {
+      const keep = Number(options.keep);
+      if (!/^\d+$/.test(String(options.keep)) || keep < 1) return badInput(output, `--keep takes a whole number of 1 or more (the current release counts as one), not "${String(options.keep)}".`);
+      let olderThanMs: number | undefined;
+      if (typeof options.olderThan === "string") {
+        olderThanMs = parseDuration(options.olderThan);
+        if (olderThanMs === undefined) return badInput(output, `--older-than "${options.olderThan}" is not a duration: write a number with a unit, ms, s, m or h (90m, 720h, 1h30m).`);
+      }
+      const wait = lockWait(options, output);
+      if (typeof wait === "number") return wait;
+      const apply = options.yes === true;
+      const { kiln, spec, renderer } = await open(options, output, "gc", { document: !apply });
+      try {
+        const result = await kiln.collectGarbage({ spec, ...env(options), ...wait, keep, ...(olderThanMs !== undefined ? { olderThanMs } : {}), apply });
+        renderer.done();
+        return await printCollection(result, targetText(spec, options), output);
+      } finally {
+        renderer.done();
         await kiln.close();
       }
     }));
@@ -586,6 +671,51 @@ function printRecovery(recovery: RecoveryResult, done: "resumed" | "aborted", ta
   } else if (!result) {
     output.stdout.write(`Recovered ${interrupted.length} interrupted rollout(s) of ${target}; no release serves.\n`);
   }
+}
+
+/** What `kiln gc` planned and did; the exit code is that of the first failed removal, else 0. */
+async function printCollection(result: CollectionResult, target: string, output: Output): Promise<number> {
+  const { plan } = result;
+  const code = result.failed[0] ? exitCodeFor(result.failed[0].error.code) : EXIT_CODES.success;
+  if (output.json) {
+    output.stdout.write(
+      `${JSON.stringify({
+        type: "gc",
+        target,
+        applied: result.applied,
+        gcId: result.gcId ?? null,
+        keep: plan.keep,
+        olderThanMs: plan.olderThanMs ?? null,
+        retainedReleases: plan.retainedReleases,
+        remove: plan.remove.map((usage) => usage.image),
+        kept: plan.kept,
+        reclaimableBytes: plan.reclaimableBytes,
+        resumed: result.resumed,
+        removed: result.removed,
+        failed: result.failed.map(({ image, error }) => ({ image, error: error.toJSON() })),
+      })}\n`,
+    );
+    return code;
+  }
+  const { formatBytes } = await import("./render.js");
+  const c = createColors(output.color);
+  const name = (image: { names: readonly string[]; id: string }) => image.names[0] ?? shortId(image.id);
+  const lines = [`${c.bold(target)}: keeping releases ${plan.retainedReleases.join(", ") || "none"} (keep ${plan.keep})${plan.olderThanMs !== undefined ? `, and images younger than ${Math.round(plan.olderThanMs / 1000)} s` : ""}`];
+  if (!result.applied) {
+    for (const usage of plan.remove) lines.push(`  ${c.red("-")} ${name(usage.image)} ${c.dim(`(${usage.releases.map((ref) => `${ref.environment}#${ref.release}`).join(" ") || "no release"})`)}`);
+    for (const kept of plan.kept) lines.push(c.dim(`  = ${name(kept.image)}: ${kept.reasons[0]}${kept.reasons.length > 1 ? ` (+${kept.reasons.length - 1} more)` : ""}`));
+    lines.push(
+      plan.remove.length === 0
+        ? "Nothing to remove."
+        : `${plan.remove.length} image(s) would be removed${plan.reclaimableBytes > 0 ? ` (${formatBytes(plan.reclaimableBytes)})` : ""}. This was a dry run: run again with --yes to remove them.`,
+    );
+  } else {
+    for (const image of result.resumed) lines.push(`  ${c.yellow("↺")} finished the removal of ${name(image)} that an interrupted gc began`);
+    lines.push(result.removed.length === 0 && result.failed.length === 0 ? "Nothing to remove." : `Removed ${result.removed.length} image(s).`);
+    for (const { error } of result.failed) lines.push(`${c.red("error")} [${error.code}]: ${error.message}`);
+  }
+  output.stdout.write(`${lines.join("\n")}\n`);
+  return code;
 }
 
 function printResult(result: DeployResult, output: Output): void {

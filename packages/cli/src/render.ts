@@ -199,6 +199,12 @@ export function describeEvent(event: KilnEvent, c: Colors, verbose: boolean): st
       return `${c.yellow("…")} waiting up to ${seconds(event.timeoutMs)} for the lock held by ${event.holder}`;
     case "lock.taken-over":
       return `${c.yellow("!")} took over a stale lock from ${event.previousHolder}: ${event.reason} (token ${event.previousToken} → ${event.token})`;
+    case "image.removed":
+      return `  ${c.dim("-")} image ${short(event.fingerprint) || event.imageId} removed${event.sizeBytes !== undefined ? ` (${formatBytes(event.sizeBytes)})` : ""}`;
+    case "image.remove-failed":
+      return `  ${c.red("✗")} image ${short(event.fingerprint) || event.imageId} kept [${event.code}]`;
+    case "retention.failed":
+      return `${c.yellow("!")} retention: the clean-up after the deploy failed [${event.code}]: ${event.message}`;
     case "rollout.recovered": {
       const release = {
         resumed: `release ${event.release} is resumed`,

@@ -72,6 +72,15 @@ export type KilnEvent = EventBase &
         adopted: EventInstance[];
         retiring: EventInstance[];
       }
+    /** Garbage collection (`collectGarbage`, `kiln gc`) removed an image: its removal is complete (an AMI's snapshots too). */
+    | { type: "image.removed"; gcId: string; imageId: string; fingerprint: string; sizeBytes?: number }
+    /** Garbage collection could not remove an image; it was kept and the collection went on with the next one. */
+    | { type: "image.remove-failed"; gcId: string; imageId: string; fingerprint: string; code: ErrorCode; message: string }
+    /**
+     * The clean-up a spec's `retention` runs after a successful deploy failed: the deploy stands,
+     * the images stay, and the next deploy (or `kiln gc`) tries again.
+     */
+    | { type: "retention.failed"; code: ErrorCode; message: string }
   );
 
 /** The `type` of a {@link KilnEvent}. */
@@ -85,8 +94,12 @@ export type KilnEventType = KilnEvent["type"];
  */
 export type RecoveredReleaseOutcome = "resumed" | "failed" | "not-created" | "unchanged";
 
-/** Whether a rollout deploys a new release or rolls back to an earlier one. */
-export type RolloutKind = "deploy" | "rollback";
+/**
+ * Whether a rollout deploys a new release, rolls back to an earlier one, or is a garbage
+ * collection (`gc`: it removes images and changes no instance; its record carries the journal of
+ * the removals, and its `fromRelease` and `toRelease` are both the release serving, 0 for none).
+ */
+export type RolloutKind = "deploy" | "rollback" | "gc";
 
 /** Receives events; must not throw (errors in a handler are logged and dropped). */
 export type EventHandler = (event: KilnEvent) => void;

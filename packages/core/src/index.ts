@@ -201,6 +201,10 @@ export type { FileDeploymentQueue, FileDeploymentQueueOptions } from "./deployme
 export { journalCrashPoints, journaled, parseCrashPoint } from "./journal/journaled.js";
 export type { JournalHooks, JournalOptions } from "./journal/journaled.js";
 
+// Retention.
+export { DEFAULT_RETENTION_KEEP, assertRetention, imageUsage, planCollection, retainedReleases } from "./retention/select.js";
+export type { CollectionInput, CollectionPlan, ImageInstanceRef, ImageReleaseRef, ImageUsage, KeptImage } from "./retention/select.js";
+
 // The lifecycle API.
 export { createKiln, chooseRollbackRelease } from "./kiln.js";
-export type { BuildResult, CheckOptions, DeployResult, Kiln, KilnOptions, LockWaitOptions, ProviderSource, RecoveryResult, RollbackOptions, SpecOptions, TargetOptions, TargetStatus } from "./kiln.js";
+export type { BuildResult, CheckOptions, CollectGarbageOptions, CollectionResult, DeployResult, Kiln, KilnOptions, LockWaitOptions, ProviderSource, RecoveryResult, RollbackOptions, SpecOptions, TargetOptions, TargetStatus } from "./kiln.js";

@@ -17,6 +17,9 @@ import { deploy } from "./operations/deploy.js";
 import { resumeRollout } from "./operations/resume.js";
 import { rollback } from "./operations/rollback.js";
 import { forceReleaseLock, history, lockStatus, status } from "./operations/status.js";
+import { collectGarbage, listImages, retainAfterDeploy } from "./operations/retention.js";
+import type { KilnError } from "./errors.js";
+import type { CollectionPlan, ImageUsage } from "./retention/select.js";
 
 export { chooseRollbackRelease } from "./operations/rollback.js";
 
@@ -153,6 +156,38 @@ export interface TargetStatus {
   readonly lock: LeaseStatus | undefined;
 }
 
+/** Options of {@link Kiln.collectGarbage}: the target, and how much of its history to keep. */
+export type CollectGarbageOptions = TargetOptions & {
+  /**
+   * Releases kept per target, the rollback window: the current release and the `keep - 1` newest
+   * successful releases before it (pending releases are always kept). A whole number of 1 or more.
+   */
+  readonly keep: number;
+  /** Only images created at least this long ago (milliseconds) may go; an image of unknown age is then kept. @defaultValue any age */
+  readonly olderThanMs?: number;
+  /**
+   * Remove the images. False (the default) is a dry run: the plan is returned, no lock is taken,
+   * nothing changes (as `plan` before `deploy`). @defaultValue false
+   */
+  readonly apply?: boolean;
+};
+
+/** What {@link Kiln.collectGarbage} planned and did. */
+export interface CollectionResult {
+  /** What goes and what stays, and why. */
+  readonly plan: CollectionPlan;
+  /** Whether images were removed (false: a dry run). */
+  readonly applied: boolean;
+  /** The id of the collection's record in the target's history (kind `gc`); undefined when nothing was removed. */
+  readonly gcId: string | undefined;
+  /** Removals an earlier, interrupted collection announced and this one finished (they may not be in `plan.remove`). */
+  readonly resumed: readonly ImageRef[];
+  /** The images removed, completely (an AMI with its snapshots). */
+  readonly removed: readonly ImageRef[];
+  /** The images that could not be removed, each with an error naming it and saying what to do; they stay. */
+  readonly failed: readonly { readonly image: ImageRef; readonly error: KilnError }[];
+}
+
 /** Options of {@link Kiln.check}. */
 export interface CheckOptions {
   /** A spec loaded with `loadSpec`/`specFromYaml`/`specFromObject`, or a spec object (then `baseDir` applies). */
@@ -191,7 +226,9 @@ export interface Kiln {
    * {@link Kiln.resumeRollout}), plans, builds if needed, creates a release and rolls it out. A
    * rollout that fails is undone (the old instances keep serving) and the release is recorded as
    * failed. When an interrupted rollout's release is what the spec asks for, its number is reused
-   * and its healthy instances adopted.
+   * and its healthy instances adopted. With `retention: { keep }` in the spec, a successful deploy
+   * is followed by {@link Kiln.collectGarbage} with that `keep` (applied); a failure of that
+   * clean-up is a `retention.failed` event and a warning, never a failed deploy.
    * @throws KilnError HEALTH_CHECK_FAILED, ROLLOUT_FAILED, LAUNCH_FAILED (after undoing), TARGET_LOCKED, LOCK_LOST, ABORTED and those of {@link Kiln.build}
    */
   deploy(options: SpecOptions): Promise<DeployResult>;
@@ -228,6 +265,27 @@ export interface Kiln {
    * deploy, `resumeRollout` or `abortRollout`.
    */
   forceReleaseLock(options: TargetOptions): Promise<LeaseStatus | undefined>;
+  /**
+   * Every image of the target's service, across its environments and their providers, newest
+   * first: fingerprint, size (bytes, when the provider knows it), creation time, the releases and
+   * environments that reference it, and the instances that run it now. Reads the state of every
+   * target of the service, one `images.list` per provider and one `instances.list` per target.
+   * Takes no lock and changes nothing.
+   * @throws KilnError PROVIDER_NOT_FOUND, PROVIDER_UNAVAILABLE, STATE_UNAVAILABLE
+   */
+  listImages(options: TargetOptions): Promise<ImageUsage[]>;
+  /**
+   * Removes the images of the target's service that no retained release uses (see
+   * `planCollection` for exactly what is kept): never an image an instance of any environment
+   * runs, or that a release in the target's window or in another environment's references (that
+   * environment's window is its spec's `retention.keep`; without one, or given a bare target,
+   * all its releases). A dry run unless `apply` is set. Applied, it takes the lock of every environment
+   * of the service (so no deploy interleaves), finishes removals an interrupted collection left,
+   * and journals each removal (intent before, outcome after) on a `gc` record in the target's
+   * history. A removal that fails is reported in `failed` and the others go on.
+   * @throws KilnError INVALID_ARGUMENT (keep, olderThanMs, a target never deployed), TARGET_LOCKED, LOCK_LOST, ABORTED, PROVIDER_UNAVAILABLE
+   */
+  collectGarbage(options: CollectGarbageOptions): Promise<CollectionResult>;
   /** Closes providers and the store. */
   close(): Promise<void>;
 }
@@ -258,7 +316,12 @@ export function createKiln(options: KilnOptions): Kiln {
       }),
     plan: (opts) => plan(context, opts),
     build: (opts) => build(context, opts),
-    deploy: (opts) => deploy(context, opts),
+    async deploy(opts) {
+      const result = await deploy(context, opts);
+      // The spec's retention runs once the deploy's lock is released; it never fails the deploy.
+      await retainAfterDeploy(context, opts);
+      return result;
+    },
     rollback: (opts) => rollback(context, opts),
     resumeRollout: (opts) => resumeRollout(context, opts),
     abortRollout: (opts) => abortRollout(context, opts),
@@ -266,6 +329,8 @@ export function createKiln(options: KilnOptions): Kiln {
     history: (opts) => history(context, opts),
     lockStatus: (opts) => lockStatus(context, opts),
     forceReleaseLock: (opts) => forceReleaseLock(context, opts),
+    listImages: (opts) => listImages(context, opts),
+    collectGarbage: (opts) => collectGarbage(context, opts),
     async close() {
       const opened = await Promise.allSettled(context.createdProviders());
       await Promise.all(opened.flatMap((result) => (result.status === "fulfilled" && result.value.close ? [result.value.close()] : [])));

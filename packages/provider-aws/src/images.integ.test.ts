@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { CreateImageCommand, DescribeImagesCommand, DescribeSnapshotsCommand, RunInstancesCommand, TerminateInstancesCommand } from "@aws-sdk/client-ec2";
+import { CreateImageCommand, DeregisterImageCommand, DescribeImagesCommand, DescribeSnapshotsCommand, RunInstancesCommand, TerminateInstancesCommand } from "@aws-sdk/client-ec2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABELS, silentLogger, type ImageRecipe, type ProviderContext, type ProviderProgress } from "@kilnjs/core";
 import { motoEndpoint, requireMoto } from "@kilnjs/testkit";
@@ -121,5 +121,36 @@ describe.skipIf(!moto)("aws image operations (moto)", () => {
     } finally {
       await player.stop();
     }
+  });
+
+  it("keeps an AMI an instance runs (IMAGE_IN_USE), and finishes a removal that stopped after the deregistration: the snapshots go", async () => {
+    const source = await ec2.send(new RunInstancesCommand({ ImageId: baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "t3.micro" }));
+    const sourceId = source.Instances![0]!.InstanceId!;
+    const fingerprint = `sha256:${randomBytes(32).toString("hex")}`;
+    const created = await ec2.send(
+      new CreateImageCommand({
+        InstanceId: sourceId,
+        Name: `kiln-${service}-gc-${randomBytes(3).toString("hex")}`,
+        TagSpecifications: [{ ResourceType: "image", Tags: [{ Key: LABELS.service, Value: service }, { Key: LABELS.fingerprint, Value: fingerprint }] }],
+      }),
+    );
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [sourceId] }));
+    const amiId = created.ImageId!;
+    const [ami] = (await ec2.send(new DescribeImagesCommand({ ImageIds: [amiId] }))).Images ?? [];
+    const snapshotIds = (ami?.BlockDeviceMappings ?? []).flatMap((mapping) => (mapping.Ebs?.SnapshotId ? [mapping.Ebs.SnapshotId] : []));
+    expect(snapshotIds.length).toBeGreaterThan(0);
+    const ref = { id: amiId, fingerprint, digest: amiId, names: [] };
+
+    const user = await ec2.send(new RunInstancesCommand({ ImageId: amiId, MinCount: 1, MaxCount: 1, InstanceType: "t3.micro" }));
+    const userId = user.Instances![0]!.InstanceId!;
+    await expect(images.remove(ref, ctx())).rejects.toMatchObject({ code: "IMAGE_IN_USE", message: expect.stringContaining(userId) as unknown });
+    expect((await ec2.send(new DescribeImagesCommand({ ImageIds: [amiId] }))).Images?.[0]?.State).toBe("available");
+    expect((await ec2.send(new DescribeSnapshotsCommand({ Filters: [{ Name: "snapshot-id", Values: snapshotIds }] }))).Snapshots ?? []).toHaveLength(snapshotIds.length);
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [userId] }));
+
+    // A removal killed between the deregistration and the snapshots' deletion, then run again.
+    await ec2.send(new DeregisterImageCommand({ ImageId: amiId }));
+    await images.remove(ref, ctx());
+    expect((await ec2.send(new DescribeSnapshotsCommand({ Filters: [{ Name: "snapshot-id", Values: snapshotIds }] }))).Snapshots ?? []).toEqual([]);
   });
 });

@@ -437,9 +437,11 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
           throw error;
         });
         const current = found[0];
-        if (!current || current.State === "deregistered") return;
-        const snapshots = (current.BlockDeviceMappings ?? []).flatMap((mapping) => (mapping.Ebs?.SnapshotId ? [mapping.Ebs.SnapshotId] : []));
-        await client.send(new sdk.DeregisterImageCommand({ ImageId: image.id }), { abortSignal: ctx.signal });
+        const mapped = (current?.BlockDeviceMappings ?? []).flatMap((mapping) => (mapping.Ebs?.SnapshotId ? [mapping.Ebs.SnapshotId] : []));
+        if (current && current.State !== "deregistered") await client.send(new sdk.DeregisterImageCommand({ ImageId: image.id }), { abortSignal: ctx.signal });
+        // An AMI deregistered by an earlier removal that stopped before its snapshots went (a
+        // killed gc) no longer lists them: they are found by the description CreateImage gives them.
+        const snapshots = [...new Set([...mapped, ...(await createImageSnapshots(image.id, ctx))])];
         for (const snapshotId of snapshots) {
           try {
             await client.send(new sdk.DeleteSnapshotCommand({ SnapshotId: snapshotId }), { abortSignal: ctx.signal });
@@ -452,6 +454,27 @@ export function createImageOperations(clients: AwsClients): ImageOperations {
       }
     },
   };
+
+  /**
+   * The snapshots CreateImage made for an AMI, found by the description EC2 gives each
+   * ("Created by CreateImage(i-…) for ami-…"), owned by this account: how the snapshots of an AMI
+   * already deregistered are found.
+   * @see https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/deregister-ami.html
+   */
+  async function createImageSnapshots(imageId: string, ctx: ProviderContext): Promise<string[]> {
+    const { sdk, client } = await clients.ec2();
+    const ids: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await client.send(
+        new sdk.DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [{ Name: "description", Values: [`Created by CreateImage(*) for ${imageId}`] }], ...(token ? { NextToken: token } : {}) }),
+        { abortSignal: ctx.signal },
+      );
+      for (const snapshot of page.Snapshots ?? []) if (snapshot.SnapshotId && snapshot.Description?.endsWith(` for ${imageId}`)) ids.push(snapshot.SnapshotId);
+      token = page.NextToken;
+    } while (token);
+    return ids;
+  }
 
   /** Launch templates whose default or latest version launches this AMI (DescribeLaunchTemplateVersions over every template). */
   async function launchTemplatesUsing(imageId: string, ctx: ProviderContext): Promise<string[]> {

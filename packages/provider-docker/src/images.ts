@@ -269,7 +269,7 @@ export function createImageOperations(client: EngineClient, options: ImageOption
         }
       } catch (error) {
         if (statusOf(error) === 409) {
-          throw new KilnError("IMAGE_IN_USE", `Image ${image.id} is in use and was not removed: ${messageOf(error)}`, {
+          throw new KilnError("IMAGE_IN_USE", `Image ${image.id} is in use and was not removed: ${messageOf(error)}. Retire (remove) the containers that use it first; kiln gc keeps an image any instance runs, so this one runs outside Kiln or was started meanwhile.`, {
             cause: error,
             details: { reason: "image-in-use", imageId: image.id },
           });

@@ -207,6 +207,27 @@ describe("the HTTP API (memory provider)", () => {
     expect(huge.status).toBe(413);
   });
 
+  it("lists a target's images and collects the old ones (admin only; a dry run unless apply)", async () => {
+    for (const version of ["1", "2", "3"]) {
+      const accepted = await call("POST", "/v1/deployments", TOKENS.admin, { spec: spec("gcweb", { image: { dockerfile: { args: { VERSION: version } } } }), environment: "prod" });
+      expect(accepted.status).toBe(202);
+      expect((await finished(((await accepted.json()) as { id: string }).id)).state).toBe("succeeded");
+    }
+    const listed = (await (await call("GET", "/v1/targets/gcweb@prod/images", TOKENS.reader)).json()) as { images: Array<{ inUse: boolean }> };
+    expect(listed.images).toHaveLength(3);
+    expect(listed.images.filter((image) => image.inUse)).toHaveLength(1);
+    expect((await call("POST", "/v1/targets/gcweb@prod/gc", TOKENS.deployer, { keep: 1 })).status).toBe(403);
+    expect((await call("POST", "/v1/targets/gcweb@prod/gc", TOKENS.admin, { keep: 0 })).status).toBe(400);
+    const dry = (await (await call("POST", "/v1/targets/gcweb@prod/gc", TOKENS.admin, { keep: 2 })).json()) as { applied: boolean; plan: { remove: unknown[] } };
+    expect(dry).toMatchObject({ applied: false });
+    expect(dry.plan.remove).toHaveLength(1);
+    expect(((await (await call("GET", "/v1/targets/gcweb@prod/images", TOKENS.reader)).json()) as { images: unknown[] }).images).toHaveLength(3);
+    const applied = await call("POST", "/v1/targets/gcweb@prod/gc", TOKENS.admin, { keep: 2, apply: true });
+    expect(applied.status).toBe(200);
+    expect(((await applied.json()) as { removed: unknown[] }).removed).toHaveLength(1);
+    expect(((await (await call("GET", "/v1/targets/gcweb@prod/images", TOKENS.reader)).json()) as { images: unknown[] }).images).toHaveLength(2);
+  });
+
   it("refuses a wrong scope and a wrong environment with 403", async () => {
     const readOnly = await call("POST", "/v1/deployments", TOKENS.reader, { spec: spec("web"), environment: "prod" });
     expect(readOnly.status).toBe(403);

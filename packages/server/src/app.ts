@@ -121,6 +121,24 @@ const YamlSpec = { schema: z.string().openapi({ description: "A kiln.yaml; the e
 /** A deploy or plan body: JSON, or a kiln.yaml as any of the YAML media types readDeployInput reads. */
 const DEPLOY_CONTENT = { "application/json": { schema: DeployBody }, "application/yaml": YamlSpec, "text/yaml": YamlSpec, "application/x-yaml": YamlSpec };
 const RollbackBody = z.object({ release: z.number().int().min(1).optional() }).strict().openapi("RollbackRequest");
+const GcBody = z
+  .object({
+    keep: z.number().int().min(1).max(1000).openapi({ description: "Releases kept for the target: the current one and keep - 1 successful ones before it." }),
+    olderThanMs: z.number().int().min(0).optional().openapi({ description: "Only images created at least this long ago (milliseconds) go." }),
+    apply: z.boolean().optional().openapi({ description: "Remove the images; false or absent: a dry run that changes nothing." }),
+  })
+  .strict()
+  .openapi("GarbageCollectionRequest");
+const GcResultSchema = z
+  .object({
+    applied: z.boolean(),
+    gcId: z.string().nullable().openapi({ description: "The gc record in the target's history; null when nothing was removed" }),
+    plan: z.record(z.string(), z.unknown()).openapi({ description: "What goes (remove) and what stays (kept, with reasons), and the retained releases" }),
+    resumed: z.array(z.record(z.string(), z.unknown())),
+    removed: z.array(z.record(z.string(), z.unknown())),
+    failed: z.array(z.object({ image: z.record(z.string(), z.unknown()), error: z.object({ code: z.string(), message: z.string() }) })),
+  })
+  .openapi("GarbageCollection");
 
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { "application/json": { schema } }, description });
 const problems = (...statuses: number[]) =>
@@ -405,6 +423,58 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       const target = targetOf(c);
       authorize(c, "admin", target.environment);
       return once(c, null, async () => ({ status: 200, body: { released: ((await kiln.forceReleaseLock({ target })) ?? null) as unknown } }));
+    },
+  );
+
+  // ---- images and garbage collection ---------------------------------------------------------
+
+  openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/targets/{target}/images",
+      summary: "The service's images across its environments, with the releases that use them and whether an instance runs them",
+      security,
+      request: { params: TargetParam },
+      responses: { 200: json(z.object({ images: z.array(z.record(z.string(), z.unknown())) }), "The images, newest first"), ...problems(...COMMON) },
+    }),
+    async (c) => {
+      const target = targetOf(c);
+      authorize(c, "read", target.environment);
+      return c.json({ images: (await kiln.listImages({ target })) as unknown as Record<string, unknown>[] });
+    },
+  );
+
+  openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/targets/{target}/gc",
+      summary: "Remove the images no retained release uses (admin); a dry run unless apply is true",
+      security,
+      request: { params: TargetParam, headers: IdempotencyHeader, body: { content: { "application/json": { schema: GcBody } }, required: true } },
+      responses: { 200: json(GcResultSchema, "What the collection planned and did"), ...problems(...COMMON, 409, 415, 422) },
+    }),
+    async (c) => {
+      const target = targetOf(c);
+      authorize(c, "admin", target.environment);
+      const parsed = GcBody.safeParse(safeJson(await c.req.text()));
+      if (!parsed.success) throw new HttpProblem(problem("INVALID_ARGUMENT", `The body is invalid: ${parsed.error.issues.map((issue) => `${issue.path.join(".") || "(body)"}: ${issue.message}`).join("; ")}.`));
+      const body = parsed.data;
+      return once(c, body, async () => {
+        const state = await kiln.history({ target });
+        if (state.releases.length === 0) return { status: 404, body: problem("NOT_FOUND", `${formatTarget(target)} has never been deployed; it has no images to collect.`, { status: 404 }) };
+        const result = await kiln.collectGarbage({ target, keep: body.keep, ...(body.olderThanMs !== undefined ? { olderThanMs: body.olderThanMs } : {}), apply: body.apply === true });
+        return {
+          status: 200,
+          body: {
+            applied: result.applied,
+            gcId: result.gcId ?? null,
+            plan: result.plan,
+            resumed: result.resumed,
+            removed: result.removed,
+            failed: result.failed.map(({ image, error }) => ({ image, error: { code: error.code, message: error.message } })),
+          },
+        };
+      });
     },
   );
 

@@ -25,6 +25,8 @@ const NEEDS: Record<string, "read" | "deploy" | "admin"> = {
   "get /v1/targets/{target}/history": "read",
   "get /v1/targets/{target}/lock": "read",
   "post /v1/targets/{target}/lock/release": "admin",
+  "get /v1/targets/{target}/images": "read",
+  "post /v1/targets/{target}/gc": "admin",
   "post /v1/plan": "deploy",
   "post /v1/deployments": "deploy",
   "post /v1/targets/{target}/rollback": "deploy",
@@ -78,6 +80,7 @@ describe("tokens on every endpoint", () => {
   function bodyOf(route: string): string | undefined {
     if (route === "/v1/deployments" || route === "/v1/plan") return JSON.stringify({ spec: specFor(), environment: "prod" });
     if (route.endsWith("/rollback")) return "{}";
+    if (route.endsWith("/gc")) return JSON.stringify({ keep: 5 });
     return undefined;
   }
   const send = (operation: { method: string; path: string }, secret: string | undefined) =>

@@ -169,6 +169,7 @@ describe("journaled", () => {
   it("takes the crash point only from its options, and refuses a malformed one", async () => {
     expect(parseCrashPoint("intent:terminate:3")).toEqual({ phase: "intent", step: "terminate:3" });
     expect(parseCrashPoint("outcome:build:1")).toEqual({ phase: "outcome", step: "build:1" });
+    expect(parseCrashPoint("intent:remove:2")).toEqual({ phase: "intent", step: "remove:2" });
     for (const bad of ["launch:1", "intent:launch", "intent:launch:0", "before:launch:1", "intent:deploy:1"]) {
       expect(() => parseCrashPoint(bad)).toThrow(/is not a journal step/);
     }

@@ -22,6 +22,7 @@ import type { Target } from "../target.js";
  *   terminate:<n>   instances.terminate (each retirement call, in order)
  *   register:<n>, deregister:<n>   traffic.register / traffic.deregister
  *   retire-proxy:<n> traffic.retireProxy (a release without a front proxy serves: the old proxy goes)
+ *   remove:<n>      images.remove       (garbage collection: one per image, the image id in both entries)
  *
  * Names do not contain the rollout id, so the same plan gives the same names in every run: a test
  * reads the steps of one normal run (`journalCrashPoints(rollout)`) and then kills a new run at
@@ -64,7 +65,7 @@ export interface JournalOptions extends JournalHooks {
   readonly logger?: Logger;
 }
 
-type Verb = "build" | "launch" | "terminate" | "register" | "deregister" | "retire-proxy";
+type Verb = "build" | "launch" | "terminate" | "register" | "deregister" | "retire-proxy" | "remove";
 
 const OPS: Record<Verb, JournalOp> = {
   build: "images.build",
@@ -73,6 +74,7 @@ const OPS: Record<Verb, JournalOp> = {
   register: "traffic.register",
   deregister: "traffic.deregister",
   "retire-proxy": "traffic.retireProxy",
+  remove: "images.remove",
 };
 
 /**
@@ -80,11 +82,11 @@ const OPS: Record<Verb, JournalOp> = {
  * @throws KilnError INVALID_ARGUMENT when it is not of that form
  */
 export function parseCrashPoint(text: string): { phase: "intent" | "outcome"; step: string } {
-  const match = /^(intent|outcome):((?:build|launch|terminate|register|deregister|retire-proxy):[1-9]\d*)$/.exec(text.trim());
+  const match = /^(intent|outcome):((?:build|launch|terminate|register|deregister|retire-proxy|remove):[1-9]\d*)$/.exec(text.trim());
   if (!match) {
     throw new KilnError(
       "INVALID_ARGUMENT",
-      `The crash point "${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch, terminate, register, deregister or retire-proxy, e.g. intent:launch:2.`,
+      `The crash point "${text}" is not a journal step: write <phase>:<verb>:<n>, phase intent or outcome, verb build, launch, terminate, register, deregister, retire-proxy or remove, e.g. intent:launch:2.`,
     );
   }
   return { phase: match[1] as "intent" | "outcome", step: match[2]! };
@@ -99,7 +101,7 @@ export function journalCrashPoints(rollout: Pick<RolloutRecord, "journal">): str
 }
 
 /**
- * Wraps a provider so that every `images.build`, `instances.launch`, `instances.terminate` and
+ * Wraps a provider so that every `images.build`, `images.remove`, `instances.launch`, `instances.terminate` and
  * traffic `register`/`deregister` is journaled on the rollout's record: an intent before the call,
  * an outcome after it. So a process that lost its lease can change neither instances nor routing. Other members
  * (find, list, health, capabilities core does not journal) pass through unchanged. The rollout
@@ -123,7 +125,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
     }
   }
   const kill = options.kill ?? (() => process.kill(process.pid, "SIGKILL"));
-  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0, "retire-proxy": 0 };
+  const counters: Record<Verb, number> = { build: 0, launch: 0, terminate: 0, register: 0, deregister: 0, "retire-proxy": 0, remove: 0 };
 
   async function write(entry: Omit<JournalEntry, "seq" | "time">): Promise<void> {
     // Appended: the cost of an entry does not grow with the fleet, the journal or the history.
@@ -135,7 +137,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
     }
   }
 
-  async function step<T>(verb: Verb, fields: Pick<JournalEntry, "instanceIds" | "idempotencyKey" | "release" | "count">, call: () => Promise<T>, describe: (value: T) => Pick<JournalEntry, "instanceIds" | "imageId"> | undefined): Promise<T> {
+  async function step<T>(verb: Verb, fields: Pick<JournalEntry, "instanceIds" | "idempotencyKey" | "release" | "count" | "imageId">, call: () => Promise<T>, describe: (value: T) => Pick<JournalEntry, "instanceIds" | "imageId"> | undefined): Promise<T> {
     if (crashError) throw crashError;
     counters[verb] += 1;
     const name = `${verb}:${counters[verb]}`;
@@ -169,7 +171,7 @@ export function journaled(provider: Provider, options: JournalOptions): Provider
       // Bound so providers whose methods use `this` keep working.
       find: provider.images.find.bind(provider.images),
       list: provider.images.list.bind(provider.images),
-      remove: provider.images.remove.bind(provider.images),
+      remove: (image, ctx) => step("remove", { instanceIds: [], imageId: image.id }, () => provider.images.remove(image, ctx), () => ({ imageId: image.id, instanceIds: [] })),
     },
     instances: {
       ...provider.instances,

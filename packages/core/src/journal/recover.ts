@@ -35,6 +35,9 @@ export interface MarkInterruptedOptions {
  * interrupted release becomes and retires leftovers through a normal rollout, after the new
  * instances are healthy, so capacity never drops.
  *
+ * A garbage collection's record (kind `gc`) left running is marked `aborted` the same way, but not
+ * returned: it launched nothing and has no release; the next collection finishes its removals.
+ *
  * Also returned, without being marked again: a rollout recovered earlier whose release is still
  * `pending` (the run that recovered it stopped before deciding what the release becomes).
  *
@@ -56,7 +59,9 @@ export async function markInterruptedRollouts(options: MarkInterruptedOptions): 
   const latestUndecided = [...new Map(undecided.map((rollout) => [rollout.toRelease, rollout])).values()];
   if (running.length === 0 && latestUndecided.length === 0) return [];
   const found = new Map<string, readonly Instance[]>();
-  for (const rollout of [...latestUndecided, ...running]) found.set(rollout.id, (await options.listInstances(rollout)) ?? []);
+  for (const rollout of [...latestUndecided, ...running]) {
+    if (rollout.kind !== "gc") found.set(rollout.id, (await options.listInstances(rollout)) ?? []);
+  }
   const earlier = latestUndecided.map((rollout) => ({
     rollout: structuredClone(rollout),
     release: structuredClone(state.releases.find((release) => release.number === rollout.toRelease)),
@@ -92,5 +97,5 @@ export async function markInterruptedRollouts(options: MarkInterruptedOptions): 
       }),
     { token: options.token },
   );
-  return [...earlier, ...marked];
+  return [...earlier, ...marked.filter((interrupted) => interrupted.rollout.kind !== "gc")];
 }

@@ -25,7 +25,8 @@ export async function status(context: OperationContext, options: TargetOptions):
   // A rollout whose holder lives is moving the target between two releases: its new and old
   // instances are its progress, not drift. An interrupted one (no lock, or a stale one) moves
   // nothing: what it left is drift until a deploy finishes or undoes it.
-  const moving = activeRollout && lock && !lock.stale ? activeRollout : undefined;
+  // A running gc moves no instance: it holds the lock, and drift is drift.
+  const moving = activeRollout && activeRollout.kind !== "gc" && lock && !lock.stale ? activeRollout : undefined;
   if (moving) {
     const { progress, drift } = describeRolloutProgress(moving, state.releases.find((r) => r.number === moving.toRelease), instances);
     return { target, release, instances, proxies, drift, progress, activeRollout, lock };

@@ -159,6 +159,8 @@ export interface ResolvedTarget {
   readonly health: ResolvedHealth;
   readonly rollout: ResolvedRollout;
   readonly traffic: ResolvedTraffic;
+  /** The spec's `retention`: releases kept per target after each successful deploy; absent: no clean-up. */
+  readonly retention?: { readonly keep: number };
 }
 
 /**
@@ -290,6 +292,7 @@ export function resolveTarget(validated: ValidatedSpec, environment: string, bas
       steps,
       autoRollback: rollout.autoRollback,
     },
+    ...(spec.retention ? { retention: { keep: spec.retention.keep } } : {}),
   };
 }
 

@@ -278,6 +278,18 @@ export const trafficSchema = z
   })
   .describe("How requests reach the instances. Without a proxy or load balancer, clients reach each instance at its own address.");
 
+/** How many old images a target keeps: the clean-up run after each successful deploy. */
+export const retentionSchema = z
+  .strictObject({
+    keep: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .describe("Releases kept per target, the rollback window: the current release and the `keep - 1` successful releases before it. After each successful deploy, the service's images that no instance runs and no kept release references are removed (another environment keeps its own window, or every release when it declares no retention), as `kiln gc --keep N --yes` does."),
+  })
+  .describe("Remove old images after each successful deploy (see docs/retention.md). A failed clean-up is a warning; the deploy stands.");
+
 /**
  * What an environment may override, before provider sections are composed in: every section, each
  * key optional; objects merge, arrays replace. See `composeSpecSchemas` for the schema validation uses.
@@ -298,6 +310,7 @@ export const environmentSchema = z
       .extend({ http: httpCheckSchema.partial().optional(), tcp: tcpCheckSchema.partial().optional(), command: commandCheckSchema.partial().optional() })
       .optional(),
     rollout: rolloutSchema.partial().optional(),
+    retention: retentionSchema.partial().optional(),
     secrets: z
       .record(z.string().regex(ENV_NAME_PATTERN, "a secret name: letters, digits and _"), secretSchema.partial())
       .optional(),
@@ -321,6 +334,7 @@ export const specSchema = z
     health: healthSchema.prefault({}),
     rollout: rolloutSchema.prefault({}),
     traffic: trafficSchema.prefault({}),
+    retention: retentionSchema.optional(),
     secrets: z
       .record(z.string().regex(ENV_NAME_PATTERN, "a secret name: letters, digits and _ (it is the default environment variable name)"), secretSchema)
       .default({})

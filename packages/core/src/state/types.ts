@@ -58,7 +58,7 @@ export interface Holder {
 export type RolloutStatus = "running" | "succeeded" | "failed" | "aborted";
 
 /** A provider operation the journal records: the calls that create or destroy something. */
-export type JournalOp = "images.build" | "instances.launch" | "instances.terminate" | "traffic.register" | "traffic.deregister" | "traffic.retireProxy" | "rollout.recover";
+export type JournalOp = "images.build" | "images.remove" | "instances.launch" | "instances.terminate" | "traffic.register" | "traffic.deregister" | "traffic.retireProxy" | "rollout.recover";
 
 /**
  * One entry of a rollout's journal (its write-ahead record). Every provider call that creates or
@@ -88,7 +88,7 @@ export interface JournalEntry {
    * launch outcome, those started; for a recovery, those found carrying the rollout's id.
    */
   readonly instanceIds: readonly string[];
-  /** The image built (build outcome). */
+  /** The image built (build outcome), or removed (remove intent and outcome). */
   readonly imageId?: string;
   /** For an outcome: whether the call succeeded. */
   readonly result?: "ok" | "failed";
