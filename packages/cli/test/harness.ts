@@ -238,7 +238,7 @@ export class Scratch {
 }
 
 /**
- * Force-removes the containers labelled `label`, then its images. Images in use by someone
+ * Force-removes the containers labelled `label`, then its images, networks and volumes. Images in use by someone
  * else's containers are left (a 409); errors are returned, never thrown.
  */
 export async function removeLabelled(docker: Docker, label: string, options: { forceImages?: boolean } = {}): Promise<string[]> {
@@ -259,6 +259,25 @@ export async function removeLabelled(docker: Docker, label: string, options: { f
         .catch((error: unknown) => {
           const status = (error as { statusCode?: number }).statusCode;
           if (status !== 404 && status !== 409) problems.push(`image ${info.Id}: ${String(error)}`);
+        });
+    }
+    // A front proxy's network and volume carry the same labels: left behind, networks use up the
+    // engine's address pools (about 30 on a default engine) over many test runs.
+    for (const info of await docker.listNetworks({ filters: { label: [label] } })) {
+      await docker
+        .getNetwork(info.Id)
+        .remove()
+        .catch((error: unknown) => {
+          if ((error as { statusCode?: number }).statusCode !== 404) problems.push(`network ${info.Id}: ${String(error)}`);
+        });
+    }
+    const { Volumes: volumes } = await docker.listVolumes({ filters: { label: [label] } });
+    for (const volume of volumes ?? []) {
+      await docker
+        .getVolume(volume.Name)
+        .remove()
+        .catch((error: unknown) => {
+          if ((error as { statusCode?: number }).statusCode !== 404) problems.push(`volume ${volume.Name}: ${String(error)}`);
         });
     }
   } catch (error) {
