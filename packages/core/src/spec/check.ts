@@ -52,17 +52,22 @@ export async function checkSpec(loaded: LoadedSpec, options: CheckSpecOptions): 
     issues.push(...((error.details.issues as SpecIssue[] | undefined) ?? []));
   }
   if (issues.length === 0) {
+    // A missing file that an environment inherits is one problem, reported where it is first
+    // declared (the top level comes first): the message names the file, so the same message is the
+    // same problem.
+    const missing = new Set<string>();
     for (const target of resolvedTargets(checked)) {
       const imageFormat = specs[target.resolved.provider]?.imageFormat ?? "dockerfile";
-      if (options.references ?? true) issues.push(...referenceIssues(target.resolved, target.prefix, imageFormat));
+      if (options.references ?? true) {
+        for (const issue of referenceIssues(target.resolved, target.prefix, imageFormat)) {
+          if (!missing.has(issue.message)) issues.push(issue);
+          missing.add(issue.message);
+        }
+      }
       if (options.root !== undefined) issues.push(...confinementIssues(target.resolved, target.prefix, options.root));
     }
   }
-  // A missing file that an environment inherits is one problem, reported where it is first declared
-  // (the top level comes first): its message names the file, so the same message is the same problem.
-  const keyOf = (issue: SpecIssue) => (issue.kind === "reference" ? `reference\u0000${issue.message}` : `${issue.path.join(".")}\u0000${issue.message}`);
-  const seen = new Set<string>();
-  const unique = issues.filter((issue) => !seen.has(keyOf(issue)) && seen.add(keyOf(issue))).map((issue) =>
+  const unique = [...new Map(issues.map((issue) => [`${issue.path.join(".")}\u0000${issue.message}`, issue])).values()].map((issue) =>
     issue.file === undefined && loaded.file !== OBJECT_SPEC_FILE ? loaded.locate(issue) : issue,
   );
   if (unique.length > 0) throw specInvalidError(unique, loaded.file === OBJECT_SPEC_FILE ? "The spec" : loaded.file);
