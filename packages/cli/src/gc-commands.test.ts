@@ -3,11 +3,10 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JournalHooks } from "@kilnjs/core";
 import { createMemoryProvider, type MemoryProvider } from "@kilnjs/testkit";
-import { run } from "./main.js";
+import { runCaptured, type CapturedRun } from "./run-in-process.testing.js";
 
 let dir: string;
 let provider: MemoryProvider;
@@ -24,19 +23,12 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function kiln(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function kiln(...args: string[]): Promise<CapturedRun> {
   return kilnWith({}, ...args);
 }
 
-async function kilnWith(journalHooks: JournalHooks, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
-  stderr.setEncoding("utf8").on("data", (chunk: string) => (err += chunk));
-  const code = await run([...args, "-C", dir], { stdout, stderr, env: { NO_COLOR: "1" } }, { kilnOptions: { providers: { memory: provider }, journalHooks } });
-  return { code, stdout: out, stderr: err };
+async function kilnWith(journalHooks: JournalHooks, ...args: string[]): Promise<CapturedRun> {
+  return runCaptured([...args, "-C", dir], { kilnOptions: { providers: { memory: provider }, journalHooks } });
 }
 
 async function deployVersions(count: number): Promise<void> {

@@ -3,10 +3,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { acquireLease, createFileStateStore, type Holder, type StateStore } from "@kilnjs/core";
-import { run } from "./main.js";
+import { runCaptured, type CapturedRun } from "./run-in-process.testing.js";
 
 const target = { service: "web", environment: "default" };
 const DEAD_PID = 2 ** 22 - 1;
@@ -22,16 +21,10 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function kiln(...args: string[]): Promise<{ code: number; stdout: string; stderr: string; elapsedMs: number }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
-  stderr.setEncoding("utf8").on("data", (chunk: string) => (err += chunk));
+async function kiln(...args: string[]): Promise<CapturedRun & { elapsedMs: number }> {
   const startedAt = Date.now();
-  const code = await run([...args, "-C", dir], { stdout, stderr, env: { NO_COLOR: "1" } });
-  return { code, stdout: out, stderr: err, elapsedMs: Date.now() - startedAt };
+  const result = await runCaptured([...args, "-C", dir]);
+  return { ...result, elapsedMs: Date.now() - startedAt };
 }
 
 const remote = (): Holder => ({ user: "ci", host: "build-7.example", pid: 4242, command: "kiln deploy", since: "2026-01-01T00:00:00.000Z" });
