@@ -16,11 +16,8 @@ import {
   resolveReference,
   snapshot,
   textOf,
+  type Json,
 } from "./state.js";
-
-type Json = Record<string, unknown>;
-
-const link = linkOf;
 
 /** An image given when the engine starts (a public base image such as debian-cloud's). */
 export interface SeedImage {
@@ -46,7 +43,7 @@ function imageJson(project: string, name: string, fields: Json): ImageRecord["js
     status: "READY",
     archiveSizeBytes: "1073741824",
     diskSizeGb: "10",
-    selfLink: link(`projects/${project}/global/images/${name}`),
+    selfLink: linkOf(`projects/${project}/global/images/${name}`),
     storageLocations: ["us"],
     architecture: "X86_64",
     ...fields,
@@ -136,7 +133,7 @@ const insert: ApiHandler = (call) => {
       labels: body.labels ?? {},
       status: "PENDING",
       diskSizeGb: textOf(disk.json.sizeGb, "10"),
-      sourceDisk: link(diskPath),
+      sourceDisk: linkOf(diskPath),
       sourceDiskId: disk.json.id,
     }),
     sequence: engine.state.imageSequence++,
@@ -182,7 +179,7 @@ const deprecate: ApiHandler = (call) => {
   return globalOperation(call, "deprecate", image.path, String(image.json.id), {
     finish: () => {
       if (status.state === undefined || status.state === "ACTIVE") delete image.json.deprecated;
-      else image.json.deprecated = { ...status, ...(typeof status.replacement === "string" ? { replacement: link(resolveReference(status.replacement, image.project)) } : {}) };
+      else image.json.deprecated = { ...status, ...(typeof status.replacement === "string" ? { replacement: linkOf(resolveReference(status.replacement, image.project)) } : {}) };
     },
   });
 };

@@ -19,13 +19,10 @@ import {
   resolveReference,
   snapshot,
   textOf,
+  type Json,
 } from "./state.js";
 import { resolveSourceImage } from "./images.js";
 import type { VmDescription } from "./vm-runner.js";
-
-type Json = Record<string, unknown>;
-
-const link = linkOf;
 
 function knownFieldOf(engine: EngineContext, typeName: string): (name: string) => boolean {
   const type = engine.schema.type(typeName);
@@ -107,7 +104,7 @@ function machineTypeLink(project: string, zone: string, machineType: unknown): s
   if (typeof machineType !== "string" || machineType === "") throw requiredField("resource.machineType");
   const path = machineType.includes("/") ? resolveReference(machineType, project) : `projects/${project}/zones/${zone}/machineTypes/${machineType}`;
   if (!/^projects\/[^/]+\/zones\/[^/]+\/machineTypes\/[^/]+$/.test(path)) throw invalidField("resource.machineType", machineType, "It must name zones/ZONE/machineTypes/TYPE");
-  return link(path);
+  return linkOf(path);
 }
 
 /** Everything an instance insert needs, checked before any operation starts. */
@@ -136,23 +133,23 @@ function planInstance(engine: EngineContext, project: string, zone: string, body
     creationTimestamp: createdAt,
     name: diskName,
     sizeGb,
-    zone: link(`projects/${project}/zones/${zone}`),
+    zone: linkOf(`projects/${project}/zones/${zone}`),
     status: "READY",
-    selfLink: link(diskPath),
+    selfLink: linkOf(diskPath),
     sourceImage: image.json.selfLink,
     sourceImageId: image.json.id,
-    type: link(`projects/${project}/zones/${zone}/diskTypes/${textOf(initialize.diskType, "pd-balanced").split("/").pop()}`),
+    type: linkOf(`projects/${project}/zones/${zone}/diskTypes/${textOf(initialize.diskType, "pd-balanced").split("/").pop()}`),
     labels: checkLabels(initialize.labels),
     labelFingerprint: fingerprintOf(initialize.labels ?? {}),
-    users: [link(path)],
+    users: [linkOf(path)],
     lastAttachTimestamp: createdAt,
     physicalBlockSizeBytes: "4096",
   };
   const networkInterfaces = ((body.networkInterfaces as Json[] | undefined) ?? [{}]).map((nic, index) => ({
     kind: "compute#networkInterface",
     name: `nic${index}`,
-    network: link(resolveReference(textOf(nic.network, "global/networks/default"), project)),
-    ...(nic.subnetwork ? { subnetwork: link(resolveReference(textOf(nic.subnetwork, ""), project)) } : {}),
+    network: linkOf(resolveReference(textOf(nic.network, "global/networks/default"), project)),
+    ...(nic.subnetwork ? { subnetwork: linkOf(resolveReference(textOf(nic.subnetwork, ""), project)) } : {}),
     networkIP: engine.state.nextNetworkIP(),
     stackType: "IPV4_ONLY",
     fingerprint: fingerprintOf([name, index]),
@@ -170,7 +167,7 @@ function planInstance(engine: EngineContext, project: string, zone: string, body
     tags: { ...((body.tags as Json | undefined) ?? {}), fingerprint: fingerprintOf(body.tags ?? {}) },
     machineType,
     status: "PROVISIONING",
-    zone: link(`projects/${project}/zones/${zone}`),
+    zone: linkOf(`projects/${project}/zones/${zone}`),
     canIpForward: body.canIpForward === true,
     networkInterfaces,
     disks: [
@@ -178,7 +175,7 @@ function planInstance(engine: EngineContext, project: string, zone: string, body
         kind: "compute#attachedDisk",
         type: "PERSISTENT",
         mode: "READ_WRITE",
-        source: link(diskPath),
+        source: linkOf(diskPath),
         deviceName: (attached.deviceName as string | undefined) ?? diskName,
         index: 0,
         boot: true,
@@ -189,7 +186,7 @@ function planInstance(engine: EngineContext, project: string, zone: string, body
     ],
     metadata: { kind: "compute#metadata", fingerprint: fingerprintOf(metadata.items ?? []), ...(metadata.items ? { items: metadata.items } : {}) },
     ...(body.serviceAccounts ? { serviceAccounts: body.serviceAccounts } : {}),
-    selfLink: link(path),
+    selfLink: linkOf(path),
     scheduling: { onHostMaintenance: "MIGRATE", automaticRestart: true, preemptible: false, provisioningModel: "STANDARD", ...((body.scheduling as Json | undefined) ?? {}) },
     cpuPlatform: "Intel Broadwell",
     labels,
@@ -334,13 +331,13 @@ const aggregatedList: ApiHandler = (call) => {
   const page = pageOf(all, call.query, knownFieldOf(call.engine, "Instance"));
   const items: Record<string, Json> = {};
   for (const zone of zones) {
-    const zoneLink = link(`projects/${project}/zones/${zone}`);
+    const zoneLink = linkOf(`projects/${project}/zones/${zone}`);
     const inZone = page.items.filter((instance) => instance.zone === zoneLink);
     items[`zones/${zone}`] = inZone.length > 0
       ? { instances: snapshot(inZone) }
       : { warning: { code: "NO_RESULTS_ON_PAGE", message: `There are no results for scope 'zones/${zone}' on this page.`, data: [{ key: "scope", value: `zones/${zone}` }] } };
   }
-  return { kind: "compute#instanceAggregatedList", id: `projects/${project}/aggregated/instances`, items, selfLink: link(`projects/${project}/aggregated/instances`), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
+  return { kind: "compute#instanceAggregatedList", id: `projects/${project}/aggregated/instances`, items, selfLink: linkOf(`projects/${project}/aggregated/instances`), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) };
 };
 
 function instanceOperation(call: ApiCall, operationType: string, work: OperationWork): Json {
@@ -394,7 +391,7 @@ const remove: ApiHandler = (call) => {
       const disk = engine.state.disks.get(instance.bootDiskPath);
       if (!disk) return;
       if (attached.autoDelete === true) engine.state.disks.delete(instance.bootDiskPath);
-      else disk.json.users = (disk.json.users ?? []).filter((user) => user !== link(instance.path));
+      else disk.json.users = (disk.json.users ?? []).filter((user) => user !== linkOf(instance.path));
     },
   });
 };
@@ -402,7 +399,7 @@ const remove: ApiHandler = (call) => {
 /** `instances.getGuestAttributes`: `variableKey` (`ns/key`) or `queryPath` (`ns/`); 404 until written. */
 const getGuestAttributes: ApiHandler = (call) => {
   const instance = instanceOf(call);
-  const base = { kind: "compute#guestAttributes", selfLink: `${link(instance.path)}/guestAttributes/${call.query.variableKey ?? call.query.queryPath ?? ""}` };
+  const base = { kind: "compute#guestAttributes", selfLink: `${linkOf(instance.path)}/guestAttributes/${call.query.variableKey ?? call.query.queryPath ?? ""}` };
   if (call.query.variableKey !== undefined) {
     const value = instance.guestAttributes.get(call.query.variableKey);
     if (value === undefined) throw notFound(`${instance.path}/guestAttributes/${call.query.variableKey}`);
@@ -426,7 +423,7 @@ const getSerialPortOutput: ApiHandler = (call) => {
   let from = call.query.start === undefined ? serial.start : Number(call.query.start);
   if (from < 0) from = Math.max(serial.start, end + from);
   from = Math.min(Math.max(from, serial.start), end);
-  return { kind: "compute#serialPortOutput", contents: serial.contents.slice(from - serial.start), start: String(from), next: String(end), selfLink: `${link(instance.path)}/serialPort?port=${port}` };
+  return { kind: "compute#serialPortOutput", contents: serial.contents.slice(from - serial.start), start: String(from), next: String(end), selfLink: `${linkOf(instance.path)}/serialPort?port=${port}` };
 };
 
 function diskOf(call: ApiCall): DiskRecord {

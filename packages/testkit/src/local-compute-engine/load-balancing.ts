@@ -18,12 +18,10 @@ import {
   resolveReference,
   snapshot,
   textOf,
+  type Json,
 } from "./state.js";
 import { networkIPOf } from "./instances.js";
 
-type Json = Record<string, unknown>;
-
-const link = linkOf;
 const operation = operationForCall;
 
 function groupOf(call: ApiCall): InstanceGroupRecord {
@@ -54,9 +52,9 @@ const insertGroup: ApiHandler = (call) => {
       name: call.body.name,
       ...(call.body.description !== undefined ? { description: call.body.description } : {}),
       namedPorts: call.body.namedPorts ?? [],
-      network: link(resolveReference(textOf(call.body.network, "global/networks/default"), project)),
-      zone: link(`projects/${project}/zones/${zone}`),
-      selfLink: link(path),
+      network: linkOf(resolveReference(textOf(call.body.network, "global/networks/default"), project)),
+      zone: linkOf(`projects/${project}/zones/${zone}`),
+      selfLink: linkOf(path),
       size: 0,
       fingerprint: fingerprintOf([]),
     },
@@ -126,10 +124,10 @@ const listInstances: ApiHandler = (call) => {
   const items = [...group.members.keys()]
     .map((path) => call.engine.state.instances.get(path))
     .filter((instance) => instance !== undefined && (!runningOnly || instance.json.status === "RUNNING"))
-    .map((instance) => ({ instance: link(instance!.path), status: instance!.json.status, ...(group.json.namedPorts ? { namedPorts: group.json.namedPorts } : {}) }));
+    .map((instance) => ({ instance: linkOf(instance!.path), status: instance!.json.status, ...(group.json.namedPorts ? { namedPorts: group.json.namedPorts } : {}) }));
   const type = call.engine.schema.type("InstanceWithNamedPorts");
   const page = pageOf(items, { ...call.query, orderBy: call.query.orderBy ?? "name" }, (name) => name in type.fields);
-  return listAnswer("compute#instanceGroupsListInstances", group.path, page, `${link(group.path)}/listInstances`);
+  return listAnswer("compute#instanceGroupsListInstances", group.path, page, `${linkOf(group.path)}/listInstances`);
 };
 
 function serviceOf(call: ApiCall): BackendServiceRecord {
@@ -144,7 +142,7 @@ function withFingerprint(json: Json): BackendServiceRecord["json"] {
 
 function normaliseBackends(project: string, backends: unknown): Json[] | undefined {
   if (!Array.isArray(backends)) return undefined;
-  return (backends as Json[]).map((backend) => ({ balancingMode: "UTILIZATION", capacityScaler: 1, ...backend, ...(typeof backend.group === "string" ? { group: link(resolveReference(backend.group, project)) } : {}) }));
+  return (backends as Json[]).map((backend) => ({ balancingMode: "UTILIZATION", capacityScaler: 1, ...backend, ...(typeof backend.group === "string" ? { group: linkOf(resolveReference(backend.group, project)) } : {}) }));
 }
 
 const insertService: ApiHandler = (call) => {
@@ -170,7 +168,7 @@ const insertService: ApiHandler = (call) => {
       connectionDraining: { drainingTimeoutSec: 0 },
       ...body,
       ...(backends ? { backends } : {}),
-      selfLink: link(path),
+      selfLink: linkOf(path),
     }),
   };
   return operation(call, { project }, "insert", { path, id: String(record.json.id) }, { begin: () => void call.engine.state.backendServices.set(path, record) });
@@ -222,7 +220,7 @@ const getHealth: ApiHandler = async (call) => {
   const port = namedPorts.find((named) => named.name === service.json.portName)?.port ?? Number(service.json.port ?? 80);
   const members = [...group.members.keys()].filter((path) => call.engine.state.instances.has(path));
   const healthStatus = await Promise.all(
-    members.map(async (path) => ({ instance: link(path), ipAddress: networkIPOf(call.engine.state.instances.get(path)!), port, healthState: await healthOf(call.engine, path, port) })),
+    members.map(async (path) => ({ instance: linkOf(path), ipAddress: networkIPOf(call.engine.state.instances.get(path)!), port, healthState: await healthOf(call.engine, path, port) })),
   );
   return { kind: "compute#backendServiceGroupHealth", ...(healthStatus.length > 0 ? { healthStatus } : {}) };
 };

@@ -6,6 +6,9 @@ import type { ComputeSchema } from "./schema.js";
 import type { VmRunner } from "./vm-runner.js";
 
 /** Resource links start with this, as the real API writes them (recorded `selfLink`s). */
+/** A JSON object as the REST API reads and writes it. */
+export type Json = Record<string, unknown>;
+
 export const COMPUTE_LINK_PREFIX = "https://www.googleapis.com/compute/v1/";
 
 /** The full link of a resource path (`projects/p/zones/z/instances/i` → `https://www.googleapis.com/compute/v1/projects/…`). */
